@@ -1,0 +1,40 @@
+"""IMPALA hyperparameters."""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class IMPALAConfig:
+    learning_rate: float = 1e-3
+    """Adam step size."""
+    discount: float = 0.99
+    """Per-step discount gamma."""
+    entropy_cost: float = 0.01
+    """Weight of the entropy bonus."""
+    baseline_cost: float = 0.5
+    """Weight of the value (baseline) loss."""
+    max_grad_norm: float = 40.0
+    """Gradients are clipped to this global norm."""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """Widths of the policy and value MLPs' hidden layers."""
+    clip_rho_threshold: float = 1.0
+    """V-trace rho-bar: clip on importance weights in the value targets."""
+    clip_pg_rho_threshold: float = 1.0
+    """Clip on importance weights in the policy-gradient advantages."""
+    vtrace_lambda: float = 1.0
+    """V-trace lambda (mixes in the uncorrected one-step bootstrap when below 1)."""
+
+    def __post_init__(self):
+        for name in ("learning_rate", "max_grad_norm", "clip_rho_threshold", "clip_pg_rho_threshold"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
+        for name in ("entropy_cost", "baseline_cost"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.discount <= 1:
+            raise ValueError(f"--discount must be in [0, 1], got {self.discount}")
+        if not 0 <= self.vtrace_lambda <= 1:
+            raise ValueError(f"--vtrace-lambda must be in [0, 1], got {self.vtrace_lambda}")
+        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
+            raise ValueError(f"--hidden-sizes must be positive widths, got {self.hidden_sizes}")

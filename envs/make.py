@@ -1,0 +1,61 @@
+"""Builds gymnasium vector envs and the spec networks are built from."""
+from __future__ import annotations
+
+import difflib
+import importlib
+
+import gymnasium as gym
+
+from rltpu.types import EnvSpec
+
+
+def _resolve(env_id: str):
+    """Returns a zero-argument env constructor for ``module:Class`` ids, else None."""
+    if ":" not in env_id:
+        if env_id not in gym.envs.registry:
+            close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            raise ValueError(f"unknown env {env_id!r}: not a registered gymnasium id "
+                             f"nor a module:Class path{hint}")
+        return None
+    module_name, attr = env_id.split(":", 1)
+    try:
+        cls = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"unknown env {env_id!r}: {e}") from None
+    if not callable(cls):
+        raise ValueError(f"env {env_id!r} is not a class or factory")
+    return cls
+
+
+def make(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, EnvSpec]:
+    """Makes ``num_envs`` copies of an env as one vector env, reset with ``seed``.
+
+    Registered ids use the env's numpy-vectorised form when it has one (CartPole,
+    Pendulum, ...), else a synchronous vector of single envs. Finished episodes' returns
+    and lengths are reported in ``info["episode"]`` (gymnasium's RecordEpisodeStatistics).
+
+    Returns:
+      The vector env (already reset; its first observation is ``env.first_observation``)
+      and the spec of one env.
+    """
+    if num_envs < 1:
+        raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    factory = _resolve(env_id)
+    if factory is None:
+        spec = gym.envs.registry[env_id]
+        mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
+        env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+    else:
+        env = gym.vector.SyncVectorEnv([factory for _ in range(num_envs)])
+    env = gym.wrappers.vector.RecordEpisodeStatistics(env)
+    observation, _ = env.reset(seed=seed)
+    env.first_observation = observation
+    return env, EnvSpec(env_id, env.single_observation_space, env.single_action_space)
+
+
+def make_spec(env_id: str) -> EnvSpec:
+    """The spec of ``env_id`` without keeping an env (used to validate before Ray starts)."""
+    env, spec = make(env_id, 1, seed=0)
+    env.close()
+    return spec

@@ -1,0 +1,123 @@
+"""Rollout actors: each owns a vector env and a jitted policy on its CPU and produces
+time-major trajectories on request.
+
+``RolloutActor`` is plain Python (tests run it in-process); ``RayRolloutActor`` is the
+same in a Ray actor process of its own, with JAX pinned to the CPU before it starts.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import numpy as np
+import ray
+
+import envs
+from rltpu import devices
+from rltpu.types import Trajectory, Unroll
+
+
+class RolloutActor:
+    """Steps ``num_envs`` envs with the latest params it has been given.
+
+    Args:
+      actor_id: index of this actor, carried in every unroll.
+      agent: the agent (see ``rltpu.agent.Agent``); only its policy step is used here.
+      agent_config: the agent's config.
+      env_id: gymnasium id or ``module:Class``.
+      num_envs: envs stepped together (trajectory columns ``B``).
+      unroll_length: steps per trajectory (``T``).
+      seed: seeds the envs and the policy's sampling key.
+    """
+
+    def __init__(self, actor_id: int, agent: Any, agent_config: Any, env_id: str,
+                 num_envs: int, unroll_length: int, seed: int):
+        self.actor_id = actor_id
+        self.unroll_length = unroll_length
+        self.env, spec = envs.make(env_id, num_envs, seed)
+        fns = agent.build(spec, agent_config)
+        policy = fns.actor_step
+
+        def step(params, observation, key):
+            key, sample_key = jax.random.split(key)
+            return policy(params, observation, sample_key), key
+
+        self._step = jax.jit(step)
+        self._key = jax.random.key(seed)
+        self._observation = self.env.first_observation
+        self._episode_ended = np.zeros(num_envs, bool)  # the next step is an autoreset step
+        self.params = None
+        self.version = -1
+        # Compile the policy step now, with placeholder params of the right shapes, so the
+        # first unroll does not wait for it (this overlaps with the learner's compile).
+        shapes = jax.eval_shape(fns.init, jax.random.key(0)).params
+        placeholder = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
+        jax.block_until_ready(self._step(devices.to_actor_device(placeholder),
+                                         self._observation, self._key))
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def set_params(self, version: int, params) -> None:
+        """Takes ``params`` if newer than what the actor has."""
+        if version > self.version:
+            self.params = devices.to_actor_device(params)
+            self.version = version
+
+    def unroll(self, version: int, params_box: list) -> Unroll:
+        """Acts for ``unroll_length`` steps.
+
+        Args:
+          version: version of the newest published params.
+          params_box: ``[ObjectRef]`` of those params, boxed in a list so Ray does not fetch
+            them unless this actor's params are older.
+        """
+        if version > self.version:
+            self.set_params(version, ray.get(params_box[0]))
+        return self.unroll_with_current()
+
+    def unroll_with_current(self) -> Unroll:
+        """Acts for ``unroll_length`` steps with the params the actor has."""
+        params = self.params
+        start = time.perf_counter()
+        T, B = self.unroll_length, self._episode_ended.shape[0]
+        observation = np.empty((T + 1, *self._observation.shape), self._observation.dtype)
+        reward = np.empty((T, B), np.float32)
+        terminated = np.empty((T, B), bool)
+        truncated = np.empty((T, B), bool)
+        valid = np.empty((T, B), bool)
+        actions, extras = [], []
+        returns, lengths = [], []
+        observation[0] = self._observation
+        for t in range(T):
+            out, self._key = self._step(params, observation[t], self._key)
+            action = np.asarray(out.action)
+            next_obs, r, term, trunc, info = self.env.step(action)
+            actions.append(action)
+            extras.append(out.extras)
+            valid[t] = ~self._episode_ended
+            self._episode_ended = term | trunc
+            observation[t + 1], reward[t], terminated[t], truncated[t] = next_obs, r, term, trunc
+            if "_episode" in info:
+                done = info["_episode"]
+                returns.append(info["episode"]["r"][done])
+                lengths.append(info["episode"]["l"][done])
+        self._observation = observation[T]
+        extras = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *extras)
+        trajectory = Trajectory(
+            observation=observation, action=np.stack(actions), reward=reward,
+            terminated=terminated, truncated=truncated, valid=valid, extras=extras,
+            policy_version=np.full((T, B), self.version, np.int32))
+        return Unroll(trajectory,
+                      np.concatenate(returns).astype(np.float32) if returns else np.zeros(0, np.float32),
+                      np.concatenate(lengths).astype(np.int32) if lengths else np.zeros(0, np.int32),
+                      self.actor_id, int(valid.sum()), time.perf_counter() - start)
+
+
+@ray.remote(num_cpus=1)
+class RayRolloutActor(RolloutActor):
+    def __init__(self, *args, **kwargs):
+        devices.pin_process_to_cpu()
+        super().__init__(*args, **kwargs)

@@ -1,0 +1,74 @@
+"""The agent interface: what an algorithm hands the runtime.
+
+A new algorithm is a config dataclass, networks, a policy step for the actors and a
+pure update for the learner. The runtime jits the policy step on the actors' CPUs and the
+update over the learner's device mesh; it never looks inside either.
+
+Example (see ``agents/impala`` for a complete one)::
+
+    class MyAgent:
+        name = "my-agent"
+        Config = MyConfig                       # frozen dataclass, defaults for every field
+
+        def check_spec(self, spec): ...        # raise ValueError if it cannot act in spec
+        def build(self, spec, config) -> AgentFns: ...
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from rltpu.types import ActorOutput, EnvSpec, Metrics, Params, TrainState, Trajectory
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentFns:
+    """Pure functions built for one env spec and config.
+
+    Attributes:
+      init: ``key -> TrainState``; the initial learner state.
+      actor_step: ``(params, observation [B, ...], key) -> ActorOutput``; the behaviour
+        policy. ``ActorOutput.extras`` (logits, say) is stored in the trajectory.
+      update: ``(TrainState, Trajectory) -> (TrainState, metrics)``; one learner step on a
+        batch. Losses must be means over the batch: that makes the data-parallel gradient
+        equal to the single-device one.
+      greedy_step: optional ``(params, observation, key) -> ActorOutput`` for evaluation.
+    """
+
+    init: Callable[[Any], TrainState]
+    actor_step: Callable[[Params, Any, Any], ActorOutput]
+    update: Callable[[TrainState, Trajectory], tuple[TrainState, Metrics]]
+    greedy_step: Callable[[Params, Any, Any], ActorOutput] | None = None
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """An algorithm, as the runtime and the CLI see it."""
+
+    name: str
+    Config: type
+
+    def check_spec(self, spec: EnvSpec) -> None:
+        """Raises ValueError, naming what is wrong, if the agent cannot act in ``spec``."""
+
+    def build(self, spec: EnvSpec, config: Any) -> AgentFns:
+        """Returns the pure functions for this env spec and config."""
+
+
+def load_agent(name: str, builtin: dict[str, str]) -> Agent:
+    """Resolves a built-in agent name or a ``module:Attribute`` path to an agent instance."""
+    path = builtin.get(name, name)
+    if ":" not in path:
+        raise ValueError(f"unknown agent {name!r}; valid: {', '.join(sorted(builtin))} "
+                         "or a module:Agent path")
+    module_name, attr = path.split(":", 1)
+    try:
+        obj = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load agent {name!r}: {e}") from None
+    agent = obj() if isinstance(obj, type) else obj
+    missing = [a for a in ("name", "Config", "check_spec", "build") if not hasattr(agent, a)]
+    if missing:
+        raise ValueError(f"agent {name!r} lacks {', '.join(missing)}; see rltpu.Agent")
+    return agent

@@ -1,0 +1,127 @@
+"""``rltpu train``: flags from the run config and the chosen agent's config.
+
+Every bad setting is one line on stderr naming the value and what is valid, and exit
+status 2, before any process starts.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+import sys
+import types
+import typing
+
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise SystemExit(_fail(message))
+
+
+def _fail(message: str) -> int:
+    print(f"rltpu: error: {message}", file=sys.stderr)
+    return USAGE_ERROR
+
+
+def field_docs(cls) -> dict[str, str]:
+    """Attribute docstrings (a string right after a field) of a dataclass."""
+    docs = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(inspect.getsource(klass).lstrip())
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = nxt.value.value.strip()
+    return docs
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls, title: str) -> None:
+    group = parser.add_argument_group(title)
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        kind = hints[field.name]
+        optional = False
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(kind) if a is not type(None)]
+            optional, kind = True, args[0]
+        flag = "--" + field.name.replace("_", "-")
+        kwargs: dict = {"dest": field.name, "default": argparse.SUPPRESS,
+                        "help": f"{docs.get(field.name, '')} (default: {field.default})"}
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if typing.get_origin(kind) is tuple:
+            kwargs["nargs"] = "+"
+            kind = typing.get_args(kind)[0]
+        kwargs["type"] = _none_or(kind) if optional else kind
+        kwargs["metavar"] = kind.__name__.upper()
+        group.add_argument(flag, **kwargs)
+
+
+def _none_or(kind):
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _build(cls, values: dict):
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items() if k in names}
+    return cls(**kwargs)
+
+
+def train_main(argv: list[str]) -> int:
+    import agents
+    from rltpu.config import RunConfig
+
+    pre = _Parser(add_help=False)
+    pre.add_argument("--agent", default=RunConfig.agent)
+    known, _ = pre.parse_known_args(argv)
+    try:
+        agent = agents.get(known.agent)
+    except ValueError as e:
+        return _fail(str(e))
+
+    parser = _Parser(prog="rltpu train", description="Train an agent with Ray actors and a "
+                     "data-parallel JAX learner.")
+    _add_fields(parser, RunConfig, "run")
+    _add_fields(parser, agent.Config, f"agent {agent.name}")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    values = vars(parser.parse_args(argv))
+    try:
+        run = _build(RunConfig, values)
+        agent_config = _build(agent.Config, values)
+        from rltpu.driver import train, validate
+        validate(agent, agent_config, run)
+    except ValueError as e:
+        return _fail(str(e))
+    summary = train(agent, agent_config, run, quiet=values.get("quiet", False))
+    print(json.dumps({k: summary[k] for k in ("run_dir", "env_steps", "time_to_target_s",
+                                                "final_return", "env_sps")}))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    commands = {"train": train_main}
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: rltpu {train} [flags]   (rltpu train --help for the flags)")
+        return 0 if argv else USAGE_ERROR
+    if argv[0] not in commands:
+        return _fail(f"unknown command {argv[0]!r}; valid: {', '.join(commands)}")
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

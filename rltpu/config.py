@@ -1,0 +1,54 @@
+"""The run's settings (what the runtime needs), separate from each agent's own config."""
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    agent: str = "impala"
+    """Built-in agent name or a module:Agent path."""
+    env: str = "CartPole-v1"
+    """Gymnasium env id or a module:Class path."""
+    num_actors: int = 2
+    """Ray rollout actors, one CPU each."""
+    envs_per_actor: int = 32
+    """Envs each actor steps together (trajectory columns per unroll)."""
+    unroll_length: int = 32
+    """Steps per trajectory (T)."""
+    batch_size: int = 64
+    """Trajectories per learner update; a multiple of --envs-per-actor and of the device count."""
+    total_env_steps: int = 2_000_000
+    """Stop after this many env steps."""
+    target_return: float | None = 475.0
+    """Stop when the mean return of the last 20 training episodes reaches this (None: never)."""
+    seed: int = 0
+    """Seeds params, envs and sampling."""
+    run_dir: str | None = None
+    """Where to write summary and metrics; must not exist. Default: a new folder under runs/."""
+    num_devices: int | None = None
+    """Learner devices to use (default: all)."""
+    publish_every: int = 1
+    """Publish params to the actors every this many updates."""
+    max_in_flight: int = 2
+    """Unroll requests each actor may have outstanding (the trajectory queue's bound)."""
+    log_every_s: float = 2.0
+    """Seconds between progress lines and metrics.jsonl rows."""
+
+    def __post_init__(self):
+        for name in ("num_actors", "envs_per_actor", "unroll_length", "batch_size",
+                     "total_env_steps", "publish_every", "max_in_flight"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if self.num_devices is not None and self.num_devices < 1:
+            raise ValueError(f"--num-devices must be a positive integer, got {self.num_devices}")
+        if not self.log_every_s > 0:
+            raise ValueError(f"--log-every-s must be > 0, got {self.log_every_s}")
+        if self.batch_size % self.envs_per_actor:
+            raise ValueError(f"--batch-size {self.batch_size} must be a multiple of "
+                             f"--envs-per-actor {self.envs_per_actor} (a batch is whole unrolls)")
+
+    @property
+    def unrolls_per_batch(self) -> int:
+        return self.batch_size // self.envs_per_actor

@@ -1,0 +1,145 @@
+"""Every line of rltpu that touches devices, meshes or ``jax.distributed`` lives here.
+
+The learner is data-parallel the way ``pmap`` was: one mesh axis (``DATA_AXIS``) over all
+devices of all learner processes, the batch split along it, params and optimizer state
+replicated. It is written with ``jax.jit`` and ``NamedSharding``: the update computes a
+mean over the global batch, so XLA inserts the cross-device gradient all-reduce itself.
+"""
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+DATA_AXIS = "data"
+
+# Environment for processes that must never take the accelerator (rollout actors): JAX on
+# the CPU, one compute thread, so N actors on N cores do not fight over threads.
+ACTOR_PROCESS_ENV = {
+    "JAX_PLATFORMS": "cpu",
+    "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+
+
+def pin_process_to_cpu() -> None:
+    """Makes JAX in this process use only the CPU, with one compute thread.
+
+    Called first thing in a rollout actor, before JAX starts a backend: the actor never
+    takes the accelerator, which only one process may own. (Setting it here rather than
+    through Ray's runtime_env lets actors start in Ray's prestarted workers, seconds sooner.)
+    """
+    os.environ.update(ACTOR_PROCESS_ENV)
+    jax.config.update("jax_platforms", "cpu")
+
+
+def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
+    """Joins this learner process to a multi-process SPMD program.
+
+    On Cloud TPU call it with no arguments (the TPU runtime supplies them); elsewhere pass
+    the coordinator's ``host:port``, the process count and this process's id.
+    """
+    if coordinator is None and num_processes is None:
+        jax.distributed.initialize()
+    else:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id)
+
+
+def process_index() -> int:
+    return jax.process_index()
+
+
+def process_count() -> int:
+    return jax.process_count()
+
+
+def device_count() -> int:
+    """Devices the learner's mesh spans: every device of every learner process."""
+    return jax.device_count()
+
+
+def local_device_count() -> int:
+    return jax.local_device_count()
+
+
+def platform() -> str:
+    return jax.devices()[0].platform
+
+
+def make_mesh(num_devices: int | None = None) -> Mesh:
+    """A one-axis mesh over the first ``num_devices`` devices (all of them by default)."""
+    devices = jax.devices()
+    n = len(devices) if num_devices is None else num_devices
+    if not 1 <= n <= len(devices):
+        raise ValueError(f"num_devices={n} but this learner has {len(devices)} devices")
+    if n == len(devices):
+        kwargs = {}
+        axis_type = getattr(jax.sharding, "AxisType", None)
+        if axis_type is not None:  # JAX >= 0.6: ask for automatic (GSPMD) sharding explicitly
+            kwargs["axis_types"] = (axis_type.Auto,)
+        return jax.make_mesh((n,), (DATA_AXIS,), **kwargs)
+    return Mesh(np.asarray(devices[:n]), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh, batch_axis: int = 1) -> NamedSharding:
+    """Splits axis ``batch_axis`` (1 for time-major ``[T, B, ...]``) over the data axis."""
+    return NamedSharding(mesh, PartitionSpec(*([None] * batch_axis), DATA_AXIS))
+
+
+def replicate(tree, mesh: Mesh):
+    """Puts a pytree on every device of the mesh (params, optimizer state)."""
+    return jax.device_put(tree, replicated(mesh))
+
+
+def shard_batch(host_batch, mesh: Mesh, batch_axis: int = 1):
+    """Makes the global batch from this process's share of it.
+
+    Each learner process passes the columns it collected; the global batch is their
+    concatenation along ``batch_axis`` in process order. The copy to the devices starts
+    at once and runs while the caller goes on.
+    """
+    sharding = batch_sharding(mesh, batch_axis)
+    if jax.process_count() == 1:  # the same result, with less per-leaf overhead
+        return jax.device_put(host_batch, sharding)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), host_batch)
+
+
+def data_parallel(update: Callable, mesh: Mesh, state, example_batch, batch_axis: int = 1):
+    """Compiles ``update(state, batch) -> (state, metrics)`` over the mesh, ahead of time.
+
+    State in and out is replicated, the batch is split on the data axis, and the incoming
+    state's buffers are donated (the update owns them). ``example_batch`` gives the global
+    batch's shapes and dtypes (``jax.ShapeDtypeStruct`` leaves); a batch of any other shape
+    is refused when called.
+    """
+    jitted = jax.jit(update,
+                     in_shardings=(replicated(mesh), batch_sharding(mesh, batch_axis)),
+                     out_shardings=(replicated(mesh), replicated(mesh)),
+                     donate_argnums=0)
+    return jitted.lower(state, example_batch).compile()
+
+
+def to_host(tree):
+    """Copies a replicated (or single-device) pytree to numpy, from this process's first
+    shard; works on multi-process meshes where the global array is not addressable."""
+    def fetch(x):
+        if isinstance(x, jax.Array):
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(x)
+    return jax.tree.map(fetch, tree)
+
+
+def to_actor_device(tree):
+    """Puts params on an actor's (CPU) device once, so each policy step does not copy them."""
+    return jax.device_put(tree, jax.devices("cpu")[0])

@@ -1,0 +1,190 @@
+"""``train``: envs -> actors -> trajectory queue -> learner -> versioned params -> actors.
+
+This is the driver of a single-host run; the driver process is the learner. Everything
+is checked (``validate``) before Ray starts, so a bad setting costs nothing.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import datetime
+import os
+import time
+from typing import Any
+
+import numpy as np
+import ray
+
+import envs
+from rltpu import devices
+from rltpu.actor import RayRolloutActor
+from rltpu.agent import Agent
+from rltpu.config import RunConfig
+from rltpu.learner import Learner, stack_unrolls
+from rltpu.metrics import (EpisodeWindow, MemoryMonitor, MetricsWriter, process_start_time,
+                           write_json)
+from rltpu.transport import ParamStore, UnrollQueue
+from rltpu.types import EnvSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What ``validate`` established: everything ``train`` needs before it starts processes."""
+
+    spec: EnvSpec
+    num_devices: int
+    run_dir: str
+
+
+def validate(agent: Agent, agent_config: Any, run: RunConfig) -> Plan:
+    """Checks the settings against the env, the agent and the devices; starts nothing.
+
+    Raises:
+      ValueError: naming the bad value and what would be valid.
+    """
+    spec = envs.make_spec(run.env)
+    agent.check_spec(spec)
+    available = devices.device_count()
+    num_devices = run.num_devices or available
+    if num_devices > available:
+        raise ValueError(f"--num-devices {num_devices} but only {available} "
+                         f"{devices.platform()} devices are present")
+    if run.batch_size % num_devices:
+        raise ValueError(f"--batch-size {run.batch_size} is not divisible by the {num_devices} "
+                         f"learner devices; use a multiple of {num_devices}")
+    if run.run_dir is not None:
+        run_dir = run.run_dir
+        if os.path.exists(run_dir):
+            raise ValueError(f"--run-dir {run_dir} already exists; runs are never overwritten, "
+                             "pass a new path")
+    else:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        base = os.path.join("runs", f"{agent.name}-{run.env.replace('/', '_').replace(':', '_')}-{stamp}")
+        run_dir, n = base, 1
+        while os.path.exists(run_dir):
+            run_dir, n = f"{base}-{n}", n + 1
+    return Plan(spec, num_devices, run_dir)
+
+
+def _start_ray(num_actors: int) -> bool:
+    """Starts a local Ray (loopback only, no dashboard) unless one is already connected;
+    returns whether this call started it."""
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+        return True
+    ray.init(num_cpus=max(num_actors, os.cpu_count() or 1), include_dashboard=False,
+             _node_ip_address="127.0.0.1", configure_logging=False)
+    return True
+
+
+def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) -> dict:
+    """Trains ``agent`` with rollout actors on Ray and a learner on this process's devices.
+
+    Stops when the mean return of the last 20 finished training episodes reaches
+    ``run.target_return`` or after ``run.total_env_steps``. Writes ``summary.json`` and
+    ``metrics.jsonl`` to the run directory and returns the summary.
+    """
+    t_start = process_start_time()
+    plan = validate(agent, agent_config, run)
+    os.makedirs(plan.run_dir)
+    write_json(os.path.join(plan.run_dir, "config.json"),
+               {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)})
+    # The learner initialises and compiles its update while Ray and the actors start:
+    # both take seconds, and neither needs the other.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        learner = pool.submit(Learner, agent.build(plan.spec, agent_config),
+                              plan.spec, devices.make_mesh(plan.num_devices), run.seed,
+                              run.unroll_length, run.batch_size)
+        started_ray = _start_ray(run.num_actors)
+        try:
+            return _train(agent, agent_config, run, plan, learner, t_start, quiet)
+        finally:
+            if started_ray:
+                ray.shutdown()
+
+
+def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_start: float,
+           quiet: bool) -> dict:
+    actors = [RayRolloutActor.remote(i, agent, agent_config, run.env, run.envs_per_actor,
+                                     run.unroll_length, run.seed * 10_000 + 1000 * (i + 1))
+              for i in range(run.num_actors)]
+    pids = [a.pid.remote() for a in actors]  # answered once each actor is up
+    learner = learner_future.result()
+    params = ParamStore()
+    params.publish(learner.version, learner.host_params())
+    queue = UnrollQueue(actors, params, run.max_in_flight)
+    memory = MemoryMonitor(ray.get(pids))
+    writer = MetricsWriter(plan.run_dir, quiet)
+    episodes = EpisodeWindow(20)
+
+    env_steps = samples = 0
+    lags, acting_s, acting_steps = [], 0.0, 0
+    time_to_target = None
+    last_log = t_train = time.time()
+    interval_steps, interval_lags = 0, []
+
+    def next_batch():
+        unrolls = queue.get(run.unrolls_per_batch)
+        return unrolls, learner.put(stack_unrolls(unrolls))
+
+    unrolls, batch = next_batch()
+    startup_s = time.time() - t_start
+    t_train = time.time()
+    while True:
+        lag = learner.version - float(np.mean([u.trajectory.policy_version[0, 0] for u in unrolls]))
+        metrics = learner.update(batch)
+        consumed = unrolls
+        done_by_steps = env_steps + sum(u.env_steps for u in consumed) >= run.total_env_steps
+        if not done_by_steps:
+            unrolls, batch = next_batch()  # overlaps with the update running on the devices
+        metrics = devices.to_host(metrics)
+        if learner.version % run.publish_every == 0:
+            params.publish(learner.version, learner.host_params())
+
+        for u in consumed:
+            episodes.add(u.episode_returns)
+            env_steps += u.env_steps
+            acting_s += u.acting_s
+            acting_steps += u.env_steps
+        samples += run.unroll_length * run.batch_size
+        lags.append(lag)
+        interval_lags.append(lag)
+        interval_steps += sum(u.env_steps for u in consumed)
+        reached = (run.target_return is not None and episodes.full
+                   and episodes.mean >= run.target_return)
+        if reached and time_to_target is None:
+            time_to_target = time.time() - t_start
+        now = time.time()
+        if now - last_log >= run.log_every_s or reached or done_by_steps:
+            writer.write({"time_s": now - t_start, "env_steps": env_steps,
+                          "env_sps": interval_steps / max(now - last_log, 1e-9),
+                          "mean_return": episodes.mean, "episodes": episodes.count,
+                          "policy_lag": float(np.mean(interval_lags)),
+                          "learner_updates": learner.version, "rss_mb": memory.sample(),
+                          **{k: float(v) for k, v in metrics.items()}})
+            last_log, interval_steps, interval_lags = now, 0, []
+        if reached or done_by_steps:
+            break
+
+    t_end = time.time()
+    memory.sample()
+    for actor in actors:
+        ray.kill(actor)
+    writer.close()
+    train_s = t_end - t_train
+    summary = {
+        "agent": agent.name, "env": run.env, "seed": run.seed,
+        "num_devices": plan.num_devices, "platform": devices.platform(),
+        "num_actors": run.num_actors, "envs_per_actor": run.envs_per_actor,
+        "env_steps": env_steps, "wall_s": t_end - t_start, "startup_s": startup_s,
+        "time_to_target_s": time_to_target, "target_return": run.target_return,
+        "final_return": episodes.mean, "episodes": episodes.count,
+        "env_sps": env_steps / train_s, "actor_sps": acting_steps / max(acting_s, 1e-9),
+        "learner_updates": learner.version, "learner_samples_per_s": samples / train_s,
+        "mean_policy_lag": float(np.mean(lags)), "peak_rss_mb": memory.peak_mb,
+        "run_dir": plan.run_dir,
+    }
+    write_json(os.path.join(plan.run_dir, "summary.json"), summary)
+    return summary

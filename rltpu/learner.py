@@ -1,0 +1,62 @@
+"""The learner: an agent's pure update, data-parallel over a device mesh.
+
+Batches arrive as host arrays (this process's share of the global batch), go to the
+devices split on the data axis, and the update runs while the next batch is collected.
+"""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from rltpu import devices
+from rltpu.agent import AgentFns
+from rltpu.types import EnvSpec, Trajectory, Unroll
+
+
+def stack_unrolls(unrolls: list[Unroll]) -> Trajectory:
+    """Concatenates unrolls along the batch axis (axis 1 of ``[T, B, ...]``)."""
+    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *[u.trajectory for u in unrolls])
+
+
+def example_trajectory(fns: AgentFns, spec: EnvSpec, params, unroll_length: int,
+                       batch_size: int) -> Trajectory:
+    """Shapes and dtypes (``jax.ShapeDtypeStruct``) of a ``[T, B]`` batch from actors."""
+    T, B = unroll_length, batch_size
+    obs = jax.ShapeDtypeStruct((B, *spec.observation_space.shape), spec.observation_space.dtype)
+    out = jax.eval_shape(fns.actor_step, params, obs, jax.random.key(0))
+    over_time = lambda x, n=T: jax.ShapeDtypeStruct((n, *x.shape), x.dtype)
+    flags = jax.ShapeDtypeStruct((T, B), np.bool_)
+    return Trajectory(observation=over_time(obs, T + 1), action=over_time(out.action),
+                      reward=jax.ShapeDtypeStruct((T, B), np.float32), terminated=flags,
+                      truncated=flags, valid=flags,
+                      extras=jax.tree.map(over_time, dict(out.extras)),
+                      policy_version=jax.ShapeDtypeStruct((T, B), np.int32))
+
+
+class Learner:
+    """Holds the replicated train state and applies updates on the mesh.
+
+    ``version`` counts updates applied; params of version ``v`` are those after ``v``
+    updates, and that is the version actors tag their trajectories with.
+    """
+
+    def __init__(self, fns: AgentFns, spec: EnvSpec, mesh, seed: int, unroll_length: int,
+                 batch_size: int):
+        self.mesh = mesh
+        self.state = devices.replicate(jax.jit(fns.init)(jax.random.key(seed)), mesh)
+        example = example_trajectory(fns, spec, self.state.params, unroll_length, batch_size)
+        self._update = devices.data_parallel(fns.update, mesh, self.state, example)
+        self.version = 0
+
+    def put(self, host_batch: Trajectory):
+        """Starts copying a host batch to the devices; returns the (sharded) device batch."""
+        return devices.shard_batch(host_batch, self.mesh)
+
+    def update(self, device_batch):
+        """Dispatches one update and returns its metrics without waiting for them."""
+        self.state, metrics = self._update(self.state, device_batch)
+        self.version += 1
+        return metrics
+
+    def host_params(self):
+        return devices.to_host(self.state.params)

@@ -1,0 +1,106 @@
+"""Run bookkeeping: episode returns, memory, metrics.jsonl, console progress, summary."""
+from __future__ import annotations
+
+import collections
+import json
+import math
+import os
+import sys
+import time
+from typing import Iterable
+
+import numpy as np
+import psutil
+
+
+def process_start_time() -> float:
+    """Wall-clock time this process started (time-to-target counts from here)."""
+    return psutil.Process().create_time()
+
+
+class EpisodeWindow:
+    """Returns of the last ``size`` finished training episodes."""
+
+    def __init__(self, size: int = 20):
+        self.returns: collections.deque = collections.deque(maxlen=size)
+        self.count = 0
+
+    def add(self, returns: np.ndarray) -> None:
+        self.returns.extend(float(r) for r in returns)
+        self.count += len(returns)
+
+    @property
+    def full(self) -> bool:
+        return len(self.returns) == self.returns.maxlen
+
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.returns)) if self.returns else None
+
+
+class MemoryMonitor:
+    """Peak resident memory of a set of processes (the driver and its actors), summed."""
+
+    def __init__(self, pids: Iterable[int] = ()):
+        self._procs = [psutil.Process()]
+        self.add(pids)
+        self.peak_mb = 0.0
+
+    def add(self, pids: Iterable[int]) -> None:
+        self._procs.extend(psutil.Process(pid) for pid in pids)
+
+    def sample(self) -> float:
+        total = 0
+        for proc in self._procs:
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:  # an actor that already exited holds no memory
+                pass
+        self.peak_mb = max(self.peak_mb, total / 2**20)
+        return total / 2**20
+
+
+class MetricsWriter:
+    """Appends one JSON object per log interval to ``metrics.jsonl`` and prints a line."""
+
+    def __init__(self, run_dir: str, quiet: bool = False):
+        self._file = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+        self._quiet = quiet
+
+    def write(self, row: dict) -> None:
+        self._file.write(json.dumps(_plain(row)) + "\n")
+        self._file.flush()
+        if not self._quiet:
+            ret = row.get("mean_return")
+            print(f"[{row['time_s']:7.1f}s] steps {row['env_steps']:>10,}  sps {row['env_sps']:>8,.0f}"
+                  f"  return {'-' if ret is None else f'{ret:7.1f}'}"
+                  f"  lag {row['policy_lag']:4.1f}  updates {row['learner_updates']:,}",
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def write_json(path: str, obj: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(_plain(obj), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _plain(obj):
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.generic, np.ndarray)):
+        obj = obj.item() if np.ndim(obj) == 0 else obj.tolist()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def now() -> float:
+    return time.time()

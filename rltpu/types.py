@@ -1,0 +1,83 @@
+"""The nouns every module shares: env spec, trajectories, train state, actor output.
+
+Arrays are time-major: ``[T, B, ...]`` with ``T`` the unroll length and ``B`` the
+number of environments (trajectory columns).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping, NamedTuple
+
+import gymnasium as gym
+import numpy as np
+
+Params = Any  # a pytree of arrays
+Metrics = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """What networks and actors are built from: one environment's spaces."""
+
+    env_id: str
+    observation_space: gym.Space
+    action_space: gym.Space
+
+    @property
+    def discrete(self) -> bool:
+        return isinstance(self.action_space, gym.spaces.Discrete)
+
+    @property
+    def num_actions(self) -> int:
+        """Number of discrete actions, or the size of a continuous action vector."""
+        if self.discrete:
+            return int(self.action_space.n)
+        return int(np.prod(self.action_space.shape))
+
+
+class ActorOutput(NamedTuple):
+    """What a policy step returns for a batch of observations."""
+
+    action: Any  # [B, ...]
+    extras: Mapping[str, Any]  # behaviour-policy outputs kept for the learner, e.g. logits
+
+
+class Trajectory(NamedTuple):
+    """A time-major unroll of ``T`` steps over ``B`` environments.
+
+    Gymnasium vector envs reset an episode on the step *after* it ends (autoreset
+    "next step"): that step ignores the action, returns the first observation of the new
+    episode and reward 0. It is kept (so observations stay contiguous) and marked
+    ``valid = False``; losses mask it out. Because of it ``observation[t + 1]`` is always the
+    true successor of ``observation[t]`` on a valid step, so a truncated episode can
+    bootstrap from its last observation while a terminated one does not.
+    """
+
+    observation: Any  # [T + 1, B, *obs_shape]; the last one is the bootstrap observation
+    action: Any  # [T, B, *action_shape]
+    reward: Any  # [T, B] float32
+    terminated: Any  # [T, B] bool: the episode ended in a terminal state (no bootstrap)
+    truncated: Any  # [T, B] bool: the episode was cut by a time limit (bootstrap)
+    valid: Any  # [T, B] bool: False on autoreset steps
+    extras: Mapping[str, Any]  # behaviour-policy outputs, [T, B, ...]
+    policy_version: Any  # [T, B] int32: version of the params that chose each action
+
+
+class TrainState(NamedTuple):
+    """The learner's whole state; a small pytree, replicated over the device mesh."""
+
+    params: Params
+    opt_state: Any
+    key: Any
+    step: Any  # int32 scalar: updates applied so far
+
+
+class Unroll(NamedTuple):
+    """What one actor sends per request: a trajectory and what happened during it."""
+
+    trajectory: Trajectory
+    episode_returns: np.ndarray  # [n] returns of the episodes that finished in this unroll
+    episode_lengths: np.ndarray  # [n]
+    actor_id: int
+    env_steps: int  # valid transitions in the trajectory
+    acting_s: float  # wall seconds the actor spent producing it

@@ -1,0 +1,53 @@
+"""Bad input: one line on stderr naming the value, exit status 2, before Ray starts, and
+nothing the user has is touched."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+CASES = [
+    (["--env", "CartPole-v9"], "unknown env 'CartPole-v9'"),
+    (["--env", "nosuchmodule:Env"], "unknown env 'nosuchmodule:Env'"),
+    (["--agent", "sarsa"], "unknown agent 'sarsa'; valid: impala"),
+    (["--env", "Pendulum-v1"], "needs a Discrete action space"),
+    (["--batch-size", "36", "--envs-per-actor", "4"], "not divisible by the 8 learner devices"),
+    (["--batch-size", "48", "--envs-per-actor", "32"], "must be a multiple of --envs-per-actor 32"),
+    (["--num-actors", "0"], "--num-actors must be a positive integer, got 0"),
+    (["--unroll-length", "-5"], "--unroll-length must be a positive integer, got -5"),
+    (["--total-env-steps", "0"], "--total-env-steps must be a positive integer, got 0"),
+    (["--learning-rate", "-0.1"], "--learning-rate must be > 0, got -0.1"),
+    (["--discount", "1.5"], "--discount must be in [0, 1], got 1.5"),
+    (["--num-actors", "two"], "invalid int value: 'two'"),
+    (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+]
+
+
+def run_cli(args, tmp_path):
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "RAY_ADDRESS": "",
+           "RAY_TMPDIR": str(tmp_path / "ray")}
+    return subprocess.run([sys.executable, "-m", "rltpu.cli", "train", *args], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("args,message", CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    result = run_cli(args, tmp_path)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("rltpu: error: "), result.stderr
+    assert message in lines[0]
+    assert not (tmp_path / "ray").exists(), "Ray was started"
+    assert not (tmp_path / "runs").exists(), "a run directory was made"
+
+
+def test_existing_run_dir_is_refused_and_untouched(tmp_path):
+    run_dir = tmp_path / "my-run"
+    run_dir.mkdir()
+    (run_dir / "summary.json").write_text("precious")
+    result = run_cli(["--run-dir", str(run_dir)], tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"rltpu: error: --run-dir {run_dir} already exists; "
+                                     "runs are never overwritten, pass a new path")
+    assert [p.name for p in run_dir.iterdir()] == ["summary.json"]
+    assert (run_dir / "summary.json").read_text() == "precious"

@@ -1,0 +1,85 @@
+"""The IMPALA loss against hand-computed numbers; autoreset masking; the full update."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import agents
+import envs
+from agents.impala import impala_loss
+from rltpu.learner import example_trajectory
+
+HALF = math.log(0.5)
+COSTS = dict(discount=0.9, baseline_cost=0.5, entropy_cost=0.01, lambda_=1.0,
+             clip_rho_threshold=1.0, clip_pg_rho_threshold=1.0)
+
+
+def loss_of(values, reward, terminated, valid, entropy):
+    T = len(reward)
+    return impala_loss(jnp.full(T, HALF), jnp.full(T, HALF), jnp.array(entropy),
+                       jnp.array(values), jnp.array(reward), jnp.array(terminated),
+                       jnp.array(valid), **COSTS)
+
+
+def test_loss_by_hand():
+    loss, m = loss_of([1.0, 2.0, 3.0], [1.0, 1.0], [False, False], [True, True], [0.6, 0.7])
+    # on-policy V-trace (see test_vtrace): errors = advantages = [3.33, 1.7]
+    pg = -(HALF * 3.33 + HALF * 1.7) / 2
+    baseline = 0.5 * (3.33 ** 2 + 1.7 ** 2) / 2
+    entropy = -(0.6 + 0.7) / 2
+    np.testing.assert_allclose(m["pg_loss"], pg, rtol=1e-6)
+    np.testing.assert_allclose(m["baseline_loss"], baseline, rtol=1e-6)
+    np.testing.assert_allclose(loss, pg + 0.5 * baseline + 0.01 * entropy, rtol=1e-6)
+
+
+def test_truncation_bootstraps_and_autoreset_step_is_masked():
+    # Step 1 is cut by a time limit; step 2 is the autoreset step (valid False) whose
+    # transition crosses into the next episode. Step 1 bootstraps from V(x_2) = 3 and
+    # nothing of step 2 leaks back: errors = [1.8 + .9 * 1.7, 1 + .9*3 - 2, 0].
+    _, m = loss_of([1.0, 2.0, 3.0, 50.0], [1.0, 1.0, 0.0], [False, False, False],
+                   [True, True, False], [0.6, 0.7, 0.8])
+    np.testing.assert_allclose(m["baseline_loss"], 0.5 * (3.33 ** 2 + 1.7 ** 2) / 3, rtol=1e-6)
+    np.testing.assert_allclose(m["pg_loss"], -(HALF * 3.33 + HALF * 1.7) / 3, rtol=1e-6)
+
+
+def test_termination_does_not_bootstrap():
+    # Step 1 terminates: its target is its reward, 1; errors = [1.8 + .9 * (1 - 2), 1 - 2, 0].
+    _, m = loss_of([1.0, 2.0, 3.0, 50.0], [1.0, 1.0, 0.0], [False, True, False],
+                   [True, True, False], [0.6, 0.7, 0.8])
+    np.testing.assert_allclose(m["baseline_loss"], 0.5 * (0.9 ** 2 + 1.0) / 3, rtol=1e-6)
+
+
+def random_batch(fns, spec, params, T, B, seed=0):
+    rng = np.random.default_rng(seed)
+    example = example_trajectory(fns, spec, params, T, B)
+
+    def fill(s):
+        if s.dtype == np.bool_:
+            return rng.random(s.shape) < 0.1
+        if np.issubdtype(s.dtype, np.integer):
+            return rng.integers(0, 2, s.shape).astype(s.dtype)
+        return rng.normal(size=s.shape).astype(s.dtype)
+    batch = jax.tree.map(fill, example)
+    return batch._replace(valid=~batch.valid, policy_version=np.zeros((T, B), np.int32))
+
+
+def test_update_metrics_are_finite_scalars():
+    agent = agents.get("impala")
+    spec = envs.make_spec("CartPole-v1")
+    fns = agent.build(spec, agent.Config())
+    state = jax.jit(fns.init)(jax.random.key(0))
+    batch = random_batch(fns, spec, state.params, T=8, B=4)
+    new_state, metrics = jax.jit(fns.update)(state, batch)
+    assert set(metrics) >= {"loss", "pg_loss", "baseline_loss", "entropy", "grad_norm"}
+    for name, value in metrics.items():
+        assert value.shape == () and np.isfinite(value), name
+    assert int(new_state.step) == 1
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params, new_state.params)
+    assert all(jax.tree.leaves(changed))
+
+
+def test_agent_refuses_continuous_actions():
+    with pytest.raises(ValueError, match="Discrete"):
+        agents.get("impala").check_spec(envs.make_spec("Pendulum-v1"))

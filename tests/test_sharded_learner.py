@@ -1,0 +1,50 @@
+"""The data-parallel learner on 8 CPU devices gives the 1-device result."""
+import jax
+import numpy as np
+
+import agents
+import envs
+from rltpu import devices
+from rltpu.learner import Learner
+from tests.test_impala_loss import random_batch
+
+
+def run_updates(num_devices, batches, spec, fns):
+    learner = Learner(fns, spec, devices.make_mesh(num_devices), seed=3, unroll_length=8,
+                      batch_size=16)
+    metrics = [devices.to_host(learner.update(learner.put(b))) for b in batches]
+    return devices.to_host(learner.state.params), metrics, learner
+
+
+def test_eight_devices_equal_one():
+    assert devices.device_count() == 8, "conftest asks for 8 CPU devices"
+    agent = agents.get("impala")
+    spec = envs.make_spec("CartPole-v1")
+    fns = agent.build(spec, agent.Config())
+    params = jax.eval_shape(fns.init, jax.random.key(0)).params
+    batches = [random_batch(fns, spec, params, T=8, B=16, seed=s) for s in range(3)]
+
+    params_1, metrics_1, _ = run_updates(1, batches, spec, fns)
+    params_8, metrics_8, learner_8 = run_updates(8, batches, spec, fns)
+
+    assert learner_8.state.params["params"]["policy_net"]["Dense_0"]["kernel"].sharding.mesh.size == 8
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+                 params_1, params_8)
+    for m1, m8 in zip(metrics_1, metrics_8):
+        for name in m1:
+            np.testing.assert_allclose(m1[name], m8[name], rtol=2e-5, atol=2e-6, err_msg=name)
+    # and the updates did something
+    initial = devices.to_host(jax.jit(fns.init)(jax.random.key(3)).params)
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(initial),
+                                                      jax.tree.leaves(params_8)))
+
+
+def test_batch_is_split_over_the_data_axis():
+    agent = agents.get("impala")
+    spec = envs.make_spec("CartPole-v1")
+    fns = agent.build(spec, agent.Config())
+    params = jax.eval_shape(fns.init, jax.random.key(0)).params
+    learner = Learner(fns, spec, devices.make_mesh(8), 0, 8, 16)
+    batch = learner.put(random_batch(fns, spec, params, T=8, B=16))
+    shards = batch.reward.addressable_shards
+    assert len(shards) == 8 and all(s.data.shape == (8, 2) for s in shards)
