@@ -6,17 +6,20 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
+    """Defaults are tuned for time to 475 on CartPole-v1 on a 2-core machine: small, frequent
+    updates. For larger envs raise --envs-per-actor and --batch-size."""
+
     agent: str = "impala"
     """Built-in agent name or a module:Agent path."""
     env: str = "CartPole-v1"
     """Gymnasium env id or a module:Class path."""
     num_actors: int = 2
     """Ray rollout actors, one CPU each."""
-    envs_per_actor: int = 32
+    envs_per_actor: int = 16
     """Envs each actor steps together (trajectory columns per unroll)."""
-    unroll_length: int = 32
+    unroll_length: int = 16
     """Steps per trajectory (T)."""
-    batch_size: int = 64
+    batch_size: int = 16
     """Trajectories per learner update; a multiple of --envs-per-actor and of the device count."""
     total_env_steps: int = 2_000_000
     """Stop after this many env steps."""
