@@ -46,3 +46,14 @@ class ShortCountingEnv(CountingEnv):
 def truncated_counting_env() -> gym.Env:
     """A CountingEnv cut by a time limit of 4 steps (it would terminate at 100)."""
     return gym.wrappers.TimeLimit(CountingEnv(terminate_at=100), max_episode_steps=4)
+
+
+class MultiBinaryActionEnv(CountingEnv):
+    """CountingEnv with a MultiBinary action space (no built-in agent acts in it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.action_space = gym.spaces.MultiBinary(3)
+
+    def step(self, action):
+        return super().step(int(np.sum(action) > 1))

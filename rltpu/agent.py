@@ -11,7 +11,7 @@ Example (see ``agents/impala`` for a complete one)::
         Config = MyConfig                       # frozen dataclass, defaults for every field
 
         def check_spec(self, spec): ...        # raise ValueError if it cannot act in spec
-        def build(self, spec, config) -> AgentFns: ...
+        def build(self, spec, config, run) -> AgentFns: ...
 """
 from __future__ import annotations
 
@@ -52,8 +52,10 @@ class Agent(Protocol):
     def check_spec(self, spec: EnvSpec) -> None:
         """Raises ValueError, naming what is wrong, if the agent cannot act in ``spec``."""
 
-    def build(self, spec: EnvSpec, config: Any) -> AgentFns:
-        """Returns the pure functions for this env spec and config."""
+    def build(self, spec: EnvSpec, config: Any, run: Any) -> AgentFns:
+        """Returns the pure functions for this env spec, agent config and run config
+        (``rltpu.RunConfig``: batch geometry and step budget, for agents that derive
+        sizes or schedules from them)."""
 
 
 def load_agent(name: str, builtin: dict[str, str]) -> Agent:
