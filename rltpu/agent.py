@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import sys
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from rltpu.types import ActorOutput, EnvSpec, Metrics, Params, TrainState, Trajectory
@@ -65,6 +67,8 @@ def load_agent(name: str, builtin: dict[str, str]) -> Agent:
         raise ValueError(f"unknown agent {name!r}; valid: {', '.join(sorted(builtin))} "
                          "or a module:Agent path")
     module_name, attr = path.split(":", 1)
+    if os.getcwd() not in sys.path:  # as `python -m` does: modules next to the user first
+        sys.path.insert(0, os.getcwd())
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:

@@ -9,6 +9,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import os
+import sys
 import time
 from typing import Any
 
@@ -108,6 +109,10 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) 
 
 def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_start: float,
            quiet: bool) -> dict:
+    if type(agent).__module__ != "__main__" and not type(agent).__module__.startswith("agents."):
+        # A user's agent travels to the actors by value, so its module need not be
+        # importable there (it may live in a script or a folder only the driver sees).
+        ray.cloudpickle.register_pickle_by_value(sys.modules[type(agent).__module__])
     actors = [RayRolloutActor.remote(i, agent, agent_config, run, run.seed * 10_000 + 1000 * (i + 1))
               for i in range(run.num_actors)]
     pids = [a.pid.remote() for a in actors]  # answered once each actor is up
