@@ -37,7 +37,8 @@ class RolloutActor:
         self.unroll_length = run.unroll_length
         self.env, spec = envs.make(run.env, run.envs_per_actor, seed)
         fns = agent.build(spec, agent_config, run)
-        policy = fns.actor_step
+        policy = fns.actor_step if fns.actor_step_for is None else fns.actor_step_for(
+            actor_id, run.num_actors)
 
         def step(params, observation, key):
             key, sample_key = jax.random.split(key)
