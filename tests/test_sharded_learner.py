@@ -38,7 +38,7 @@ def test_eight_devices_equal_one(agent_name, env_id, network_lib):
     params_8, metrics_8, learner_8 = run_updates(8, batches, spec, fns)
 
     assert jax.tree.leaves(learner_8.state.params)[0].sharding.mesh.size == 8
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                  params_1, params_8)
     for m1, m8 in zip(metrics_1, metrics_8):
         for name in m1:
@@ -84,7 +84,7 @@ def test_dqn_eight_devices_equal_one(network_lib):
         metrics = [devices.to_host(learner.update(learner.put(b))) for b in batches]
         results.append((devices.to_host(learner.state.params), metrics))
     (p1, m1), (p8, m8) = results
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), p1, p8)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), p1, p8)
     for a, b in zip(m1, m8):
         np.testing.assert_allclose(a["priorities"], b["priorities"], rtol=2e-5, atol=2e-6)
     # the target network was copied at update 2, so after update 3 it differs from online
