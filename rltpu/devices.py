@@ -140,6 +140,11 @@ def to_host(tree):
     return jax.tree.map(fetch, tree)
 
 
+def wait(tree):
+    """Blocks until every array in ``tree`` is computed (or copied); returns ``tree``."""
+    return jax.block_until_ready(tree)
+
+
 def to_actor_device(tree):
     """Puts params on an actor's (CPU) device once, so each policy step does not copy them."""
     return jax.device_put(tree, jax.devices("cpu")[0])

@@ -9,6 +9,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import os
+import sys
 import time
 from typing import Any
 
@@ -16,13 +17,12 @@ import numpy as np
 import ray
 
 import envs
-from rltpu import devices
+from rltpu import devices, report, sinks
 from rltpu.actor import RayRolloutActor
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
 from rltpu.learner import Learner, stack_unrolls
-from rltpu.metrics import (EpisodeWindow, MemoryMonitor, MetricsWriter, process_start_time,
-                           write_json)
+from rltpu.metrics import EpisodeWindow, MemoryMonitor, process_start_time, write_json
 from rltpu.transport import ParamStore, UnrollQueue
 from rltpu.types import EnvSpec
 
@@ -63,6 +63,8 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig) -> Plan:
         run_dir, n = base, 1
         while os.path.exists(run_dir):
             run_dir, n = f"{base}-{n}", n + 1
+    if run.wandb:
+        sinks.check_wandb()
     return Plan(spec, num_devices, run_dir)
 
 
@@ -89,8 +91,8 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) 
     t_start = process_start_time()
     plan = validate(agent, agent_config, run)
     os.makedirs(plan.run_dir)
-    write_json(os.path.join(plan.run_dir, "config.json"),
-               {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)})
+    config = {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)}
+    write_json(os.path.join(plan.run_dir, "config.json"), config)
     # The learner initialises and compiles its update while Ray and the actors start:
     # both take seconds, and neither needs the other.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -99,14 +101,19 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) 
                               run.unroll_length, run.batch_size)
         started_ray = _start_ray(run.num_actors)
         try:
-            return _train(agent, agent_config, run, plan, learner, t_start, quiet)
+            return _train(agent, agent_config, run, plan, learner, t_start, quiet, config)
         finally:
             if started_ray:
                 ray.shutdown()
 
 
+# Every this many updates (from the 2nd) the driver waits for an update at once, to measure
+# its device time alone; the others overlap with collecting the next batch.
+PROBE_EVERY = 10
+
+
 def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_start: float,
-           quiet: bool) -> dict:
+           quiet: bool, config: dict) -> dict:
     actors = [RayRolloutActor.remote(i, agent, agent_config, run.env, run.envs_per_actor,
                                      run.unroll_length, run.seed * 10_000 + 1000 * (i + 1))
               for i in range(run.num_actors)]
@@ -116,8 +123,9 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
     params.publish(learner.version, learner.host_params())
     queue = UnrollQueue(actors, params, run.max_in_flight)
     memory = MemoryMonitor(ray.get(pids))
-    writer = MetricsWriter(plan.run_dir, quiet)
+    writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
     episodes = EpisodeWindow(20)
+    timer = report.RunTimer()
 
     env_steps = samples = 0
     lags, acting_s, acting_steps = [], 0.0, 0
@@ -126,28 +134,42 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
     interval_steps, interval_lags = 0, []
 
     def next_batch():
-        unrolls = queue.get(run.unrolls_per_batch)
-        return unrolls, learner.put(stack_unrolls(unrolls))
+        with timer.learner.phase("wait_data"):
+            unrolls = queue.get(run.unrolls_per_batch)
+        with timer.learner.phase("host_to_device"):
+            # Waiting for the copy costs nothing (the update dispatched before it runs
+            # meanwhile, and the next update needs the batch) and keeps its time apart.
+            batch = devices.wait(learner.put(stack_unrolls(unrolls)))
+        return unrolls, batch
 
     unrolls, batch = next_batch()
     startup_s = time.time() - t_start
     t_train = time.time()
+    timer.start()  # waiting for the first unrolls was start-up
     while True:
         lag = learner.version - float(np.mean([u.trajectory.policy_version[0, 0] for u in unrolls]))
-        metrics = learner.update(batch)
+        with timer.learner.phase("update"):
+            dispatched = time.perf_counter()
+            metrics = learner.update(batch)
+            if learner.version % PROBE_EVERY == 2:
+                devices.wait(metrics)
+                timer.add_update_compute(time.perf_counter() - dispatched)
         consumed = unrolls
         done_by_steps = env_steps + sum(u.env_steps for u in consumed) >= run.total_env_steps
         if not done_by_steps:
             unrolls, batch = next_batch()  # overlaps with the update running on the devices
-        metrics = devices.to_host(metrics)
+        with timer.learner.phase("update"):
+            metrics = devices.to_host(metrics)
         if learner.version % run.publish_every == 0:
-            params.publish(learner.version, learner.host_params())
+            with timer.learner.phase("publish"):
+                params.publish(learner.version, learner.host_params())
 
         for u in consumed:
             episodes.add(u.episode_returns)
             env_steps += u.env_steps
             acting_s += u.acting_s
             acting_steps += u.env_steps
+            timer.add_unroll(u.timings)
         samples += run.unroll_length * run.batch_size
         lags.append(lag)
         interval_lags.append(lag)
@@ -163,7 +185,8 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
                           "mean_return": episodes.mean, "episodes": episodes.count,
                           "policy_lag": float(np.mean(interval_lags)),
                           "learner_updates": learner.version, "rss_mb": memory.sample(),
-                          **{k: float(v) for k, v in metrics.items()}})
+                          **{k: float(v) for k, v in metrics.items()},
+                          **timer.interval(now - last_log, learner.version)})
             last_log, interval_steps, interval_lags = now, 0, []
         if reached or done_by_steps:
             break
@@ -172,8 +195,10 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
     memory.sample()
     for actor in actors:
         ray.kill(actor)
-    writer.close()
     train_s = t_end - t_train
+    bottleneck = report.analyse(timer.measurements(
+        num_actors=run.num_actors, num_devices=plan.num_devices, env_steps=env_steps,
+        updates=learner.version, train_s=train_s, cpus=os.cpu_count() or 1))
     summary = {
         "agent": agent.name, "env": run.env, "seed": run.seed,
         "num_devices": plan.num_devices, "platform": devices.platform(),
@@ -185,6 +210,14 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
         "learner_updates": learner.version, "learner_samples_per_s": samples / train_s,
         "mean_policy_lag": float(np.mean(lags)), "peak_rss_mb": memory.peak_mb,
         "run_dir": plan.run_dir,
+        "actor_sps_each": bottleneck["actor_sps_each"],
+        "learner_sps_per_device": bottleneck["learner_sps_per_device"],
+        "bottleneck": bottleneck,
     }
+    if run.plan_steps is not None:
+        summary["plan"] = report.plan(run.plan_steps, summary["env_sps"], startup_s)
     write_json(os.path.join(plan.run_dir, "summary.json"), summary)
+    writer.close(summary)
+    if not quiet:
+        print(report.format_report(bottleneck, summary.get("plan")), file=sys.stderr, flush=True)
     return summary
