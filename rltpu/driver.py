@@ -107,11 +107,6 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) 
                 ray.shutdown()
 
 
-# Every this many updates (from the 2nd) the driver waits for an update at once, to measure
-# its device time alone; the others overlap with collecting the next batch.
-PROBE_EVERY = 10
-
-
 def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_start: float,
            quiet: bool, config: dict) -> dict:
     actors = [RayRolloutActor.remote(i, agent, agent_config, run.env, run.envs_per_actor,
@@ -126,6 +121,9 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
     writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
     episodes = EpisodeWindow(20)
     timer = report.RunTimer()
+    # Learns when each update finishes on the devices (for the bottleneck report) while
+    # the loop goes on collecting the next batch.
+    update_watch = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="update-watch")
 
     env_steps = samples = 0
     lags, acting_s, acting_steps = [], 0.0, 0
@@ -134,12 +132,13 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
     interval_steps, interval_lags = 0, []
 
     def next_batch():
-        with timer.learner.phase("wait_data"):
-            unrolls = queue.get(run.unrolls_per_batch)
-        with timer.learner.phase("host_to_device"):
-            # Waiting for the copy costs nothing (the update dispatched before it runs
-            # meanwhile, and the next update needs the batch) and keeps its time apart.
-            batch = devices.wait(learner.put(stack_unrolls(unrolls)))
+        timer.mark("wait")
+        unrolls = queue.get(run.unrolls_per_batch)
+        timer.mark("got")
+        # Waiting for the copy costs nothing (the update dispatched before it runs
+        # meanwhile, and the next update needs the batch) and keeps its time apart.
+        batch = devices.wait(learner.put(stack_unrolls(unrolls)))
+        timer.mark("copied")
         return unrolls, batch
 
     unrolls, batch = next_batch()
@@ -148,21 +147,19 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
     timer.start()  # waiting for the first unrolls was start-up
     while True:
         lag = learner.version - float(np.mean([u.trajectory.policy_version[0, 0] for u in unrolls]))
-        with timer.learner.phase("update"):
-            dispatched = time.perf_counter()
-            metrics = learner.update(batch)
-            if learner.version % PROBE_EVERY == 2:
-                devices.wait(metrics)
-                timer.add_update_compute(time.perf_counter() - dispatched)
+        timer.mark("dispatch")
+        metrics = learner.update(batch)
+        update_done = update_watch.submit(devices.ready_at, metrics)
         consumed = unrolls
         done_by_steps = env_steps + sum(u.env_steps for u in consumed) >= run.total_env_steps
         if not done_by_steps:
             unrolls, batch = next_batch()  # overlaps with the update running on the devices
-        with timer.learner.phase("update"):
-            metrics = devices.to_host(metrics)
+        metrics = devices.to_host(metrics)
+        timer.mark("fetched")
         if learner.version % run.publish_every == 0:
-            with timer.learner.phase("publish"):
-                params.publish(learner.version, learner.host_params())
+            params.publish(learner.version, learner.host_params())
+            timer.mark("published")
+        timer.end_update(update_done.result())
 
         for u in consumed:
             episodes.add(u.episode_returns)
@@ -186,19 +183,20 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
                           "policy_lag": float(np.mean(interval_lags)),
                           "learner_updates": learner.version, "rss_mb": memory.sample(),
                           **{k: float(v) for k, v in metrics.items()},
-                          **timer.interval(now - last_log, learner.version)})
+                          **timer.interval(now - last_log)})
             last_log, interval_steps, interval_lags = now, 0, []
         if reached or done_by_steps:
             break
 
     t_end = time.time()
+    update_watch.shutdown()
     memory.sample()
     for actor in actors:
         ray.kill(actor)
     train_s = t_end - t_train
     bottleneck = report.analyse(timer.measurements(
         num_actors=run.num_actors, num_devices=plan.num_devices, env_steps=env_steps,
-        updates=learner.version, train_s=train_s, cpus=os.cpu_count() or 1))
+        train_s=train_s, cpus=os.cpu_count() or 1))
     summary = {
         "agent": agent.name, "env": run.env, "seed": run.seed,
         "num_devices": plan.num_devices, "platform": devices.platform(),

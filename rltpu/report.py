@@ -1,102 +1,94 @@
 """The bottleneck report: where the actors' and the learner's time went, and what to change.
 
-Everything here is a pure function of measured seconds (plus ``PhaseClock``, the
-accumulator the driver measures them with), so the advice can be tested on numbers.
+``analyse`` and ``interval_metrics`` are pure functions of measured seconds, so the advice
+is tested on numbers; ``RunTimer`` is the accumulator the driver measures them with.
 
 Actor phases come from ``ActorTimings`` (measured inside each actor, summed over actors):
 ``env`` stepping, policy ``inference``, fetching newer ``params``, ``send`` (packing the
 unroll) and ``idle`` (Ray serialising the unroll and waiting for the next request, which
-is back-pressure from the learner). Learner phases are measured in the driver loop:
-``wait_data`` (blocked on the trajectory queue), ``host_to_device`` (stacking the batch and
-copying it to the devices), ``update`` (blocked on the update's result) and ``publish``
-(copying params back and putting them in the object store). ``update_compute_s``, the
-device time of one update, comes from occasional updates the driver waits on at once.
+is back-pressure from the learner).
+
+Learner phases split the driver loop's wall time, the devices taking precedence: while an
+update computes, the loop collects and copies the next batch, and that time is the
+update's. ``update`` is the devices computing (the accelerator's busy fraction),
+``wait_data`` the devices idle while the loop waits on the trajectory queue,
+``host_to_device`` idle while it stacks and copies a batch, ``publish`` copying params
+back and putting them in the object store.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import statistics
 import time
 from typing import Mapping
 
 ACTOR_PHASES = ("env", "inference", "params", "send", "idle")
 LEARNER_PHASES = ("wait_data", "host_to_device", "update", "publish")
 
+PHASE_WORDS = {"env": "env stepping", "inference": "policy inference",
+               "params": "fetching params", "send": "sending", "idle": "idle",
+               "wait_data": "waiting for data", "host_to_device": "host-to-device",
+               "update": "update compute", "publish": "publishing params", "other": "other"}
+
 # A side that waits this fraction of its time or more is waiting on the other side.
 WAIT_THRESHOLD = 0.25
 
 
-class PhaseClock:
-    """Seconds spent in each named phase, accumulated with ``time.perf_counter``."""
-
-    def __init__(self, phases: tuple[str, ...]):
-        self.totals = dict.fromkeys(phases, 0.0)
-
-    @contextlib.contextmanager
-    def phase(self, name: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.totals[name] += time.perf_counter() - start
-
-    def reset(self) -> None:
-        self.totals = dict.fromkeys(self.totals, 0.0)
-
-    def add(self, name: str, seconds: float) -> None:
-        self.totals[name] += seconds
-
-    def snapshot(self) -> dict[str, float]:
-        return dict(self.totals)
-
-    def since(self, snapshot: Mapping[str, float]) -> dict[str, float]:
-        """Seconds per phase since ``snapshot`` was taken."""
-        return {k: v - snapshot.get(k, 0.0) for k, v in self.totals.items()}
+def _outside(start: float, end: float, busy_until: float) -> float:
+    """Length of ``[start, end)`` after ``busy_until`` (the devices were busy before it)."""
+    return max(0.0, end - max(start, busy_until))
 
 
 class RunTimer:
-    """The driver's time accounting: learner phases, the actors' timings of the unrolls the
-    learner took, and the device time of probed updates."""
+    """The driver's time accounting.
+
+    Per update the driver calls ``mark`` at named moments of its loop (``dispatch``;
+    ``wait`` and ``got`` around taking unrolls; ``copied`` once the next batch is on the
+    devices; ``fetched`` once the metrics are on the host; ``published``) and then
+    ``end_update`` with the moment the update finished on the devices.
+    """
 
     def __init__(self):
-        self.learner = PhaseClock(LEARNER_PHASES)
-        self.actors = PhaseClock(ACTOR_PHASES)
-        self._probes: list[float] = []
-        self._marks = (self.actors.snapshot(), self.learner.snapshot(), 0)
+        self.learner = dict.fromkeys(LEARNER_PHASES, 0.0)
+        self.actors = dict.fromkeys(ACTOR_PHASES, 0.0)
+        self._marks: dict[str, float] = {}
+        self._last = (dict(self.actors), dict(self.learner))
 
     def start(self) -> None:
         """Starts the training loop's accounting (what came before is start-up)."""
-        self.learner.reset()
-        self.actors.reset()
-        self._marks = (self.actors.snapshot(), self.learner.snapshot(), 0)
+        self.__init__()
+
+    def mark(self, name: str) -> None:
+        self._marks[name] = time.perf_counter()
+
+    def end_update(self, ready: float) -> None:
+        """Attributes the loop's time since ``dispatch``; ``ready``: ``perf_counter`` when
+        the update's results were computed."""
+        m, self._marks = self._marks, {}
+        busy_until = max(ready, m["dispatch"])
+        self.learner["update"] += busy_until - m["dispatch"]
+        if "got" in m:  # the last update of a run collects no next batch
+            self.learner["wait_data"] += _outside(m["wait"], m["got"], busy_until)
+            self.learner["host_to_device"] += _outside(m["got"], m["copied"], busy_until)
+        if "published" in m:
+            self.learner["publish"] += _outside(m["fetched"], m["published"], busy_until)
 
     def add_unroll(self, timings) -> None:
-        """Adds one unroll's ``ActorTimings``."""
+        """Adds one unroll's ``ActorTimings`` (fields in ``ACTOR_PHASES`` order)."""
         for phase, seconds in zip(ACTOR_PHASES, timings):
-            self.actors.add(phase, seconds)
+            self.actors[phase] += seconds
 
-    def add_update_compute(self, seconds: float) -> None:
-        self._probes.append(seconds)
-
-    @property
-    def update_compute_s(self) -> float | None:
-        """Median device seconds of one update (None before any probe)."""
-        return statistics.median(self._probes) if self._probes else None
-
-    def interval(self, wall_s: float, updates: int) -> dict[str, float]:
-        """``interval_metrics`` since the previous call; ``updates``: applied so far."""
-        actor_mark, learner_mark, updates_mark = self._marks
-        row = interval_metrics(self.actors.since(actor_mark), self.learner.since(learner_mark),
-                               wall_s, (updates - updates_mark) * (self.update_compute_s or 0.0))
-        self._marks = (self.actors.snapshot(), self.learner.snapshot(), updates)
+    def interval(self, wall_s: float) -> dict[str, float]:
+        """``interval_metrics`` since the previous call (or ``start``)."""
+        actors, learner = self._last
+        row = interval_metrics({k: v - actors[k] for k, v in self.actors.items()},
+                               {k: v - learner[k] for k, v in self.learner.items()}, wall_s)
+        self._last = (dict(self.actors), dict(self.learner))
         return row
 
     def measurements(self, **run_facts) -> "Measurements":
         """``Measurements`` of the whole loop; ``run_facts``: its other fields."""
-        return Measurements(actor_s=self.actors.snapshot(), learner_s=self.learner.snapshot(),
-                            update_compute_s=self.update_compute_s, **run_facts)
+        return Measurements(actor_s=dict(self.actors), learner_s=dict(self.learner), **run_facts)
 
 
 def _fractions(seconds: Mapping[str, float], total: float) -> dict[str, float]:
@@ -104,18 +96,16 @@ def _fractions(seconds: Mapping[str, float], total: float) -> dict[str, float]:
 
 
 def interval_metrics(actor_s: Mapping[str, float], learner_s: Mapping[str, float],
-                     wall_s: float, device_s: float) -> dict[str, float]:
+                     wall_s: float) -> dict[str, float]:
     """The time split of one log interval, as metric-row fields (fractions in [0, 1]).
 
     Args:
       actor_s: seconds per actor phase, summed over the unrolls taken in the interval.
       learner_s: seconds per learner phase in the interval.
       wall_s: the interval's wall time.
-      device_s: estimated device (accelerator) seconds spent on updates in the interval.
     """
     row = {f"actor/{k}": v for k, v in _fractions(actor_s, sum(actor_s.values())).items()}
-    row.update({f"learner/{k}": v for k, v in _fractions(learner_s, wall_s).items()})
-    row["learner/device_busy"] = min(device_s / wall_s, 1.0) if wall_s > 0 else 0.0
+    row.update({f"learner/{k}": min(v, 1.0) for k, v in _fractions(learner_s, wall_s).items()})
     return row
 
 
@@ -127,16 +117,12 @@ class Measurements:
     num_devices: int
     env_steps: int
     """Env steps the learner consumed in the training loop."""
-    updates: int
-    """Learner updates in the training loop."""
     train_s: float
     """Wall time of the training loop (start-up excluded)."""
     actor_s: Mapping[str, float]
     """Seconds per ``ACTOR_PHASES`` entry, summed over the actors."""
     learner_s: Mapping[str, float]
     """Seconds per ``LEARNER_PHASES`` entry."""
-    update_compute_s: float | None
-    """Device seconds of one update (None: never measured)."""
     cpus: int
     """CPUs on this machine (each actor takes one)."""
 
@@ -145,14 +131,15 @@ def analyse(m: Measurements) -> dict:
     """The bottleneck report: time splits, capacities, a verdict and its message.
 
     The learner's capacity is env steps per second of learner work (its wall time less
-    the time it waited for data, plus any update compute that ran hidden behind that
-    wait); an actor's is env steps per second of its non-idle time. Their ratio is the
-    number of actors that would keep the learner busy.
+    the time its devices sat idle waiting for data); an actor's is env steps per second
+    of its non-idle time. Their ratio is the number of actors that would keep the
+    learner busy.
 
     Returns:
       A JSON-ready dict: ``verdict`` (``actor-bound``, ``learner-bound``,
       ``queue-bound`` or ``balanced``), ``message`` (the verdict in words, with the
-      numbers), ``actor_time`` and ``learner_time`` (fractions), ``device_busy``,
+      numbers), ``actor_time`` and ``learner_time`` (fractions), ``device_busy`` (the
+      same as ``learner_time["update"]``),
       ``actor_sps_each``, ``learner_sps``, ``learner_sps_per_device`` and
       ``actors_to_keep_learner_busy``.
     """
@@ -160,13 +147,8 @@ def analyse(m: Measurements) -> dict:
     actor_time = _fractions(m.actor_s, actor_total)
     learner_time = _fractions(m.learner_s, m.train_s)
     learner_time["other"] = max(0.0, 1.0 - sum(learner_time.values()))
-    compute = m.update_compute_s or 0.0
-    device_busy = min(m.updates * compute / m.train_s, 1.0) if m.train_s > 0 else 0.0
-
-    waited = m.learner_s.get("wait_data", 0.0)
-    blocked = m.learner_s.get("update", 0.0)
-    hidden_compute = max(0.0, m.updates * compute - blocked)  # ran while waiting for data
-    learner_work = max(m.train_s - waited, 0.0) + min(hidden_compute, waited)
+    device_busy = min(learner_time.get("update", 0.0), 1.0)
+    learner_work = max(m.train_s - m.learner_s.get("wait_data", 0.0), 0.0)
     learner_sps = m.env_steps / learner_work if learner_work > 0 else math.inf
     actor_busy = actor_total - m.actor_s.get("idle", 0.0)
     # Per actor: steps per second of its own busy time (actor_busy is summed over actors).
@@ -191,7 +173,7 @@ def analyse(m: Measurements) -> dict:
         if m.num_actors + more > m.cpus:
             busiest = max((k for k in actor_time if k != "idle"), key=actor_time.get)
             message += (f"; each actor needs a CPU and this machine has {m.cpus}: use more "
-                        f"CPUs or make each actor faster (its time goes mostly to {busiest}, "
+                        f"CPUs or make each actor faster (its time goes mostly to {PHASE_WORDS[busiest]}, "
                         f"{actor_time[busiest]:.0%})")
     elif idle_frac >= WAIT_THRESHOLD:
         verdict = "learner-bound"
@@ -209,7 +191,6 @@ def analyse(m: Measurements) -> dict:
     return {
         "verdict": verdict, "message": message,
         "actor_time": actor_time, "learner_time": learner_time, "device_busy": device_busy,
-        "update_compute_s": m.update_compute_s,
         "actor_sps_each": actor_sps_each, "learner_sps": learner_sps,
         "learner_sps_per_device": learner_sps / m.num_devices,
         "actors_to_keep_learner_busy": needed,
@@ -227,7 +208,7 @@ def plan(target_env_steps: int, env_sps: float, startup_s: float) -> dict:
 def format_report(bottleneck: Mapping, plan_: Mapping | None = None) -> str:
     """The report as a few lines for the console."""
     def split(fractions):
-        return ", ".join(f"{k.replace('_', ' ')} {v:.0%}" for k, v in fractions.items())
+        return ", ".join(f"{PHASE_WORDS.get(k, k)} {v:.0%}" for k, v in fractions.items())
 
     lines = ["bottleneck report:",
              f"  actors:  {split(bottleneck['actor_time'])}",
