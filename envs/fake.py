@@ -62,3 +62,14 @@ class SlowCountingEnv(CountingEnv):
     def step(self, action):
         time.sleep(self.step_s)
         return super().step(action)
+
+
+class MultiBinaryActionEnv(CountingEnv):
+    """CountingEnv with a MultiBinary action space (no built-in agent acts in it)."""
+
+    def __init__(self):
+        super().__init__()
+        self.action_space = gym.spaces.MultiBinary(3)
+
+    def step(self, action):
+        return super().step(int(np.sum(action) > 1))

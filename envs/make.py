@@ -48,6 +48,10 @@ def make(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, E
         env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
     else:
         env = gym.vector.SyncVectorEnv([factory for _ in range(num_envs)])
+    if isinstance(env.single_action_space, gym.spaces.Box):
+        # Agents sample unbounded (Gaussian) actions and learn from the sample; the env
+        # gets it clipped to its bounds.
+        env = gym.wrappers.vector.ClipAction(env)
     env = gym.wrappers.vector.RecordEpisodeStatistics(env)
     observation, _ = env.reset(seed=seed)
     env.first_observation = observation

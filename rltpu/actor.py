@@ -16,6 +16,7 @@ import ray
 
 import envs
 from rltpu import devices
+from rltpu.config import RunConfig
 from rltpu.types import ActorTimings, Trajectory, Unroll
 
 
@@ -26,18 +27,16 @@ class RolloutActor:
       actor_id: index of this actor, carried in every unroll.
       agent: the agent (see ``rltpu.agent.Agent``); only its policy step is used here.
       agent_config: the agent's config.
-      env_id: gymnasium id or ``module:Class``.
-      num_envs: envs stepped together (trajectory columns ``B``).
-      unroll_length: steps per trajectory (``T``).
+      run: the run's config: the actor uses ``env``, ``envs_per_actor`` (trajectory columns
+        ``B``) and ``unroll_length`` (``T``).
       seed: seeds the envs and the policy's sampling key.
     """
 
-    def __init__(self, actor_id: int, agent: Any, agent_config: Any, env_id: str,
-                 num_envs: int, unroll_length: int, seed: int):
+    def __init__(self, actor_id: int, agent: Any, agent_config: Any, run: RunConfig, seed: int):
         self.actor_id = actor_id
-        self.unroll_length = unroll_length
-        self.env, spec = envs.make(env_id, num_envs, seed)
-        fns = agent.build(spec, agent_config)
+        self.unroll_length = run.unroll_length
+        self.env, spec = envs.make(run.env, run.envs_per_actor, seed)
+        fns = agent.build(spec, agent_config, run)
         policy = fns.actor_step
 
         def step(params, observation, key):
@@ -47,7 +46,7 @@ class RolloutActor:
         self._step = jax.jit(step)
         self._key = jax.random.key(seed)
         self._observation = self.env.first_observation
-        self._episode_ended = np.zeros(num_envs, bool)  # the next step is an autoreset step
+        self._episode_ended = np.zeros(run.envs_per_actor, bool)  # the next step is an autoreset step
         self.params = None
         self.version = -1
         self._last_return = None  # perf_counter when the previous unroll was returned

@@ -11,12 +11,14 @@ Example (see ``agents/impala`` for a complete one)::
         Config = MyConfig                       # frozen dataclass, defaults for every field
 
         def check_spec(self, spec): ...        # raise ValueError if it cannot act in spec
-        def build(self, spec, config) -> AgentFns: ...
+        def build(self, spec, config, run) -> AgentFns: ...
 """
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import sys
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from rltpu.types import ActorOutput, EnvSpec, Metrics, Params, TrainState, Trajectory
@@ -52,8 +54,10 @@ class Agent(Protocol):
     def check_spec(self, spec: EnvSpec) -> None:
         """Raises ValueError, naming what is wrong, if the agent cannot act in ``spec``."""
 
-    def build(self, spec: EnvSpec, config: Any) -> AgentFns:
-        """Returns the pure functions for this env spec and config."""
+    def build(self, spec: EnvSpec, config: Any, run: Any) -> AgentFns:
+        """Returns the pure functions for this env spec, agent config and run config
+        (``rltpu.RunConfig``: batch geometry and step budget, for agents that derive
+        sizes or schedules from them)."""
 
 
 def load_agent(name: str, builtin: dict[str, str]) -> Agent:
@@ -63,6 +67,8 @@ def load_agent(name: str, builtin: dict[str, str]) -> Agent:
         raise ValueError(f"unknown agent {name!r}; valid: {', '.join(sorted(builtin))} "
                          "or a module:Agent path")
     module_name, attr = path.split(":", 1)
+    if os.getcwd() not in sys.path:  # as `python -m` does: modules next to the user first
+        sys.path.insert(0, os.getcwd())
     try:
         obj = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as e:

@@ -35,6 +35,9 @@ class RunConfig:
     """Publish params to the actors every this many updates."""
     max_in_flight: int = 2
     """Unroll requests each actor may have outstanding (the trajectory queue's bound)."""
+    on_policy: bool = False
+    """Synchronous mode: the learner consumes only trajectories acted with its current
+    params, and actors wait for each new version (params are published every update)."""
     log_every_s: float = 2.0
     """Seconds between progress lines and metrics rows (metrics.jsonl, TensorBoard, W&B)."""
     wandb: bool = False

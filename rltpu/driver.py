@@ -44,6 +44,7 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig) -> Plan:
     """
     spec = envs.make_spec(run.env)
     agent.check_spec(spec)
+    agent.build(spec, agent_config, run)  # cheap (nothing compiles) and raises on bad combinations
     available = devices.device_count()
     num_devices = run.num_devices or available
     if num_devices > available:
@@ -96,7 +97,7 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) 
     # The learner initialises and compiles its update while Ray and the actors start:
     # both take seconds, and neither needs the other.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        learner = pool.submit(Learner, agent.build(plan.spec, agent_config),
+        learner = pool.submit(Learner, agent.build(plan.spec, agent_config, run),
                               plan.spec, devices.make_mesh(plan.num_devices), run.seed,
                               run.unroll_length, run.batch_size)
         started_ray = _start_ray(run.num_actors)
@@ -109,14 +110,17 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) 
 
 def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_start: float,
            quiet: bool, config: dict) -> dict:
-    actors = [RayRolloutActor.remote(i, agent, agent_config, run.env, run.envs_per_actor,
-                                     run.unroll_length, run.seed * 10_000 + 1000 * (i + 1))
+    if type(agent).__module__ != "__main__" and not type(agent).__module__.startswith("agents."):
+        # A user's agent travels to the actors by value, so its module need not be
+        # importable there (it may live in a script or a folder only the driver sees).
+        ray.cloudpickle.register_pickle_by_value(sys.modules[type(agent).__module__])
+    actors = [RayRolloutActor.remote(i, agent, agent_config, run, run.seed * 10_000 + 1000 * (i + 1))
               for i in range(run.num_actors)]
     pids = [a.pid.remote() for a in actors]  # answered once each actor is up
     learner = learner_future.result()
     params = ParamStore()
     params.publish(learner.version, learner.host_params())
-    queue = UnrollQueue(actors, params, run.max_in_flight)
+    queue = UnrollQueue(actors, params, run.max_in_flight, on_policy=run.on_policy)
     memory = MemoryMonitor(ray.get(pids))
     writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
     episodes = EpisodeWindow(20)
@@ -147,18 +151,22 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
     timer.start()  # waiting for the first unrolls was start-up
     while True:
         lag = learner.version - float(np.mean([u.trajectory.policy_version[0, 0] for u in unrolls]))
+        if run.on_policy and lag != 0:
+            raise RuntimeError(f"on-policy run got a batch {lag} versions old")
         timer.mark("dispatch")
         metrics = learner.update(batch)
         update_done = update_watch.submit(devices.ready_at, metrics)
         consumed = unrolls
         done_by_steps = env_steps + sum(u.env_steps for u in consumed) >= run.total_env_steps
-        if not done_by_steps:
+        if not done_by_steps and not run.on_policy:
             unrolls, batch = next_batch()  # overlaps with the update running on the devices
         metrics = devices.to_host(metrics)
         timer.mark("fetched")
-        if learner.version % run.publish_every == 0:
+        if learner.version % run.publish_every == 0 or run.on_policy:
             params.publish(learner.version, learner.host_params())
             timer.mark("published")
+        if not done_by_steps and run.on_policy:
+            unrolls, batch = next_batch()  # acted with the params just published
         timer.end_update(update_done.result())
 
         for u in consumed:

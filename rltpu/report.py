@@ -34,17 +34,18 @@ PHASE_WORDS = {"env": "env stepping", "inference": "policy inference",
 WAIT_THRESHOLD = 0.25
 
 
-def _outside(start: float, end: float, busy_until: float) -> float:
-    """Length of ``[start, end)`` after ``busy_until`` (the devices were busy before it)."""
-    return max(0.0, end - max(start, busy_until))
+def _outside(start: float, end: float, busy: tuple[float, float]) -> float:
+    """Length of ``[start, end)`` outside the interval ``busy`` (the devices computing)."""
+    overlap = max(0.0, min(end, busy[1]) - max(start, busy[0]))
+    return max(0.0, end - start - overlap)
 
 
 class RunTimer:
     """The driver's time accounting.
 
     Per update the driver calls ``mark`` at named moments of its loop (``dispatch``;
-    ``wait`` and ``got`` around taking unrolls; ``copied`` once the next batch is on the
-    devices; ``fetched`` once the metrics are on the host; ``published``) and then
+    ``wait`` and ``got`` around taking the next unrolls; ``copied`` once that batch is on
+    the devices; ``fetched`` once the metrics are on the host; ``published``) and then
     ``end_update`` with the moment the update finished on the devices.
     """
 
@@ -65,13 +66,15 @@ class RunTimer:
         """Attributes the loop's time since ``dispatch``; ``ready``: ``perf_counter`` when
         the update's results were computed."""
         m, self._marks = self._marks, {}
-        busy_until = max(ready, m["dispatch"])
-        self.learner["update"] += busy_until - m["dispatch"]
-        if "got" in m:  # the last update of a run collects no next batch
-            self.learner["wait_data"] += _outside(m["wait"], m["got"], busy_until)
-            self.learner["host_to_device"] += _outside(m["got"], m["copied"], busy_until)
+        busy = (m["dispatch"], max(ready, m["dispatch"]))
+        self.learner["update"] += busy[1] - busy[0]
+        # The next batch is collected while the update computes, or after it is published
+        # (on-policy runs); the last update of a run collects none.
+        if "got" in m:
+            self.learner["wait_data"] += _outside(m["wait"], m["got"], busy)
+            self.learner["host_to_device"] += _outside(m["got"], m["copied"], busy)
         if "published" in m:
-            self.learner["publish"] += _outside(m["fetched"], m["published"], busy_until)
+            self.learner["publish"] += _outside(m["fetched"], m["published"], busy)
 
     def add_unroll(self, timings) -> None:
         """Adds one unroll's ``ActorTimings`` (fields in ``ACTOR_PHASES`` order)."""

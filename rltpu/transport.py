@@ -4,7 +4,8 @@
 the number of actors. ``UnrollQueue`` is the bounded trajectory queue: each actor has at
 most ``max_in_flight`` unroll requests outstanding, so when the learner stops consuming,
 the actors stop acting (backpressure) and the object store holds at most
-``num_actors * max_in_flight`` trajectories. Trajectories stay in the object store as
+``num_actors * max_in_flight`` trajectories. On-policy (synchronous) runs request unrolls
+only after each update, with its params. Trajectories stay in the object store as
 ObjectRefs until the learner takes them; the driver never re-sends them.
 """
 from __future__ import annotations
@@ -44,15 +45,18 @@ class UnrollQueue:
     a request outstanding (``max_in_flight >= 2`` keeps one queued behind the running one).
     """
 
-    def __init__(self, actors: Sequence, params: ParamStore, max_in_flight: int = 2):
+    def __init__(self, actors: Sequence, params: ParamStore, max_in_flight: int = 2,
+                 on_policy: bool = False):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self._actors = list(actors)
         self._params = params
+        self._on_policy = on_policy
         self._pending: dict = {}  # ObjectRef -> actor index
-        for index in range(len(self._actors)):
-            for _ in range(max_in_flight):
-                self._request(index)
+        if not on_policy:
+            for index in range(len(self._actors)):
+                for _ in range(max_in_flight):
+                    self._request(index)
 
     def _request(self, index: int) -> None:
         version, box = self._params.latest()
@@ -63,7 +67,14 @@ class UnrollQueue:
         return len(self._pending)
 
     def get(self, num_unrolls: int) -> list[Unroll]:
-        """Blocks until ``num_unrolls`` unrolls are ready; asks their actors for the next."""
+        """Blocks until ``num_unrolls`` unrolls are ready; asks their actors for the next.
+
+        On-policy, nothing is requested ahead: this asks the actors (round robin) for
+        ``num_unrolls`` unrolls with the newest params and waits for exactly those.
+        """
+        if self._on_policy:
+            for i in range(num_unrolls):
+                self._request(i % len(self._actors))
         ready: list = []
         while len(ready) < num_unrolls:
             done, _ = ray.wait(list(self._pending), num_returns=num_unrolls - len(ready),
@@ -71,5 +82,7 @@ class UnrollQueue:
             ready.extend(done)
         unrolls = ray.get(ready)
         for ref in ready:
-            self._request(self._pending.pop(ref))
+            index = self._pending.pop(ref)
+            if not self._on_policy:
+                self._request(index)
         return unrolls

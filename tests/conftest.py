@@ -1,4 +1,7 @@
 """Test set-up: 8 virtual CPU devices, so the sharded learner can be checked against one."""
+import shutil
+import tempfile
+
 import jax
 import pytest
 
@@ -13,3 +16,11 @@ def ray_local():
              configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def ray_tmpdir():
+    """A short directory for RAY_TMPDIR (Ray's socket paths must stay under 107 bytes)."""
+    path = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

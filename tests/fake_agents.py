@@ -33,8 +33,8 @@ class SlowLearnerIMPALA(IMPALA):
     name = "slow-learner-impala"
     Config = SlowLearnerConfig
 
-    def build(self, spec, config: SlowLearnerConfig):
-        fns = super().build(spec, config)
+    def build(self, spec, config: SlowLearnerConfig, run=None):
+        fns = super().build(spec, config, run)
         impala_update, delay = fns.update, config.update_delay_s
 
         def wait_and_return(x):

@@ -6,14 +6,21 @@ import pytest
 import agents
 from rltpu import devices
 from rltpu.actor import RayRolloutActor, RolloutActor
+from rltpu.config import RunConfig
 from rltpu.transport import ParamStore, UnrollQueue
 
 IMPALA = agents.get("impala")
 
 
+def run_config(env_id, num_envs, unroll_length):
+    return RunConfig(env=env_id, envs_per_actor=num_envs, unroll_length=unroll_length,
+                     batch_size=num_envs)
+
+
 def make_actor(env_id, num_envs=3, unroll_length=7, seed=0):
-    actor = RolloutActor(0, IMPALA, IMPALA.Config(), env_id, num_envs, unroll_length, seed)
-    fns = IMPALA.build(actor_spec(actor), IMPALA.Config())
+    run = run_config(env_id, num_envs, unroll_length)
+    actor = RolloutActor(0, IMPALA, IMPALA.Config(), run, seed)
+    fns = IMPALA.build(actor_spec(actor), IMPALA.Config(), run)
     params = devices.to_host(jax.jit(fns.init)(jax.random.key(0)).params)
     actor.set_params(4, params)
     return actor
@@ -32,7 +39,7 @@ def test_shapes_dtypes_and_version():
     assert traj.reward.shape == (7, 3) and traj.reward.dtype == np.float32
     for flags in (traj.terminated, traj.truncated, traj.valid):
         assert flags.shape == (7, 3) and flags.dtype == np.bool_
-    assert traj.extras["logits"].shape == (7, 3, 2)
+    assert traj.extras["policy"].shape == (7, 3, 2)  # the behaviour policy's logits
     assert traj.policy_version.shape == (7, 3) and (traj.policy_version == 4).all()
 
 
@@ -73,9 +80,9 @@ def test_episode_stats_and_continuity_across_unrolls():
 
 def test_ray_actors_tag_versions_and_queue_is_bounded(ray_local):
     ray = ray_local
-    actors = [RayRolloutActor.remote(i, IMPALA, IMPALA.Config(), "envs.fake:CountingEnv", 2, 5, i)
-              for i in range(2)]
-    fns = IMPALA.build(actor_spec(make_actor("envs.fake:CountingEnv")), IMPALA.Config())
+    run = run_config("envs.fake:CountingEnv", 2, 5)
+    actors = [RayRolloutActor.remote(i, IMPALA, IMPALA.Config(), run, i) for i in range(2)]
+    fns = IMPALA.build(actor_spec(make_actor("envs.fake:CountingEnv")), IMPALA.Config(), run)
     params = devices.to_host(jax.jit(fns.init)(jax.random.key(0)).params)
     store = ParamStore()
     store.publish(0, params)

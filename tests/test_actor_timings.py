@@ -7,15 +7,17 @@ import pytest
 import agents
 from rltpu import devices
 from rltpu.actor import RolloutActor
+from rltpu.config import RunConfig
 from rltpu.types import ActorTimings
 
 IMPALA = agents.get("impala")
 
 
 def make_actor(env_id, num_envs=2, unroll_length=6):
-    actor = RolloutActor(0, IMPALA, IMPALA.Config(hidden_sizes=(16,)), env_id, num_envs,
-                         unroll_length, seed=0)
-    fns = IMPALA.build(_spec(actor), IMPALA.Config(hidden_sizes=(16,)))
+    run = RunConfig(env=env_id, envs_per_actor=num_envs, unroll_length=unroll_length,
+                    batch_size=num_envs)
+    actor = RolloutActor(0, IMPALA, IMPALA.Config(hidden_sizes=(16,)), run, seed=0)
+    fns = IMPALA.build(_spec(actor), IMPALA.Config(hidden_sizes=(16,)), run)
     actor.set_params(1, devices.to_host(jax.jit(fns.init)(jax.random.key(0)).params))
     return actor
 

@@ -11,7 +11,8 @@ CASES = [
     (["--env", "CartPole-v9"], "unknown env 'CartPole-v9'"),
     (["--env", "nosuchmodule:Env"], "unknown env 'nosuchmodule:Env'"),
     (["--agent", "sarsa"], "unknown agent 'sarsa'; valid: impala"),
-    (["--env", "Pendulum-v1"], "needs a Discrete action space"),
+    (["--env", "envs.fake:MultiBinaryActionEnv"], "acts in Discrete or Box action spaces"),
+    (["--network-lib", "torch"], "--network-lib 'torch' is not one of flax, haiku"),
     (["--batch-size", "36", "--envs-per-actor", "4"], "not divisible by the 8 learner devices"),
     (["--batch-size", "48", "--envs-per-actor", "32"], "must be a multiple of --envs-per-actor 32"),
     (["--num-actors", "0"], "--num-actors must be a positive integer, got 0"),
@@ -25,29 +26,28 @@ CASES = [
 ]
 
 
-def run_cli(args, tmp_path):
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "RAY_ADDRESS": "",
-           "RAY_TMPDIR": str(tmp_path / "ray")}
+def run_cli(args, tmp_path, ray_tmpdir):
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmpdir}
     return subprocess.run([sys.executable, "-m", "rltpu.cli", "train", *args], env=env,
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
 
 @pytest.mark.parametrize("args,message", CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
-    result = run_cli(args, tmp_path)
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, ray_tmpdir):
+    result = run_cli(args, tmp_path, ray_tmpdir)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and lines[0].startswith("rltpu: error: "), result.stderr
     assert message in lines[0]
-    assert not (tmp_path / "ray").exists(), "Ray was started"
+    assert not os.listdir(ray_tmpdir), "Ray was started"
     assert not (tmp_path / "runs").exists(), "a run directory was made"
 
 
-def test_existing_run_dir_is_refused_and_untouched(tmp_path):
+def test_existing_run_dir_is_refused_and_untouched(tmp_path, ray_tmpdir):
     run_dir = tmp_path / "my-run"
     run_dir.mkdir()
     (run_dir / "summary.json").write_text("precious")
-    result = run_cli(["--run-dir", str(run_dir)], tmp_path)
+    result = run_cli(["--run-dir", str(run_dir)], tmp_path, ray_tmpdir)
     assert result.returncode == 2
     assert result.stderr.strip() == (f"rltpu: error: --run-dir {run_dir} already exists; "
                                      "runs are never overwritten, pass a new path")
@@ -56,13 +56,14 @@ def test_existing_run_dir_is_refused_and_untouched(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
-def test_wandb_without_the_package_is_a_clear_error(tmp_path):
-    result = run_cli(["--wandb"], tmp_path)
+def test_wandb_without_the_package_is_a_clear_error(tmp_path, ray_tmpdir):
+    result = run_cli(["--wandb"], tmp_path, ray_tmpdir)
     assert result.returncode == 2
     assert result.stderr.strip() == ("rltpu: error: --wandb needs the wandb package, which is "
                                      "not installed: pip install wandb (or pip install "
                                      "'rltpu[wandb]')")
-    assert not (tmp_path / "ray").exists() and not (tmp_path / "runs").exists()
+    assert not os.listdir(ray_tmpdir), "Ray was started"
+    assert not (tmp_path / "runs").exists(), "a run directory was made"
 
 
 def test_plot_of_a_directory_without_metrics_is_one_line(tmp_path):

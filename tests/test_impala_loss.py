@@ -7,20 +7,21 @@ import numpy as np
 import pytest
 
 import agents
+from rltpu.config import RunConfig
 import envs
-from agents.impala import impala_loss
+from agents.impala import impala_loss, impala_targets
 from rltpu.learner import example_trajectory
 
 HALF = math.log(0.5)
-COSTS = dict(discount=0.9, baseline_cost=0.5, entropy_cost=0.01, lambda_=1.0,
-             clip_rho_threshold=1.0, clip_pg_rho_threshold=1.0)
+TARGETS = dict(discount=0.9, lambda_=1.0, clip_rho_threshold=1.0, clip_pg_rho_threshold=1.0)
+COSTS = dict(baseline_cost=0.5, entropy_cost=0.01)
 
 
 def loss_of(values, reward, terminated, valid, entropy):
     T = len(reward)
-    return impala_loss(jnp.full(T, HALF), jnp.full(T, HALF), jnp.array(entropy),
-                       jnp.array(values), jnp.array(reward), jnp.array(terminated),
-                       jnp.array(valid), **COSTS)
+    vt, _ = impala_targets(jnp.full(T, HALF), jnp.full(T, HALF), jnp.array(values),
+                           jnp.array(reward), jnp.array(terminated), jnp.array(valid), **TARGETS)
+    return impala_loss(jnp.full(T, HALF), jnp.array(entropy), vt, jnp.array(valid), **COSTS)
 
 
 def test_loss_by_hand():
@@ -68,7 +69,7 @@ def random_batch(fns, spec, params, T, B, seed=0):
 def test_update_metrics_are_finite_scalars():
     agent = agents.get("impala")
     spec = envs.make_spec("CartPole-v1")
-    fns = agent.build(spec, agent.Config())
+    fns = agent.build(spec, agent.Config(), RunConfig())
     state = jax.jit(fns.init)(jax.random.key(0))
     batch = random_batch(fns, spec, state.params, T=8, B=4)
     new_state, metrics = jax.jit(fns.update)(state, batch)
@@ -80,6 +81,17 @@ def test_update_metrics_are_finite_scalars():
     assert all(jax.tree.leaves(changed))
 
 
-def test_agent_refuses_continuous_actions():
-    with pytest.raises(ValueError, match="Discrete"):
-        agents.get("impala").check_spec(envs.make_spec("Pendulum-v1"))
+def test_agent_refuses_action_spaces_it_cannot_act_in():
+    with pytest.raises(ValueError, match="Discrete or Box"):
+        agents.get("impala").check_spec(envs.make_spec("envs.fake:MultiBinaryActionEnv"))
+
+
+def test_normalised_advantages_by_hand():
+    # advantages [3.33, 1.7] (valid) normalise to [1, -1]; the masked step stays out
+    T = 3
+    vt, _ = impala_targets(jnp.full(T, HALF), jnp.full(T, HALF), jnp.array([1.0, 2.0, 3.0, 50.0]),
+                           jnp.array([1.0, 1.0, 0.0]), jnp.zeros(T, bool),
+                           jnp.array([True, True, False]), **TARGETS)
+    _, m = impala_loss(jnp.full(T, HALF), jnp.ones(T), vt, jnp.array([True, True, False]),
+                       normalize_advantages=True, **COSTS)
+    np.testing.assert_allclose(m["pg_loss"], -(HALF * 1 + HALF * -1) / 3, atol=1e-6)

@@ -132,3 +132,14 @@ def test_timer_intervals_and_actor_timings():
     measured = timer.measurements(num_actors=1, num_devices=1, env_steps=10, train_s=3.0,
                                   cpus=2)
     assert measured.actor_s["env"] == 4.0 and measured.learner_s["update"] == pytest.approx(1.0, abs=0.01)
+
+
+def test_timer_on_policy_order_collects_after_publishing():
+    # on-policy: the update computes 0..2, params are published 2..2.5, and only then the
+    # loop waits for unrolls acted with them (2.5..6): all of that wait is the devices idle.
+    timer = report.RunTimer()
+    timer._marks = {"dispatch": 0.0, "fetched": 2.0, "published": 2.5, "wait": 2.5,
+                    "got": 6.0, "copied": 6.5}
+    timer.end_update(ready=2.0)
+    assert timer.learner == {"update": 2.0, "wait_data": 3.5, "host_to_device": 0.5,
+                             "publish": 0.5}

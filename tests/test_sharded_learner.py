@@ -1,8 +1,12 @@
 """The data-parallel learner on 8 CPU devices gives the 1-device result."""
+import dataclasses
+
 import jax
 import numpy as np
+import pytest
 
 import agents
+from rltpu.config import RunConfig
 import envs
 from rltpu import devices
 from rltpu.learner import Learner
@@ -16,18 +20,24 @@ def run_updates(num_devices, batches, spec, fns):
     return devices.to_host(learner.state.params), metrics, learner
 
 
-def test_eight_devices_equal_one():
+@pytest.mark.parametrize("network_lib", ["flax", "haiku"])
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+@pytest.mark.parametrize("agent_name", ["impala", "ppo"])
+def test_eight_devices_equal_one(agent_name, env_id, network_lib):
     assert devices.device_count() == 8, "conftest asks for 8 CPU devices"
-    agent = agents.get("impala")
-    spec = envs.make_spec("CartPole-v1")
-    fns = agent.build(spec, agent.Config())
+    agent = agents.get(agent_name)
+    spec = envs.make_spec(env_id)
+    config = agent.Config(network_lib=network_lib)
+    if agent_name == "ppo":  # several epochs of 4 shuffled minibatches in one update
+        config = dataclasses.replace(config, num_epochs=3, num_minibatches=4)
+    fns = agent.build(spec, config, RunConfig(unroll_length=8, batch_size=16))
     params = jax.eval_shape(fns.init, jax.random.key(0)).params
     batches = [random_batch(fns, spec, params, T=8, B=16, seed=s) for s in range(3)]
 
     params_1, metrics_1, _ = run_updates(1, batches, spec, fns)
     params_8, metrics_8, learner_8 = run_updates(8, batches, spec, fns)
 
-    assert learner_8.state.params["params"]["policy_net"]["Dense_0"]["kernel"].sharding.mesh.size == 8
+    assert jax.tree.leaves(learner_8.state.params)[0].sharding.mesh.size == 8
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6),
                  params_1, params_8)
     for m1, m8 in zip(metrics_1, metrics_8):
@@ -42,7 +52,7 @@ def test_eight_devices_equal_one():
 def test_batch_is_split_over_the_data_axis():
     agent = agents.get("impala")
     spec = envs.make_spec("CartPole-v1")
-    fns = agent.build(spec, agent.Config())
+    fns = agent.build(spec, agent.Config(), RunConfig())
     params = jax.eval_shape(fns.init, jax.random.key(0)).params
     learner = Learner(fns, spec, devices.make_mesh(8), 0, 8, 16)
     batch = learner.put(random_batch(fns, spec, params, T=8, B=16))

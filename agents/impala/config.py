@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from agents.networks import NETWORK_LIBS
+
 
 @dataclasses.dataclass(frozen=True)
 class IMPALAConfig:
@@ -19,12 +21,16 @@ class IMPALAConfig:
     """Gradients are clipped to this global norm."""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Widths of the policy and value MLPs' hidden layers."""
+    network_lib: str = "flax"
+    """Library the networks are written in: flax or haiku."""
     clip_rho_threshold: float = 1.0
     """V-trace rho-bar: clip on importance weights in the value targets."""
     clip_pg_rho_threshold: float = 1.0
     """Clip on importance weights in the policy-gradient advantages."""
     vtrace_lambda: float = 1.0
     """V-trace lambda (mixes in the uncorrected one-step bootstrap when below 1)."""
+    normalize_advantages: bool = False
+    """Normalise policy-gradient advantages per batch (not in the paper; see losses.py)."""
 
     def __post_init__(self):
         for name in ("learning_rate", "max_grad_norm", "clip_rho_threshold", "clip_pg_rho_threshold"):
@@ -37,5 +43,7 @@ class IMPALAConfig:
             raise ValueError(f"--discount must be in [0, 1], got {self.discount}")
         if not 0 <= self.vtrace_lambda <= 1:
             raise ValueError(f"--vtrace-lambda must be in [0, 1], got {self.vtrace_lambda}")
+        if self.network_lib not in NETWORK_LIBS:
+            raise ValueError(f"--network-lib {self.network_lib!r} is not one of {', '.join(NETWORK_LIBS)}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"--hidden-sizes must be positive widths, got {self.hidden_sizes}")

@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import optax
 
 from agents.impala.config import IMPALAConfig
-from agents.impala.losses import impala_loss
-from agents.impala.networks import ActorCritic
+from agents.impala.losses import impala_loss, impala_targets
+from agents.networks import ActorCriticNetworks
 from rltpu.types import TrainState, Trajectory
 
 
@@ -19,27 +19,27 @@ def make_optimizer(config: IMPALAConfig) -> optax.GradientTransformation:
                        optax.adam(config.learning_rate))
 
 
-def make_update_fn(network: ActorCritic, optimizer: optax.GradientTransformation,
-                   config: IMPALAConfig):
+def make_update_fn(networks: ActorCriticNetworks, distribution,
+                   optimizer: optax.GradientTransformation, config: IMPALAConfig):
     """Returns ``update(state, trajectory) -> (state, metrics)``; trajectories ``[T, B]``."""
-    trajectory_loss = jax.vmap(functools.partial(
-        impala_loss, discount=config.discount, baseline_cost=config.baseline_cost,
-        entropy_cost=config.entropy_cost, lambda_=config.vtrace_lambda,
+    targets = jax.vmap(functools.partial(
+        impala_targets, discount=config.discount, lambda_=config.vtrace_lambda,
         clip_rho_threshold=config.clip_rho_threshold,
-        clip_pg_rho_threshold=config.clip_pg_rho_threshold), in_axes=1)
+        clip_pg_rho_threshold=config.clip_pg_rho_threshold), in_axes=1, out_axes=1)
 
     def loss_fn(params, trajectory: Trajectory):
-        logits, values = network.apply(params, trajectory.observation)  # [T+1, B, A], [T+1, B]
-        log_probs = jax.nn.log_softmax(logits[:-1])
-        log_mu = jax.nn.log_softmax(trajectory.extras["logits"])
-        action = trajectory.action[..., None]
-        log_pi_t = jnp.take_along_axis(log_probs, action, axis=-1)[..., 0]
-        log_mu_t = jnp.take_along_axis(log_mu, action, axis=-1)[..., 0]
-        entropy_t = -jnp.sum(jnp.exp(log_probs) * log_probs, axis=-1)
-        losses, metrics = trajectory_loss(log_pi_t, log_mu_t, entropy_t, values,
-                                          trajectory.reward, trajectory.terminated,
-                                          trajectory.valid)
-        return jnp.mean(losses), jax.tree.map(jnp.mean, metrics)
+        observation = trajectory.observation  # [T + 1, B, ...]
+        policy_out = networks.policy.apply(params["policy"], observation[:-1])
+        values = networks.value.apply(params["value"], observation)  # [T + 1, B]
+        log_pi_t = distribution.log_prob(policy_out, trajectory.action)
+        log_mu_t = distribution.log_prob(trajectory.extras["policy"], trajectory.action)
+        vt, rho = targets(log_pi_t, log_mu_t, values, trajectory.reward, trajectory.terminated,
+                          trajectory.valid)
+        loss, metrics = impala_loss(log_pi_t, distribution.entropy(policy_out), vt,
+                                    trajectory.valid, baseline_cost=config.baseline_cost,
+                                    entropy_cost=config.entropy_cost,
+                                    normalize_advantages=config.normalize_advantages)
+        return loss, {**metrics, "mean_rho": jnp.mean(rho)}
 
     def update(state: TrainState, trajectory: Trajectory):
         grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, trajectory)

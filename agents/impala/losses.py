@@ -55,22 +55,21 @@ def vtrace(v_tm1, v_t, r_t, discount_t, rho_tm1, lambda_: float = 1.0,
     return VTraceOutput(targets_tm1 - v_tm1, pg_advantage, q_estimate)
 
 
-def impala_loss(log_pi_t, log_mu_t, entropy_t, values, r_t, terminated_t, valid_t, *,
-                discount: float, baseline_cost: float, entropy_cost: float, lambda_: float,
-                clip_rho_threshold: float, clip_pg_rho_threshold: float):
-    """IMPALA's actor-critic loss for one trajectory of ``T`` steps.
+def impala_targets(log_pi_t, log_mu_t, values, r_t, terminated_t, valid_t, *,
+                   discount: float, lambda_: float, clip_rho_threshold: float,
+                   clip_pg_rho_threshold: float) -> tuple[VTraceOutput, jax.Array]:
+    """V-trace targets and advantages for one trajectory of ``T`` steps.
 
     Args:
       log_pi_t: log pi(a_s|x_s) under the learner's policy, ``[T]``.
       log_mu_t: log mu(a_s|x_s) under the behaviour policy that acted, ``[T]``.
-      entropy_t: entropy of pi(.|x_s), ``[T]``.
       values: V(x_s) for s = 0..T, ``[T + 1]`` (the last one bootstraps).
       r_t, terminated_t, valid_t: rewards, terminal flags and the autoreset mask, ``[T]``.
 
     Returns:
-      ``(loss, metrics)``: scalars, means over the ``T`` steps (invalid steps count as 0).
+      The V-trace output and the importance ratios ``rho``, ``[T]``.
     """
-    chex.assert_rank([log_pi_t, log_mu_t, entropy_t, values, r_t, terminated_t, valid_t], 1)
+    chex.assert_rank([log_pi_t, log_mu_t, values, r_t, terminated_t, valid_t], 1)
     valid_t = valid_t.astype(jnp.float32)
     # An autoreset step was not chosen by any policy: weight 0 zeroes its TD error and
     # cuts the trace there, so the step before it bootstraps from V(its next observation).
@@ -78,9 +77,35 @@ def impala_loss(log_pi_t, log_mu_t, entropy_t, values, r_t, terminated_t, valid_
     discount_t = discount * (1.0 - terminated_t.astype(jnp.float32)) * valid_t
     vt = vtrace(values[:-1], values[1:], r_t, discount_t, rho_tm1, lambda_,
                 clip_rho_threshold, clip_pg_rho_threshold)
-    pg_loss = -jnp.mean(log_pi_t * vt.pg_advantage * valid_t)
-    baseline_loss = 0.5 * jnp.mean(jnp.square(vt.errors) * valid_t)
-    entropy_loss = -jnp.mean(entropy_t * valid_t)
+    return vt, rho_tm1
+
+
+def impala_loss(log_pi, entropy, vt: VTraceOutput, valid, *, baseline_cost: float,
+                entropy_cost: float, normalize_advantages: bool = False):
+    """IMPALA's actor-critic loss: policy gradient with V-trace advantages, baseline
+    regression to the V-trace targets, entropy bonus.
+
+    Args:
+      log_pi: log pi(a_s|x_s), any shape (``[T]`` for one trajectory, ``[T, B]`` a batch).
+      entropy: entropy of pi(.|x_s), same shape. vt: ``impala_targets``' output, same shape.
+      valid: the autoreset mask, same shape.
+      normalize_advantages: scale the policy-gradient advantages to zero mean and unit
+        variance over the valid entries (not in the paper; it keeps the policy term's size
+        independent of the reward scale, so the entropy cost means the same everywhere).
+
+    Returns:
+      ``(loss, metrics)``: means over all entries, invalid ones counting as 0.
+    """
+    valid = valid.astype(jnp.float32)
+    advantage = vt.pg_advantage
+    if normalize_advantages:
+        count = jnp.maximum(valid.sum(), 1.0)
+        mean = jnp.sum(advantage * valid) / count
+        std = jnp.sqrt(jnp.sum(jnp.square(advantage - mean) * valid) / count)
+        advantage = (advantage - mean) / (std + 1e-8)
+    pg_loss = -jnp.mean(log_pi * advantage * valid)
+    baseline_loss = 0.5 * jnp.mean(jnp.square(vt.errors) * valid)
+    entropy_loss = -jnp.mean(entropy * valid)
     loss = pg_loss + baseline_cost * baseline_loss + entropy_cost * entropy_loss
     return loss, {"loss": loss, "pg_loss": pg_loss, "baseline_loss": baseline_loss,
-                  "entropy": -entropy_loss, "mean_rho": jnp.mean(rho_tm1)}
+                  "entropy": -entropy_loss}

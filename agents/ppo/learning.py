@@ -1,0 +1,80 @@
+"""PPO's learner step: GAE with the current values, then epochs of shuffled minibatches,
+all inside one jitted update (``lax.scan`` over epochs and minibatches)."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from agents.networks import ActorCriticNetworks
+from agents.ppo.config import PPOConfig
+from agents.ppo.losses import gae, ppo_loss
+from rltpu.types import TrainState, Trajectory
+
+
+def make_optimizer(config: PPOConfig, num_updates: int) -> optax.GradientTransformation:
+    """Adam with global-norm clipping; the step size falls linearly to 0 over
+    ``num_updates`` learner updates when ``config.anneal_lr``."""
+    steps = num_updates * config.num_epochs * config.num_minibatches
+    lr = (optax.linear_schedule(config.learning_rate, 0.0, max(steps, 1))
+          if config.anneal_lr else config.learning_rate)
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
+
+
+def make_update_fn(networks: ActorCriticNetworks, distribution,
+                   optimizer: optax.GradientTransformation, config: PPOConfig):
+    """Returns ``update(state, trajectory) -> (state, metrics)``; trajectories ``[T, B]``."""
+    trajectory_gae = jax.vmap(functools.partial(gae, lambda_=config.gae_lambda), in_axes=1, out_axes=1)
+    minibatch_loss = functools.partial(
+        ppo_loss, clip_epsilon=config.clip_epsilon, value_clip_epsilon=config.value_clip_epsilon,
+        value_cost=config.value_cost, entropy_cost=config.entropy_cost,
+        normalize_advantages=config.normalize_advantages)
+
+    def loss_fn(params, samples):
+        policy_out = networks.policy.apply(params["policy"], samples["observation"])
+        value = networks.value.apply(params["value"], samples["observation"])
+        return minibatch_loss(
+            distribution.log_prob(policy_out, samples["action"]), samples["log_mu"],
+            distribution.entropy(policy_out), value, samples["old_value"],
+            samples["advantage"], samples["value_target"], samples["valid"])
+
+    def _update_minibatch(carry, minibatch):
+        params, opt_state = carry
+        grads, metrics = jax.grad(loss_fn, has_aux=True)(params, minibatch)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
+        return (optax.apply_updates(params, updates), opt_state), metrics
+
+    def _update_epoch(carry, key):
+        samples = carry[2]
+        n = samples["valid"].shape[0]
+        permutation = jax.random.permutation(key, n)
+        minibatches = jax.tree.map(
+            lambda x: x[permutation].reshape(config.num_minibatches, n // config.num_minibatches,
+                                             *x.shape[1:]), samples)
+        (params, opt_state), metrics = jax.lax.scan(_update_minibatch, carry[:2], minibatches)
+        return (params, opt_state, samples), metrics
+
+    def update(state: TrainState, trajectory: Trajectory):
+        observation = trajectory.observation  # [T + 1, B, ...]
+        values = networks.value.apply(state.params["value"], observation)  # [T + 1, B]
+        discount_t = config.discount * (1.0 - trajectory.terminated.astype(jnp.float32))
+        advantage = trajectory_gae(values[:-1], values[1:], trajectory.reward, discount_t,
+                                   trajectory.valid)
+        flat = lambda x: x.reshape(-1, *x.shape[2:])  # [T, B, ...] -> [T * B, ...]
+        samples = {
+            "observation": flat(observation[:-1]), "action": flat(trajectory.action),
+            "log_mu": flat(distribution.log_prob(trajectory.extras["policy"], trajectory.action)),
+            "old_value": flat(values[:-1]), "advantage": flat(advantage),
+            "value_target": flat(advantage + values[:-1]), "valid": flat(trajectory.valid),
+        }
+        key, epoch_key = jax.random.split(state.key)
+        (params, opt_state, _), metrics = jax.lax.scan(
+            _update_epoch, (state.params, state.opt_state, samples),
+            jax.random.split(epoch_key, config.num_epochs))
+        metrics = jax.tree.map(jnp.mean, metrics)
+        return TrainState(params, opt_state, key, state.step + 1), metrics
+
+    return update
