@@ -204,7 +204,7 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
     train_s = t_end - t_train
     bottleneck = report.analyse(timer.measurements(
         num_actors=run.num_actors, num_devices=plan.num_devices, env_steps=env_steps,
-        train_s=train_s, cpus=os.cpu_count() or 1))
+        train_s=train_s, cpus=os.cpu_count() or 1, on_policy=run.on_policy))
     summary = {
         "agent": agent.name, "env": run.env, "seed": run.seed,
         "num_devices": plan.num_devices, "platform": devices.platform(),

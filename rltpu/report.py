@@ -128,6 +128,8 @@ class Measurements:
     """Seconds per ``LEARNER_PHASES`` entry."""
     cpus: int
     """CPUs on this machine (each actor takes one)."""
+    on_policy: bool = False
+    """Synchronous run: actors and learner take turns by design."""
 
 
 def analyse(m: Measurements) -> dict:
@@ -161,7 +163,15 @@ def analyse(m: Measurements) -> dict:
 
     wait_frac = learner_time.get("wait_data", 0.0)
     idle_frac = actor_time.get("idle", 0.0)
-    if wait_frac >= WAIT_THRESHOLD and idle_frac >= WAIT_THRESHOLD:
+    if m.on_policy:
+        # Each side waits while the other works: whichever waits more is the faster one.
+        verdict = "actor-bound" if wait_frac >= idle_frac else "learner-bound"
+        advice = ("more actors or --envs-per-actor would shorten acting" if verdict == "actor-bound"
+                  else "more learner devices or a cheaper update would shorten learning")
+        message = (f"on-policy, actors and learner take turns: the learner waited for data "
+                   f"{wait_frac:.0%} of the time and actors waited for the learner "
+                   f"{idle_frac:.0%}: {verdict}; {advice}")
+    elif wait_frac >= WAIT_THRESHOLD and idle_frac >= WAIT_THRESHOLD:
         verdict = "queue-bound"
         message = (f"learner waited for data {wait_frac:.0%} of the time and actors waited "
                    f"for requests {idle_frac:.0%}: queue-bound; the hand-over between them is "
