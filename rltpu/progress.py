@@ -7,6 +7,7 @@ line per metrics row, so logs stay readable; ``quiet``: nothing.
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 from typing import TextIO
 
@@ -70,8 +71,10 @@ class Progress:
         if self.quiet:
             return
         if self.live:
-            # \r and "erase to end of line" redraw the same line.
-            self.stream.write("\r" + self.line(row) + "\x1b[K")
+            # \r and "erase to end of line" redraw the same line; a line wider than the
+            # terminal would wrap, and \r would then redraw only its last part.
+            width = shutil.get_terminal_size().columns - 1
+            self.stream.write("\r" + self.line(row)[:width] + "\x1b[K")
             self._drawn = True
         else:
             self.stream.write(self.line(row) + "\n")

@@ -22,7 +22,8 @@ def test_eta_and_durations():
     assert progress.format_duration(math.inf) == "--:--"
 
 
-def test_terminal_gets_one_line_redrawn():
+def test_terminal_gets_one_line_redrawn(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
     out = Terminal()
     bar = progress.Progress(100_000, stream=out)
     assert bar.live
@@ -57,3 +58,10 @@ def test_quiet_writes_nothing():
     bar.update(ROW)
     bar.close()
     assert out.getvalue() == ""
+
+
+def test_a_narrow_terminal_gets_a_line_that_fits(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "40")
+    out = Terminal()
+    progress.Progress(100_000, stream=out).update(ROW)
+    assert len(out.getvalue()) == len("\r") + 39 + len("\x1b[K")
