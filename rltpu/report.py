@@ -144,9 +144,8 @@ def analyse(m: Measurements) -> dict:
       A JSON-ready dict: ``verdict`` (``actor-bound``, ``learner-bound``,
       ``queue-bound`` or ``balanced``), ``message`` (the verdict in words, with the
       numbers), ``actor_time`` and ``learner_time`` (fractions), ``device_busy`` (the
-      same as ``learner_time["update"]``),
-      ``actor_sps_each``, ``learner_sps``, ``learner_sps_per_device`` and
-      ``actors_to_keep_learner_busy``.
+      same as ``learner_time["update"]``), ``actor_sps_each``, ``learner_sps``,
+      ``learner_sps_per_device`` and ``actors_to_keep_learner_busy``.
     """
     actor_total = sum(m.actor_s.values())
     actor_time = _fractions(m.actor_s, actor_total)
@@ -166,7 +165,8 @@ def analyse(m: Measurements) -> dict:
     if m.on_policy:
         # Each side waits while the other works: whichever waits more is the faster one.
         verdict = "actor-bound" if wait_frac >= idle_frac else "learner-bound"
-        advice = ("more actors or --envs-per-actor would shorten acting" if verdict == "actor-bound"
+        advice = ("more actors or --envs-per-actor would shorten acting"
+                  if verdict == "actor-bound"
                   else "more learner devices or a cheaper update would shorten learning")
         message = (f"on-policy, actors and learner take turns: the learner waited for data "
                    f"{wait_frac:.0%} of the time and actors waited for the learner "
@@ -186,8 +186,8 @@ def analyse(m: Measurements) -> dict:
         if m.num_actors + more > m.cpus:
             busiest = max((k for k in actor_time if k != "idle"), key=actor_time.get)
             message += (f"; each actor needs a CPU and this machine has {m.cpus}: use more "
-                        f"CPUs or make each actor faster (its time goes mostly to {PHASE_WORDS[busiest]}, "
-                        f"{actor_time[busiest]:.0%})")
+                        "CPUs or make each actor faster (its time goes mostly to "
+                        f"{PHASE_WORDS[busiest]}, {actor_time[busiest]:.0%})")
     elif idle_frac >= WAIT_THRESHOLD:
         verdict = "learner-bound"
         enough = max(1, min(needed or m.num_actors, m.num_actors))

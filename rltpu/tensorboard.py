@@ -78,7 +78,9 @@ class EventWriter:
     """Writes scalars to a new ``events.out.tfevents.*`` file in ``log_dir``."""
 
     def __init__(self, log_dir: str):
-        name = f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}.{os.getpid()}.rltpu"
+        # TensorBoard reads files whose names contain "tfevents"; the rest keeps them apart.
+        name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+                f"{os.getpid()}.rltpu")
         self.path = os.path.join(log_dir, name)
         self._file = open(self.path, "wb")
         self._write(_event(time.time(), file_version="brain.Event:2"))

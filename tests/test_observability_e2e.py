@@ -58,7 +58,8 @@ def learner_bound_run(ray_local, tmp_path_factory):
 
 
 def rltpu_cli(args, cwd):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "rltpu.cli", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
@@ -164,7 +165,8 @@ def test_plot_draws_one_curve_per_run(actor_bound_runs, learner_bound_run, tmp_p
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert sorted(labels) == ["mean of 2", "seed0", "seed1", "slow-learner"]
     seed0 = next(line for line in fig.axes[0].get_lines() if line.get_label() == "seed0")
-    np.testing.assert_array_equal(seed0.get_xdata(), [r["env_steps"] for r in actor_bound_runs[0]["rows"]])
+    np.testing.assert_array_equal(seed0.get_xdata(),
+                                  [r["env_steps"] for r in actor_bound_runs[0]["rows"]])
 
     single = rltpu_cli(["plot", dirs[2]], tmp_path)
     assert single.returncode == 0 and (learner_bound_run["dir"] / "curves.png").exists()

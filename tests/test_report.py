@@ -132,7 +132,8 @@ def test_timer_intervals_and_actor_timings():
     assert row["actor/env"] == 1.0 and row["learner/update"] == 0.0
     measured = timer.measurements(num_actors=1, num_devices=1, env_steps=10, train_s=3.0,
                                   cpus=2)
-    assert measured.actor_s["env"] == 4.0 and measured.learner_s["update"] == pytest.approx(1.0, abs=0.01)
+    assert measured.actor_s["env"] == 4.0
+    assert measured.learner_s["update"] == pytest.approx(1.0, abs=0.01)
 
 
 def test_timer_on_policy_order_collects_after_publishing():

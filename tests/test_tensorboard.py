@@ -2,7 +2,6 @@
 import os
 
 import numpy as np
-import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from rltpu.tensorboard import EventWriter, crc32c
