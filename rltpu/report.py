@@ -163,14 +163,15 @@ def analyse(m: Measurements) -> dict:
     wait_frac = learner_time.get("wait_data", 0.0)
     idle_frac = actor_time.get("idle", 0.0)
     if m.on_policy:
-        # Each side waits while the other works: whichever waits more is the faster one.
-        verdict = "actor-bound" if wait_frac >= idle_frac else "learner-bound"
+        # The learner waits while the actors act, and the actors while it learns: its own
+        # split says which of the two turns is longer.
+        verdict = "actor-bound" if wait_frac >= 0.5 else "learner-bound"
         advice = ("more actors or --envs-per-actor would shorten acting"
                   if verdict == "actor-bound"
                   else "more learner devices or a cheaper update would shorten learning")
         message = (f"on-policy, actors and learner take turns: the learner waited for data "
-                   f"{wait_frac:.0%} of the time and actors waited for the learner "
-                   f"{idle_frac:.0%}: {verdict}; {advice}")
+                   f"{wait_frac:.0%} of the time and learned the other {1 - wait_frac:.0%}: "
+                   f"{verdict}; {advice}")
     elif wait_frac >= WAIT_THRESHOLD and idle_frac >= WAIT_THRESHOLD:
         verdict = "queue-bound"
         message = (f"learner waited for data {wait_frac:.0%} of the time and actors waited "

@@ -147,14 +147,15 @@ def test_timer_on_policy_order_collects_after_publishing():
                              "publish": 0.5}
 
 
-def test_on_policy_runs_are_judged_by_which_side_waits_more():
+def test_on_policy_runs_are_judged_by_which_turn_is_longer():
     # On-policy both sides wait by design: no "queue-bound", and no --max-in-flight advice.
     acting_longer = report.analyse(dataclasses.replace(
         measurements(wait_data=60.0, update=30.0, actor_idle=80.0), on_policy=True))
     assert acting_longer["verdict"] == "actor-bound"
     assert acting_longer["message"].startswith("on-policy, actors and learner take turns: the "
-                                               "learner waited for data 60% of the time")
+                                               "learner waited for data 60% of the time and "
+                                               "learned the other 40%: actor-bound")
     assert "--max-in-flight" not in acting_longer["message"]
     learning_longer = report.analyse(dataclasses.replace(
-        measurements(wait_data=20.0, update=70.0, actor_idle=200.0), on_policy=True))
+        measurements(wait_data=42.0, update=47.0, actor_idle=20.0), on_policy=True))
     assert learning_longer["verdict"] == "learner-bound"
