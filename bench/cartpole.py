@@ -1,17 +1,19 @@
-"""CartPole-v1 benchmark: rltpu against the peers in ../shared/peers, side by side, one run.
+"""CartPole-v1 benchmark: rltpu's agents against the peers, side by side, in one run.
 
-Prints a markdown table of:
+Peers: ../shared/peers (Stable-Baselines3 PPO, RLlib PPO and IMPALA) and bench/peers
+(Stable-Baselines3 DQN). Prints markdown tables of:
   - time from process start to a mean return of 475 over the last 20 training episodes,
-    median of 3 seeds: rltpu IMPALA (default settings), Stable-Baselines3 PPO, RLlib PPO;
-  - env steps/s during training with 2 actors: rltpu IMPALA against RLlib IMPALA with
-    2 env runners;
-  - actor efficiency: an actor's steps/s inside training against the same env and policy
+    median of --seeds runs: rltpu IMPALA and PPO (default settings) against SB3 PPO and
+    RLlib PPO;
+  - env steps/s during training with 2 actors: rltpu IMPALA against RLlib IMPALA with 2 env
+    runners, rltpu DQN against SB3 DQN;
+  - actor efficiency: an actor's steps/s while acting against the same env and policy
     stepped in a bare loop in one process;
-  - peak memory (resident, driver and actors together) of the default run.
+  - peak memory (resident, driver and actors together) of the default IMPALA run;
+  - per agent: env steps/s and learner samples/s.
 
 usage: python bench/cartpole.py [--peers-python /tmp/peers/bin/python] [--seeds 3] [--quick]
-The peers need their own virtualenv (see ../shared/peers/README.md); without it they are
-reported as not run.
+The peers need their own virtualenv (../shared/peers/README.md); without it only rltpu runs.
 """
 from __future__ import annotations
 
@@ -26,24 +28,27 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PEERS = os.path.join(os.path.dirname(ROOT), "shared", "peers")
-THROUGHPUT_ARGS = ["--num-actors", "2", "--envs-per-actor", "64", "--unroll-length", "32",
-                   "--batch-size", "128", "--target-return", "none", "--total-env-steps", "1500000"]
+SHARED_PEERS = os.path.join(os.path.dirname(ROOT), "shared", "peers")
+OUR_PEERS = os.path.join(ROOT, "bench", "peers")
+IMPALA_THROUGHPUT = ["--num-actors", "2", "--envs-per-actor", "64", "--unroll-length", "32",
+                     "--batch-size", "128", "--target-return", "none", "--total-env-steps", "1500000"]
+DQN_THROUGHPUT = ["--agent", "dqn", "--num-actors", "2", "--target-return", "none",
+                  "--total-env-steps", "300000"]
 
 
 def rltpu_run(args: list[str], tmp: str) -> dict:
     run_dir = os.path.join(tmp, f"run-{time.time_ns()}")
     subprocess.run([sys.executable, "-m", "rltpu.cli", "train", "--quiet", "--run-dir", run_dir,
                     *args], check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "RAY_ADDRESS": ""})
+                   stderr=subprocess.DEVNULL, env={**os.environ, "RAY_ADDRESS": ""})
     with open(os.path.join(run_dir, "summary.json")) as f:
         return json.load(f)
 
 
 def peer_run(python: str, script: str, args: list[str], timeout: float) -> dict | None:
     try:
-        out = subprocess.run([python, os.path.join(PEERS, script), *args], capture_output=True,
-                             text=True, timeout=timeout, cwd=PEERS)
+        out = subprocess.run([python, script, *args], capture_output=True, text=True,
+                             timeout=timeout, cwd=os.path.dirname(script))
     except subprocess.TimeoutExpired:
         return {"solved_s": None, "train_sps": None, "note": "timed out"}
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -56,11 +61,12 @@ def peer_run(python: str, script: str, args: list[str], timeout: float) -> dict 
 def bare_loop_sps(num_envs: int, steps: int = 3000) -> float:
     """The same vector env and jitted IMPALA policy, stepped in a plain loop."""
     code = f"""
-import os, time, json
+import time, json
 from rltpu import devices; devices.pin_process_to_cpu()
 import jax, numpy as np, agents, envs
+from rltpu.config import RunConfig
 agent = agents.get("impala"); env, spec = envs.make("CartPole-v1", {num_envs}, 0)
-fns = agent.build(spec, agent.Config())
+fns = agent.build(spec, agent.Config(), RunConfig())
 params = devices.to_actor_device(jax.jit(fns.init)(jax.random.key(0)).params)
 def step(p, o, k):
     k, s = jax.random.split(k); return fns.actor_step(p, o, s), k
@@ -85,6 +91,10 @@ def fmt(x, digits=1):
     return "n/a" if x is None else f"{x:,.{digits}f}"
 
 
+def ratio(a, b):
+    return None if a is None or not b else a / b
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--peers-python", default="/tmp/peers/bin/python")
@@ -94,55 +104,74 @@ def main() -> int:
     peers = not opts.quick and os.path.exists(opts.peers_python)
     if not opts.quick and not peers:
         print(f"no peer python at {opts.peers_python}: peers not run", file=sys.stderr)
+    py = opts.peers_python
 
-    results: dict = {}
+    r: dict = {"impala": [], "ppo": [], "sb3_ppo": [], "rllib_ppo": []}
     with tempfile.TemporaryDirectory() as tmp:
         # Interleave rltpu and peer runs so drift in machine load hits both alike.
         for seed in range(opts.seeds):
-            results.setdefault("rltpu", []).append(rltpu_run(["--seed", str(seed)], tmp))
-            print(f"rltpu seed {seed}: {results['rltpu'][-1]['time_to_target_s']}", file=sys.stderr)
+            for agent in ("impala", "ppo"):
+                r[agent].append(rltpu_run(["--agent", agent, "--seed", str(seed)], tmp))
+                print(f"rltpu {agent} seed {seed}: {r[agent][-1]['time_to_target_s']}", file=sys.stderr)
             if peers:
-                results.setdefault("sb3", []).append(
-                    peer_run(opts.peers_python, "sb3_cartpole.py", ["475", "300000"], 600))
-                results.setdefault("rllib_ppo", []).append(
-                    peer_run(opts.peers_python, "rllib_cartpole.py", ["ppo", "475", "300", "2"], 420))
-                print(f"peers: {results['sb3'][-1]} {results['rllib_ppo'][-1]}", file=sys.stderr)
-        results["rltpu_throughput"] = rltpu_run(THROUGHPUT_ARGS, tmp)
+                r["sb3_ppo"].append(peer_run(py, os.path.join(SHARED_PEERS, "sb3_cartpole.py"),
+                                             ["475", "300000"], 600))
+                r["rllib_ppo"].append(peer_run(py, os.path.join(SHARED_PEERS, "rllib_cartpole.py"),
+                                               ["ppo", "475", "300", "2"], 420))
+                print(f"peers: {r['sb3_ppo'][-1]} {r['rllib_ppo'][-1]}", file=sys.stderr)
+        r["impala_throughput"] = rltpu_run(IMPALA_THROUGHPUT, tmp)
+        r["dqn_throughput"] = rltpu_run(DQN_THROUGHPUT, tmp)
         if peers:
-            results["rllib_impala"] = peer_run(opts.peers_python, "rllib_cartpole.py",
-                                               ["impala", "475", "90", "2"], 300)
-        results["bare_sps"] = bare_loop_sps(64)
+            r["rllib_impala"] = peer_run(py, os.path.join(SHARED_PEERS, "rllib_cartpole.py"),
+                                         ["impala", "475", "90", "2"], 300)
+            r["sb3_dqn"] = peer_run(py, os.path.join(OUR_PEERS, "sb3_dqn_cartpole.py"),
+                                    ["475", "50000"], 600)
+        r["bare_sps"] = bare_loop_sps(64)
 
-    t_rltpu = median([r["time_to_target_s"] for r in results["rltpu"]])
-    t_sb3 = median([r and r.get("solved_s") for r in results.get("sb3", [])])
-    t_rllib = median([r and r.get("solved_s") for r in results.get("rllib_ppo", [])])
-    sps = results["rltpu_throughput"]["env_sps"]
-    rllib_impala_sps = (results.get("rllib_impala") or {}).get("train_sps")
-    actor_sps = results["rltpu_throughput"]["actor_sps"]
-    ratio = lambda a, b: None if a is None or not b else a / b
+    t_impala = median([x["time_to_target_s"] for x in r["impala"]])
+    t_ppo = median([x["time_to_target_s"] for x in r["ppo"]])
+    t_sb3 = median([x and x.get("solved_s") for x in r["sb3_ppo"]])
+    t_rllib = median([x and x.get("solved_s") for x in r["rllib_ppo"]])
+    impala_sps = r["impala_throughput"]["env_sps"]
+    dqn_sps = r["dqn_throughput"]["env_sps"]
+    rllib_impala_sps = (r.get("rllib_impala") or {}).get("train_sps")
+    sb3_dqn_sps = (r.get("sb3_dqn") or {}).get("train_sps")
+    actor_sps = r["impala_throughput"]["actor_sps"]
 
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; CartPole-v1; target 475 (mean of last 20 episodes).\n")
     print("| measure | rltpu | peer | ratio | goal |")
     print("| --- | --- | --- | --- | --- |")
-    print(f"| time to 475 from process start, median of {opts.seeds} (s) | {fmt(t_rltpu)} "
-          f"| SB3 PPO {fmt(t_sb3)} | {fmt(ratio(t_rltpu, t_sb3), 2)}x | <= 0.75x |")
-    print(f"| time to 475 from process start, median of {opts.seeds} (s) | {fmt(t_rltpu)} "
-          f"| RLlib PPO {fmt(t_rllib)} | {fmt(ratio(t_rltpu, t_rllib), 2)}x | <= 0.25x |")
-    print(f"| env steps/s in training, 2 actors | {fmt(sps, 0)} | RLlib IMPALA, 2 env runners "
-          f"{fmt(rllib_impala_sps, 0)} | {fmt(ratio(sps, rllib_impala_sps), 1)}x | >= 10x |")
+    for name, t in (("IMPALA", t_impala), ("PPO", t_ppo)):
+        print(f"| {name}: time to 475 from process start, median of {opts.seeds} (s) | {fmt(t)} "
+              f"| SB3 PPO {fmt(t_sb3)} | {fmt(ratio(t, t_sb3), 2)}x | <= 0.75x |")
+        print(f"| {name}: time to 475 from process start, median of {opts.seeds} (s) | {fmt(t)} "
+              f"| RLlib PPO {fmt(t_rllib)} | {fmt(ratio(t, t_rllib), 2)}x | <= 0.25x |")
+    print(f"| IMPALA env steps/s in training, 2 actors | {fmt(impala_sps, 0)} | RLlib IMPALA, 2 env "
+          f"runners {fmt(rllib_impala_sps, 0)} | {fmt(ratio(impala_sps, rllib_impala_sps), 1)}x | >= 10x |")
+    print(f"| DQN env steps/s in training, 2 actors | {fmt(dqn_sps, 0)} | SB3 DQN {fmt(sb3_dqn_sps, 0)} "
+          f"| {fmt(ratio(dqn_sps, sb3_dqn_sps), 1)}x | >= 5x |")
+    eff = ratio(actor_sps, r["bare_sps"])
     print(f"| actor steps/s while acting (64 envs) | {fmt(actor_sps, 0)} | bare env+policy loop "
-          f"{fmt(results['bare_sps'], 0)} | {fmt(ratio(actor_sps, results['bare_sps']) * 100, 0)}% "
-          f"| >= 80% |")
+          f"{fmt(r['bare_sps'], 0)} | {fmt(eff and eff * 100, 0)}% | >= 80% |")
     print(f"| peak memory of the default run, driver + actors (MB) | "
-          f"{fmt(max(r['peak_rss_mb'] for r in results['rltpu']), 0)} | | | <= 3000 |")
-    print(f"\nrltpu default runs: time to target {[fmt(r['time_to_target_s']) for r in results['rltpu']]}"
-          f" s, env steps {[r['env_steps'] for r in results['rltpu']]}, start-up "
-          f"{[fmt(r['startup_s']) for r in results['rltpu']]} s; learner samples/s in the "
-          f"throughput run {fmt(results['rltpu_throughput']['learner_samples_per_s'], 0)}.")
+          f"{fmt(max(x['peak_rss_mb'] for x in r['impala']), 0)} | | | <= 3000 |")
+
+    print("\n| agent (run) | env steps/s | learner samples/s | mean policy lag |")
+    print("| --- | --- | --- | --- |")
+    rows = [("IMPALA (default)", r["impala"]), ("PPO (default)", r["ppo"]),
+            ("IMPALA (2 actors x 64 envs, batch 128)", [r["impala_throughput"]]),
+            ("DQN (2 actors, replay ratio 4)", [r["dqn_throughput"]])]
+    for name, runs in rows:
+        print(f"| {name} | {fmt(median([x['env_sps'] for x in runs]), 0)} | "
+              f"{fmt(median([x['learner_samples_per_s'] for x in runs]), 0)} | "
+              f"{fmt(median([x['mean_policy_lag'] for x in runs]), 1)} |")
+    print(f"\nper seed, time to 475 (s): IMPALA {[fmt(x['time_to_target_s']) for x in r['impala']]}, "
+          f"PPO {[fmt(x['time_to_target_s']) for x in r['ppo']]}; start-up (s): IMPALA "
+          f"{[fmt(x['startup_s']) for x in r['impala']]}")
     if peers:
-        print(f"peers: SB3 {[r and r.get('solved_s') for r in results['sb3']]} s, RLlib PPO "
-              f"{[r and r.get('solved_s') for r in results['rllib_ppo']]} s.")
+        print(f"peers, time to 475 (s): SB3 PPO {[x and x.get('solved_s') for x in r['sb3_ppo']]}, "
+              f"RLlib PPO {[x and x.get('solved_s') for x in r['rllib_ppo']]}")
     return 0
 
 

@@ -5,6 +5,7 @@ import difflib
 import importlib
 
 import gymnasium as gym
+import numpy as np
 
 from rltpu.types import EnvSpec
 
@@ -28,12 +29,17 @@ def _resolve(env_id: str):
     return cls
 
 
-def make(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, EnvSpec]:
+def make(env_id: str, num_envs: int, seed: int,
+         normalize_observations: bool = False) -> tuple[gym.vector.VectorEnv, EnvSpec]:
     """Makes ``num_envs`` copies of an env as one vector env, reset with ``seed``.
 
     Registered ids use the env's numpy-vectorised form when it has one (CartPole,
-    Pendulum, ...), else a synchronous vector of single envs. Finished episodes' returns
-    and lengths are reported in ``info["episode"]`` (gymnasium's RecordEpisodeStatistics).
+    Pendulum, ...), else a synchronous vector of single envs (MuJoCo's HalfCheetah-v5 and
+    friends). Float64 observations become float32. With ``normalize_observations`` they
+    are normalised by running statistics of this vector env (gymnasium's
+    NormalizeObservation; each actor keeps its own). Finished episodes' returns and
+    lengths are reported in ``info["episode"]`` (RecordEpisodeStatistics), in the env's
+    own reward units.
 
     Returns:
       The vector env (already reset; its first observation is ``env.first_observation``)
@@ -48,6 +54,10 @@ def make(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, E
         env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
     else:
         env = gym.vector.SyncVectorEnv([factory for _ in range(num_envs)])
+    if getattr(env.single_observation_space, "dtype", None) == np.float64:
+        env = gym.wrappers.vector.DtypeObservation(env, np.float32)
+    if normalize_observations:
+        env = gym.wrappers.vector.NormalizeObservation(env)
     if isinstance(env.single_action_space, gym.spaces.Box):
         # Agents sample unbounded (Gaussian) actions and learn from the sample; the env
         # gets it clipped to its bounds.
@@ -60,6 +70,6 @@ def make(env_id: str, num_envs: int, seed: int) -> tuple[gym.vector.VectorEnv, E
 
 def make_spec(env_id: str) -> EnvSpec:
     """The spec of ``env_id`` without keeping an env (used to validate before Ray starts)."""
-    env, spec = make(env_id, 1, seed=0)
+    env, spec = make(env_id, 1, seed=0)  # (normalisation keeps the observation space)
     env.close()
     return spec

@@ -35,9 +35,10 @@ class RolloutActor:
     def __init__(self, actor_id: int, agent: Any, agent_config: Any, run: RunConfig, seed: int):
         self.actor_id = actor_id
         self.unroll_length = run.unroll_length
-        self.env, spec = envs.make(run.env, run.envs_per_actor, seed)
+        self.env, spec = envs.make(run.env, run.envs_per_actor, seed, run.normalize_observations)
         fns = agent.build(spec, agent_config, run)
-        policy = fns.actor_step
+        policy = fns.actor_step if fns.actor_step_for is None else fns.actor_step_for(
+            actor_id, run.num_actors)
 
         def step(params, observation, key):
             key, sample_key = jax.random.split(key)

@@ -36,12 +36,20 @@ class AgentFns:
         batch. Losses must be means over the batch: that makes the data-parallel gradient
         equal to the single-device one.
       greedy_step: optional ``(params, observation, key) -> ActorOutput`` for evaluation.
+      actor_step_for: optional ``(actor_id, num_actors) -> actor_step``, when actors act
+        differently (an exploration ladder, say); each actor then uses its own.
+      replay: optional ``rltpu.replay.ReplaySpec``. With it, actors' trajectories go to a
+        replay actor and ``update`` receives replay samples (``{"transitions", "weights"}``,
+        batch on axis 0) instead of trajectories; a ``"priorities"`` entry ``[N]`` in its
+        metrics is written back to the replay.
     """
 
     init: Callable[[Any], TrainState]
     actor_step: Callable[[Params, Any, Any], ActorOutput]
-    update: Callable[[TrainState, Trajectory], tuple[TrainState, Metrics]]
+    update: Callable[[TrainState, Any], tuple[TrainState, Metrics]]
     greedy_step: Callable[[Params, Any, Any], ActorOutput] | None = None
+    actor_step_for: Callable[[int, int], Callable] | None = None
+    replay: Any = None
 
 
 @runtime_checkable

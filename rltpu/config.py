@@ -25,6 +25,8 @@ class RunConfig:
     """Stop after this many env steps."""
     target_return: float | None = 475.0
     """Stop when the mean return of the last 20 training episodes reaches this (None: never)."""
+    normalize_observations: bool = False
+    """Normalise observations by running statistics in each actor (for MuJoCo envs)."""
     seed: int = 0
     """Seeds params, envs and sampling."""
     run_dir: str | None = None

@@ -21,7 +21,8 @@ from rltpu import devices, report, sinks
 from rltpu.actor import RayRolloutActor
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
-from rltpu.learner import Learner, stack_unrolls
+from rltpu.feeds import ReplayFeed, TrajectoryFeed
+from rltpu.learner import Learner
 from rltpu.metrics import EpisodeWindow, MemoryMonitor, process_start_time, write_json
 from rltpu.transport import ParamStore, UnrollQueue
 from rltpu.types import EnvSpec
@@ -44,12 +45,15 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig) -> Plan:
     """
     spec = envs.make_spec(run.env)
     agent.check_spec(spec)
-    agent.build(spec, agent_config, run)  # cheap (nothing compiles) and raises on bad combinations
+    fns = agent.build(spec, agent_config, run)  # cheap (nothing compiles); raises on bad combinations
     available = devices.device_count()
     num_devices = run.num_devices or available
     if num_devices > available:
         raise ValueError(f"--num-devices {num_devices} but only {available} "
                          f"{devices.platform()} devices are present")
+    if fns.replay is not None and fns.replay.sample_size % num_devices:
+        raise ValueError(f"--sample-size {fns.replay.sample_size} is not divisible by the "
+                         f"{num_devices} learner devices; use a multiple of {num_devices}")
     if run.batch_size % num_devices:
         raise ValueError(f"--batch-size {run.batch_size} is not divisible by the {num_devices} "
                          f"learner devices; use a multiple of {num_devices}")
@@ -118,9 +122,15 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
               for i in range(run.num_actors)]
     pids = [a.pid.remote() for a in actors]  # answered once each actor is up
     learner = learner_future.result()
+    fns = agent.build(plan.spec, agent_config, run)
     params = ParamStore()
     params.publish(learner.version, learner.host_params())
     queue = UnrollQueue(actors, params, run.max_in_flight, on_policy=run.on_policy)
+    if fns.replay is None:
+        feed = TrajectoryFeed(queue, learner, run.unrolls_per_batch,
+                              run.unroll_length * run.batch_size)
+    else:
+        feed = ReplayFeed(queue, learner, fns.replay, run.seed)
     memory = MemoryMonitor(ray.get(pids))
     writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
     episodes = EpisodeWindow(20)
@@ -132,53 +142,55 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
     env_steps = samples = 0
     lags, acting_s, acting_steps = [], 0.0, 0
     time_to_target = None
-    last_log = t_train = time.time()
     interval_steps, interval_lags = 0, []
 
     def next_batch():
         timer.mark("wait")
-        unrolls = queue.get(run.unrolls_per_batch)
-        timer.mark("got")
+        batch, arrivals = feed.next()
+        timer.mark("got", at=feed.data_ready_at)
         # Waiting for the copy costs nothing (the update dispatched before it runs
         # meanwhile, and the next update needs the batch) and keeps its time apart.
-        batch = devices.wait(learner.put(stack_unrolls(unrolls)))
+        batch = devices.wait(batch)
         timer.mark("copied")
-        return unrolls, batch
+        return batch, arrivals
 
-    unrolls, batch = next_batch()
+    batch, arrivals = next_batch()
     startup_s = time.time() - t_start
-    t_train = time.time()
+    last_log = t_train = time.time()
     timer.start()  # waiting for the first unrolls was start-up
     while True:
-        lag = learner.version - float(np.mean([u.trajectory.policy_version[0, 0] for u in unrolls]))
+        lag = (learner.version - float(np.mean([a.policy_version for a in arrivals]))
+               if arrivals else None)
         if run.on_policy and lag != 0:
             raise RuntimeError(f"on-policy run got a batch {lag} versions old")
         timer.mark("dispatch")
         metrics = learner.update(batch)
         update_done = update_watch.submit(devices.ready_at, metrics)
-        consumed = unrolls
-        done_by_steps = env_steps + sum(u.env_steps for u in consumed) >= run.total_env_steps
+        consumed = arrivals
+        done_by_steps = env_steps + sum(a.env_steps for a in consumed) >= run.total_env_steps
         if not done_by_steps and not run.on_policy:
-            unrolls, batch = next_batch()  # overlaps with the update running on the devices
+            batch, arrivals = next_batch()  # overlaps with the update running on the devices
         metrics = devices.to_host(metrics)
+        feed.after_update(metrics)
         timer.mark("fetched")
         if learner.version % run.publish_every == 0 or run.on_policy:
             params.publish(learner.version, learner.host_params())
             timer.mark("published")
         if not done_by_steps and run.on_policy:
-            unrolls, batch = next_batch()  # acted with the params just published
+            batch, arrivals = next_batch()  # acted with the params just published
         timer.end_update(update_done.result())
 
-        for u in consumed:
-            episodes.add(u.episode_returns)
-            env_steps += u.env_steps
-            acting_s += u.acting_s
-            acting_steps += u.env_steps
-            timer.add_unroll(u.timings)
-        samples += run.unroll_length * run.batch_size
-        lags.append(lag)
-        interval_lags.append(lag)
-        interval_steps += sum(u.env_steps for u in consumed)
+        for a in consumed:
+            episodes.add(a.episode_returns)
+            env_steps += a.env_steps
+            acting_s += a.acting_s
+            acting_steps += a.env_steps
+            interval_steps += a.env_steps
+            timer.add_unroll(a.timings)
+        samples += feed.samples_per_batch
+        if lag is not None:
+            lags.append(lag)
+            interval_lags.append(lag)
         reached = (run.target_return is not None and episodes.full
                    and episodes.mean >= run.target_return)
         if reached and time_to_target is None:
@@ -188,7 +200,7 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
             writer.write({"time_s": now - t_start, "env_steps": env_steps,
                           "env_sps": interval_steps / max(now - last_log, 1e-9),
                           "mean_return": episodes.mean, "episodes": episodes.count,
-                          "policy_lag": float(np.mean(interval_lags)),
+                          "policy_lag": float(np.mean(interval_lags)) if interval_lags else 0.0,
                           "learner_updates": learner.version, "rss_mb": memory.sample(),
                           **{k: float(v) for k, v in metrics.items()},
                           **timer.interval(now - last_log)})
@@ -214,7 +226,7 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
         "final_return": episodes.mean, "episodes": episodes.count,
         "env_sps": env_steps / train_s, "actor_sps": acting_steps / max(acting_s, 1e-9),
         "learner_updates": learner.version, "learner_samples_per_s": samples / train_s,
-        "mean_policy_lag": float(np.mean(lags)), "peak_rss_mb": memory.peak_mb,
+        "mean_policy_lag": float(np.mean(lags)) if lags else 0.0, "peak_rss_mb": memory.peak_mb,
         "run_dir": plan.run_dir,
         "actor_sps_each": bottleneck["actor_sps_each"],
         "learner_sps_per_device": bottleneck["learner_sps_per_device"],

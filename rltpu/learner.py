@@ -33,6 +33,18 @@ def example_trajectory(fns: AgentFns, spec: EnvSpec, params, unroll_length: int,
                       policy_version=jax.ShapeDtypeStruct((T, B), np.int32))
 
 
+def example_replay_sample(fns: AgentFns, spec: EnvSpec, params, unroll_length: int):
+    """Shapes and dtypes of a replay sample, from the agent's ``to_transitions`` applied to a
+    zero trajectory: ``{"transitions": {... [N, ...]}, "weights": [N]}``."""
+    example = example_trajectory(fns, spec, params, unroll_length, 1)
+    zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), example)
+    transitions = fns.replay.to_transitions(zeros._replace(valid=np.ones_like(zeros.valid)))
+    n = fns.replay.sample_size
+    return {"transitions": jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct((n, *x.shape[1:]), x.dtype), transitions),
+            "weights": jax.ShapeDtypeStruct((n,), np.float32)}
+
+
 class Learner:
     """Holds the replicated train state and applies updates on the mesh.
 
@@ -44,13 +56,19 @@ class Learner:
                  batch_size: int):
         self.mesh = mesh
         self.state = devices.replicate(jax.jit(fns.init)(jax.random.key(seed)), mesh)
-        example = example_trajectory(fns, spec, self.state.params, unroll_length, batch_size)
-        self._update = devices.data_parallel(fns.update, mesh, self.state, example)
+        if fns.replay is None:  # trajectories [T, B, ...]: split B
+            example = example_trajectory(fns, spec, self.state.params, unroll_length, batch_size)
+            self._batch_axis = 1
+        else:  # replay samples [N, ...]: split N
+            example = example_replay_sample(fns, spec, self.state.params, unroll_length)
+            self._batch_axis = 0
+        self._update = devices.data_parallel(fns.update, mesh, self.state, example,
+                                             self._batch_axis)
         self.version = 0
 
-    def put(self, host_batch: Trajectory):
+    def put(self, host_batch):
         """Starts copying a host batch to the devices; returns the (sharded) device batch."""
-        return devices.shard_batch(host_batch, self.mesh)
+        return devices.shard_batch(host_batch, self.mesh, self._batch_axis)
 
     def update(self, device_batch):
         """Dispatches one update and returns its metrics without waiting for them."""

@@ -59,8 +59,9 @@ class RunTimer:
         """Starts the training loop's accounting (what came before is start-up)."""
         self.__init__()
 
-    def mark(self, name: str) -> None:
-        self._marks[name] = time.perf_counter()
+    def mark(self, name: str, at: float | None = None) -> None:
+        """Records moment ``name``: now, or ``at`` (a ``time.perf_counter`` value)."""
+        self._marks[name] = time.perf_counter() if at is None else at
 
     def end_update(self, ready: float) -> None:
         """Attributes the loop's time since ``dispatch``; ``ready``: ``perf_counter`` when

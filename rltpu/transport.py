@@ -66,6 +66,20 @@ class UnrollQueue:
     def in_flight(self) -> int:
         return len(self._pending)
 
+    def take_ready(self, block: bool) -> list:
+        """ObjectRefs of the unrolls finished so far (at least one if ``block``), without
+        fetching them; their actors are asked for the next. For consumers that pass the
+        unrolls on (to a replay actor) rather than read them here."""
+        refs = list(self._pending)
+        if block:
+            ray.wait(refs, num_returns=1, fetch_local=False)
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
+        for ref in ready:
+            index = self._pending.pop(ref)
+            if not self._on_policy:
+                self._request(index)
+        return ready
+
     def get(self, num_unrolls: int) -> list[Unroll]:
         """Blocks until ``num_unrolls`` unrolls are ready; asks their actors for the next.
 

@@ -46,3 +46,20 @@ def test_example_custom_agent_trains_from_the_cli(tmp_path, ray_tmpdir):
     summary = train(["--agent", "examples.a2c:A2C", "--on-policy", "--total-env-steps", "1000000"],
                     tmp_path, ray_tmpdir)
     assert summary["agent"] == "a2c" and summary["final_return"] >= 475
+
+
+@pytest.mark.slow
+def test_dqn_reaches_475_on_cartpole(tmp_path, ray_tmpdir):
+    summary = train(["--agent", "dqn", "--total-env-steps", "600000", "--envs-per-actor", "8",
+                     "--batch-size", "8"], tmp_path, ray_tmpdir)
+    assert summary["agent"] == "dqn" and summary["final_return"] >= 475
+
+
+@pytest.mark.slow
+def test_ppo_runs_on_mujoco_half_cheetah(tmp_path, ray_tmpdir):
+    summary = train(["--agent", "ppo", "--env", "HalfCheetah-v5", "--normalize-observations",
+                     "--target-return", "none", "--total-env-steps", "20000", "--envs-per-actor", "4",
+                     "--unroll-length", "64", "--batch-size", "8", "--num-minibatches", "4",
+                     "--num-epochs", "2", "--network-lib", "haiku"], tmp_path, ray_tmpdir)
+    assert summary["env_steps"] >= 20000 and summary["episodes"] >= 16  # 1000-step episodes
+    assert summary["final_return"] is not None

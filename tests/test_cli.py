@@ -10,7 +10,10 @@ import pytest
 CASES = [
     (["--env", "CartPole-v9"], "unknown env 'CartPole-v9'"),
     (["--env", "nosuchmodule:Env"], "unknown env 'nosuchmodule:Env'"),
-    (["--agent", "sarsa"], "unknown agent 'sarsa'; valid: impala"),
+    (["--agent", "sarsa"], "unknown agent 'sarsa'; valid: dqn, impala, ppo"),
+    (["--agent", "dqn", "--env", "Pendulum-v1"], "agent 'dqn' needs a Discrete action space"),
+    (["--agent", "dqn", "--sample-size", "12"], "--sample-size 12 is not divisible by the 8"),
+    (["--agent", "ppo", "--num-minibatches", "3"], "--num-minibatches 3 does not divide the 256"),
     (["--env", "envs.fake:MultiBinaryActionEnv"], "acts in Discrete or Box action spaces"),
     (["--network-lib", "torch"], "--network-lib 'torch' is not one of flax, haiku"),
     (["--batch-size", "36", "--envs-per-actor", "4"], "not divisible by the 8 learner devices"),

@@ -9,7 +9,7 @@ import agents
 from rltpu.config import RunConfig
 import envs
 from rltpu import devices
-from rltpu.learner import Learner
+from rltpu.learner import Learner, example_replay_sample
 from tests.test_impala_loss import random_batch
 
 
@@ -58,3 +58,35 @@ def test_batch_is_split_over_the_data_axis():
     batch = learner.put(random_batch(fns, spec, params, T=8, B=16))
     shards = batch.reward.addressable_shards
     assert len(shards) == 8 and all(s.data.shape == (8, 2) for s in shards)
+
+
+@pytest.mark.parametrize("network_lib", ["flax", "haiku"])
+def test_dqn_eight_devices_equal_one(network_lib):
+    agent = agents.get("dqn")
+    spec = envs.make_spec("CartPole-v1")
+    run = RunConfig(unroll_length=8, batch_size=16)
+    fns = agent.build(spec, agent.Config(network_lib=network_lib, sample_size=32,
+                                         target_update_period=2), run)
+    params = jax.eval_shape(fns.init, jax.random.key(0)).params
+    example = example_replay_sample(fns, spec, params, run.unroll_length)
+    rng = np.random.default_rng(0)
+
+    def sample():
+        s = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(x.dtype), example)
+        s["transitions"]["action"] = rng.integers(0, 2, 32).astype(s["transitions"]["action"].dtype)
+        s["weights"] = rng.random(32).astype(np.float32)
+        return s
+
+    batches = [sample() for _ in range(3)]
+    results = []
+    for n in (1, 8):
+        learner = Learner(fns, spec, devices.make_mesh(n), 3, run.unroll_length, run.batch_size)
+        metrics = [devices.to_host(learner.update(learner.put(b))) for b in batches]
+        results.append((devices.to_host(learner.state.params), metrics))
+    (p1, m1), (p8, m8) = results
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6), p1, p8)
+    for a, b in zip(m1, m8):
+        np.testing.assert_allclose(a["priorities"], b["priorities"], rtol=2e-5, atol=2e-6)
+    # the target network was copied at update 2, so after update 3 it differs from online
+    online, target = jax.tree.leaves(p8["online"]), jax.tree.leaves(p8["target"])
+    assert any(not np.allclose(o, t) for o, t in zip(online, target))
