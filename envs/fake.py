@@ -1,6 +1,8 @@
 """Small deterministic envs for tests: episode ends are known in advance."""
 from __future__ import annotations
 
+import time
+
 import gymnasium as gym
 import numpy as np
 
@@ -46,6 +48,20 @@ class ShortCountingEnv(CountingEnv):
 def truncated_counting_env() -> gym.Env:
     """A CountingEnv cut by a time limit of 4 steps (it would terminate at 100)."""
     return gym.wrappers.TimeLimit(CountingEnv(terminate_at=100), max_episode_steps=4)
+
+
+class SlowCountingEnv(CountingEnv):
+    """A CountingEnv whose every step takes 5 ms (an expensive simulator): with it, the
+    actors are the bottleneck of a run."""
+
+    step_s = 0.005
+
+    def __init__(self):
+        super().__init__(terminate_at=20)
+
+    def step(self, action):
+        time.sleep(self.step_s)
+        return super().step(action)
 
 
 class MultiBinaryActionEnv(CountingEnv):

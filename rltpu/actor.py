@@ -17,7 +17,7 @@ import ray
 import envs
 from rltpu import devices
 from rltpu.config import RunConfig
-from rltpu.types import Trajectory, Unroll
+from rltpu.types import ActorTimings, Trajectory, Unroll
 
 
 class RolloutActor:
@@ -50,6 +50,7 @@ class RolloutActor:
         self._episode_ended = np.zeros(run.envs_per_actor, bool)  # the next step is an autoreset step
         self.params = None
         self.version = -1
+        self._last_return = None  # perf_counter when the previous unroll was returned
         # Compile the policy step now, with placeholder params of the right shapes, so the
         # first unroll does not wait for it (this overlaps with the learner's compile).
         shapes = jax.eval_shape(fns.init, jax.random.key(0)).params
@@ -74,9 +75,16 @@ class RolloutActor:
           params_box: ``[ObjectRef]`` of those params, boxed in a list so Ray does not fetch
             them unless this actor's params are older.
         """
+        start = time.perf_counter()
+        # The gap since the previous unroll was returned: Ray serialising it, then waiting
+        # for this request, which the driver only sends when the learner takes an unroll.
+        idle_s = 0.0 if self._last_return is None else start - self._last_return
         if version > self.version:
             self.set_params(version, ray.get(params_box[0]))
-        return self.unroll_with_current()
+        params_s = time.perf_counter() - start
+        unroll = self.unroll_with_current()
+        self._last_return = time.perf_counter()
+        return unroll._replace(timings=unroll.timings._replace(params_s=params_s, idle_s=idle_s))
 
     def unroll_with_current(self) -> Unroll:
         """Acts for ``unroll_length`` steps with the params the actor has."""
@@ -91,9 +99,13 @@ class RolloutActor:
         actions, extras = [], []
         returns, lengths = [], []
         observation[0] = self._observation
+        # perf_counter costs well under a microsecond: cheap next to a policy step.
+        inference_s = env_s = 0.0
         for t in range(T):
+            t0 = time.perf_counter()
             out, self._key = self._step(params, observation[t], self._key)
             action = np.asarray(out.action)
+            t1 = time.perf_counter()
             next_obs, r, term, trunc, info = self.env.step(action)
             actions.append(action)
             extras.append(out.extras)
@@ -104,6 +116,9 @@ class RolloutActor:
                 done = info["_episode"]
                 returns.append(info["episode"]["r"][done])
                 lengths.append(info["episode"]["l"][done])
+            inference_s += t1 - t0
+            env_s += time.perf_counter() - t1
+        packing = time.perf_counter()
         self._observation = observation[T]
         extras = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *extras)
         trajectory = Trajectory(
@@ -113,7 +128,8 @@ class RolloutActor:
         return Unroll(trajectory,
                       np.concatenate(returns).astype(np.float32) if returns else np.zeros(0, np.float32),
                       np.concatenate(lengths).astype(np.int32) if lengths else np.zeros(0, np.int32),
-                      self.actor_id, int(valid.sum()), time.perf_counter() - start)
+                      self.actor_id, int(valid.sum()), time.perf_counter() - start,
+                      ActorTimings(env_s, inference_s, send_s=time.perf_counter() - packing))
 
 
 @ray.remote(num_cpus=1)

@@ -1,4 +1,5 @@
-"""``rltpu train``: flags from the run config and the chosen agent's config.
+"""``rltpu train``: flags from the run config and the chosen agent's config;
+``rltpu plot``: learning curves of run directories.
 
 Every bad setting is one line on stderr naming the value and what is valid, and exit
 status 2, before any process starts.
@@ -112,11 +113,28 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+def plot_main(argv: list[str]) -> int:
+    parser = _Parser(prog="rltpu plot", description="Learning curves (return against env steps "
+                     "and wall time, runs with the same settings as mean and spread) and "
+                     "throughput of run directories, as a PNG.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("--out", metavar="FILE", help="PNG to write (default: RUN_DIR/curves.png "
+                        "for one run, curves.png here for several)")
+    args = parser.parse_args(argv)
+    from rltpu import plot
+    try:
+        out = plot.plot(args.run_dirs, args.out or plot.default_out(args.run_dirs))
+    except ValueError as e:
+        return _fail(str(e))
+    print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"train": train_main}
+    commands = {"train": train_main, "plot": plot_main}
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: rltpu {train} [flags]   (rltpu train --help for the flags)")
+        print(f"usage: rltpu {{{','.join(commands)}}} [flags]   (rltpu train --help for the flags)")
         return 0 if argv else USAGE_ERROR
     if argv[0] not in commands:
         return _fail(f"unknown command {argv[0]!r}; valid: {', '.join(commands)}")

@@ -41,7 +41,11 @@ class RunConfig:
     """Synchronous mode: the learner consumes only trajectories acted with its current
     params, and actors wait for each new version (params are published every update)."""
     log_every_s: float = 2.0
-    """Seconds between progress lines and metrics.jsonl rows."""
+    """Seconds between progress lines and metrics rows (metrics.jsonl, TensorBoard, W&B)."""
+    wandb: bool = False
+    """Also log to Weights & Biases (needs the wandb package; project $WANDB_PROJECT)."""
+    plan_steps: int | None = None
+    """Estimate, in summary.json, the wall time of a run of this many env steps on this set-up."""
 
     def __post_init__(self):
         for name in ("num_actors", "envs_per_actor", "unroll_length", "batch_size",
@@ -51,6 +55,8 @@ class RunConfig:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
         if self.num_devices is not None and self.num_devices < 1:
             raise ValueError(f"--num-devices must be a positive integer, got {self.num_devices}")
+        if self.plan_steps is not None and (not isinstance(self.plan_steps, int) or self.plan_steps < 1):
+            raise ValueError(f"--plan-steps must be a positive integer, got {self.plan_steps}")
         if not self.log_every_s > 0:
             raise ValueError(f"--log-every-s must be > 0, got {self.log_every_s}")
         if self.batch_size % self.envs_per_actor:

@@ -8,6 +8,7 @@ mean over the global batch, so XLA inserts the cross-device gradient all-reduce 
 from __future__ import annotations
 
 import os
+import time
 from typing import Callable
 
 import jax
@@ -138,6 +139,18 @@ def to_host(tree):
             return np.asarray(x.addressable_data(0))
         return np.asarray(x)
     return jax.tree.map(fetch, tree)
+
+
+def wait(tree):
+    """Blocks until every array in ``tree`` is computed (or copied); returns ``tree``."""
+    return jax.block_until_ready(tree)
+
+
+def ready_at(tree) -> float:
+    """Blocks until ``tree`` is computed and returns ``time.perf_counter()`` then; run in a
+    thread, it tells when an update finished without the caller waiting for it."""
+    jax.block_until_ready(tree)
+    return time.perf_counter()
 
 
 def to_actor_device(tree):

@@ -17,14 +17,13 @@ import numpy as np
 import ray
 
 import envs
-from rltpu import devices
+from rltpu import devices, report, sinks
 from rltpu.actor import RayRolloutActor
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
 from rltpu.learner import Learner
-from rltpu.metrics import (EpisodeWindow, MemoryMonitor, MetricsWriter, process_start_time,
-                           write_json)
+from rltpu.metrics import EpisodeWindow, MemoryMonitor, process_start_time, write_json
 from rltpu.transport import ParamStore, UnrollQueue
 from rltpu.types import EnvSpec
 
@@ -69,6 +68,8 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig) -> Plan:
         run_dir, n = base, 1
         while os.path.exists(run_dir):
             run_dir, n = f"{base}-{n}", n + 1
+    if run.wandb:
+        sinks.check_wandb()
     return Plan(spec, num_devices, run_dir)
 
 
@@ -95,8 +96,8 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) 
     t_start = process_start_time()
     plan = validate(agent, agent_config, run)
     os.makedirs(plan.run_dir)
-    write_json(os.path.join(plan.run_dir, "config.json"),
-               {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)})
+    config = {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)}
+    write_json(os.path.join(plan.run_dir, "config.json"), config)
     # The learner initialises and compiles its update while Ray and the actors start:
     # both take seconds, and neither needs the other.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -105,14 +106,14 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) 
                               run.unroll_length, run.batch_size)
         started_ray = _start_ray(run.num_actors)
         try:
-            return _train(agent, agent_config, run, plan, learner, t_start, quiet)
+            return _train(agent, agent_config, run, plan, learner, t_start, quiet, config)
         finally:
             if started_ray:
                 ray.shutdown()
 
 
 def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_start: float,
-           quiet: bool) -> dict:
+           quiet: bool, config: dict) -> dict:
     if type(agent).__module__ != "__main__" and not type(agent).__module__.startswith("agents."):
         # A user's agent travels to the actors by value, so its module need not be
         # importable there (it may live in a script or a folder only the driver sees).
@@ -131,33 +132,53 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
     else:
         feed = ReplayFeed(queue, learner, fns.replay, run.seed)
     memory = MemoryMonitor(ray.get(pids))
-    writer = MetricsWriter(plan.run_dir, quiet)
+    writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
     episodes = EpisodeWindow(20)
+    timer = report.RunTimer()
+    # Learns when each update finishes on the devices (for the bottleneck report) while
+    # the loop goes on collecting the next batch.
+    update_watch = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="update-watch")
 
     env_steps = samples = 0
     lags, acting_s, acting_steps = [], 0.0, 0
     time_to_target = None
     interval_steps, interval_lags = 0, []
 
-    batch, arrivals = feed.next()
+    def next_batch():
+        timer.mark("wait")
+        batch, arrivals = feed.next()
+        timer.mark("got", at=feed.data_ready_at)
+        # Waiting for the copy costs nothing (the update dispatched before it runs
+        # meanwhile, and the next update needs the batch) and keeps its time apart.
+        batch = devices.wait(batch)
+        timer.mark("copied")
+        return batch, arrivals
+
+    batch, arrivals = next_batch()
     startup_s = time.time() - t_start
     last_log = t_train = time.time()
+    timer.start()  # waiting for the first unrolls was start-up
     while True:
         lag = (learner.version - float(np.mean([a.policy_version for a in arrivals]))
                if arrivals else None)
         if run.on_policy and lag != 0:
             raise RuntimeError(f"on-policy run got a batch {lag} versions old")
+        timer.mark("dispatch")
         metrics = learner.update(batch)
+        update_done = update_watch.submit(devices.ready_at, metrics)
         consumed = arrivals
         done_by_steps = env_steps + sum(a.env_steps for a in consumed) >= run.total_env_steps
         if not done_by_steps and not run.on_policy:
-            batch, arrivals = feed.next()  # overlaps with the update running on the devices
+            batch, arrivals = next_batch()  # overlaps with the update running on the devices
         metrics = devices.to_host(metrics)
         feed.after_update(metrics)
+        timer.mark("fetched")
         if learner.version % run.publish_every == 0 or run.on_policy:
             params.publish(learner.version, learner.host_params())
+            timer.mark("published")
         if not done_by_steps and run.on_policy:
-            batch, arrivals = feed.next()  # acted with the params just published
+            batch, arrivals = next_batch()  # acted with the params just published
+        timer.end_update(update_done.result())
 
         for a in consumed:
             episodes.add(a.episode_returns)
@@ -165,6 +186,7 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
             acting_s += a.acting_s
             acting_steps += a.env_steps
             interval_steps += a.env_steps
+            timer.add_unroll(a.timings)
         samples += feed.samples_per_batch
         if lag is not None:
             lags.append(lag)
@@ -180,17 +202,21 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
                           "mean_return": episodes.mean, "episodes": episodes.count,
                           "policy_lag": float(np.mean(interval_lags)) if interval_lags else 0.0,
                           "learner_updates": learner.version, "rss_mb": memory.sample(),
-                          **{k: float(v) for k, v in metrics.items()}})
+                          **{k: float(v) for k, v in metrics.items()},
+                          **timer.interval(now - last_log)})
             last_log, interval_steps, interval_lags = now, 0, []
         if reached or done_by_steps:
             break
 
     t_end = time.time()
+    update_watch.shutdown()
     memory.sample()
     for actor in actors:
         ray.kill(actor)
-    writer.close()
     train_s = t_end - t_train
+    bottleneck = report.analyse(timer.measurements(
+        num_actors=run.num_actors, num_devices=plan.num_devices, env_steps=env_steps,
+        train_s=train_s, cpus=os.cpu_count() or 1, on_policy=run.on_policy))
     summary = {
         "agent": agent.name, "env": run.env, "seed": run.seed,
         "num_devices": plan.num_devices, "platform": devices.platform(),
@@ -202,6 +228,14 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
         "learner_updates": learner.version, "learner_samples_per_s": samples / train_s,
         "mean_policy_lag": float(np.mean(lags)) if lags else 0.0, "peak_rss_mb": memory.peak_mb,
         "run_dir": plan.run_dir,
+        "actor_sps_each": bottleneck["actor_sps_each"],
+        "learner_sps_per_device": bottleneck["learner_sps_per_device"],
+        "bottleneck": bottleneck,
     }
+    if run.plan_steps is not None:
+        summary["plan"] = report.plan(run.plan_steps, summary["env_sps"], startup_s)
     write_json(os.path.join(plan.run_dir, "summary.json"), summary)
+    writer.close(summary)
+    if not quiet:
+        print(report.format_report(bottleneck, summary.get("plan")), file=sys.stderr, flush=True)
     return summary

@@ -3,11 +3,14 @@
 ``TrajectoryFeed``: whole unrolls from the trajectory queue, stacked on the batch axis
 (IMPALA, PPO). ``ReplayFeed``: unrolls go from the queue to a replay actor, as ObjectRefs,
 and batches are sampled from it (DQN). Both return the batch already on its way to the
-devices, with what arrived from the actors since the last batch.
+devices, with what arrived from the actors since the last batch; ``data_ready_at`` is when
+the data was in hand (``time.perf_counter``), for the bottleneck report.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
+
+import time
 
 import numpy as np
 import ray
@@ -15,16 +18,18 @@ import ray
 from rltpu.learner import Learner, stack_unrolls
 from rltpu.replay import RayReplayBuffer, ReplaySpec
 from rltpu.transport import UnrollQueue
+from rltpu.types import ActorTimings
 
 
 class Arrival(NamedTuple):
     """What one unroll reported: finished episodes, env steps, the params version it was
-    acted with, and how long the actor took."""
+    acted with, how long the actor took and where that time went."""
 
     episode_returns: np.ndarray
     env_steps: int
     policy_version: int
     acting_s: float
+    timings: ActorTimings = ActorTimings()
 
 
 class TrajectoryFeed:
@@ -32,11 +37,13 @@ class TrajectoryFeed:
                  samples_per_batch: int):
         self._queue, self._learner, self._n = queue, learner, unrolls_per_batch
         self.samples_per_batch = samples_per_batch
+        self.data_ready_at = None
 
     def next(self):
         unrolls = self._queue.get(self._n)
+        self.data_ready_at = time.perf_counter()  # the rest is stacking and the copy
         arrivals = [Arrival(u.episode_returns, u.env_steps, int(u.trajectory.policy_version[0, 0]),
-                            u.acting_s) for u in unrolls]
+                            u.acting_s, u.timings) for u in unrolls]
         return self._learner.put(stack_unrolls(unrolls)), arrivals
 
     def after_update(self, metrics: dict) -> None:
@@ -58,6 +65,7 @@ class ReplayFeed:
         self._size = self._inserted = self._sampled = 0
         self._indices = None
         self.memory_estimate_mb = None
+        self.data_ready_at = None
 
     def next(self):
         need = max(self._spec.sample_size, self._spec.min_size)
@@ -68,7 +76,8 @@ class ReplayFeed:
             added = [self.replay.add.remote(ref) for ref in refs]
             for stats in ray.get(added):
                 arrivals.append(Arrival(stats["episode_returns"], stats["env_steps"],
-                                        stats["policy_version"], stats["acting_s"]))
+                                        stats["policy_version"], stats["acting_s"],
+                                        stats["timings"]))
                 self._size = stats["replay_size"]
                 self._inserted += stats["transitions"]
             if self.memory_estimate_mb is None and added:
@@ -78,6 +87,7 @@ class ReplayFeed:
             if self._size >= need and not self._learner_ahead():
                 break
         sample = ray.get(self.replay.sample.remote(self._spec.sample_size))
+        self.data_ready_at = time.perf_counter()  # the rest is the copy
         self._sampled += self._spec.sample_size
         self._indices = sample.pop("indices")
         return self._learner.put(sample), arrivals

@@ -1,11 +1,10 @@
-"""Run bookkeeping: episode returns, memory, metrics.jsonl, console progress, summary."""
+"""Run bookkeeping: episode returns, memory, metrics.jsonl, summary."""
 from __future__ import annotations
 
 import collections
 import json
 import math
 import os
-import sys
 import time
 from typing import Iterable
 
@@ -61,21 +60,15 @@ class MemoryMonitor:
 
 
 class MetricsWriter:
-    """Appends one JSON object per log interval to ``metrics.jsonl`` and prints a line."""
+    """Appends one JSON object per log interval to ``metrics.jsonl`` (the console progress
+    is ``rltpu.progress``; ``rltpu.sinks`` sends each row to both)."""
 
-    def __init__(self, run_dir: str, quiet: bool = False):
+    def __init__(self, run_dir: str):
         self._file = open(os.path.join(run_dir, "metrics.jsonl"), "a")
-        self._quiet = quiet
 
     def write(self, row: dict) -> None:
         self._file.write(json.dumps(_plain(row)) + "\n")
         self._file.flush()
-        if not self._quiet:
-            ret = row.get("mean_return")
-            print(f"[{row['time_s']:7.1f}s] steps {row['env_steps']:>10,}  sps {row['env_sps']:>8,.0f}"
-                  f"  return {'-' if ret is None else f'{ret:7.1f}'}"
-                  f"  lag {row['policy_lag']:4.1f}  updates {row['learner_updates']:,}",
-                  file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self._file.close()

@@ -98,7 +98,7 @@ class ReplayBuffer:
         return {"episode_returns": unroll.episode_returns, "env_steps": unroll.env_steps,
                 "transitions": n,
                 "acting_s": unroll.acting_s, "policy_version": int(unroll.trajectory.policy_version[0, 0]),
-                "replay_size": self.size}
+                "timings": unroll.timings, "replay_size": self.size}
 
     def bytes_per_transition(self) -> int:
         if self._storage is None:

@@ -72,6 +72,21 @@ class TrainState(NamedTuple):
     step: Any  # int32 scalar: updates applied so far
 
 
+class ActorTimings(NamedTuple):
+    """Where one actor's wall time went while it produced one unroll, in seconds.
+
+    Measured with ``time.perf_counter`` inside the actor; the driver sums them into the
+    bottleneck report (``rltpu.report``, whose ``ACTOR_PHASES`` follow this order).
+    """
+
+    env_s: float = 0.0  # stepping the envs and recording what they returned
+    inference_s: float = 0.0  # the policy step, until its action is on the host
+    params_s: float = 0.0  # fetching and placing newer params before the unroll
+    send_s: float = 0.0  # packing the trajectory into the Unroll that Ray sends
+    idle_s: float = 0.0  # from returning the previous unroll to starting this one: Ray
+    # serialising it and the actor waiting for a request (back-pressure from the learner)
+
+
 class Unroll(NamedTuple):
     """What one actor sends per request: a trajectory and what happened during it."""
 
@@ -81,3 +96,4 @@ class Unroll(NamedTuple):
     actor_id: int
     env_steps: int  # valid transitions in the trajectory
     acting_s: float  # wall seconds the actor spent producing it
+    timings: ActorTimings = ActorTimings()

@@ -1,5 +1,6 @@
 """Bad input: one line on stderr naming the value, exit status 2, before Ray starts, and
 nothing the user has is touched."""
+import importlib.util
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ CASES = [
     (["--total-env-steps", "0"], "--total-env-steps must be a positive integer, got 0"),
     (["--learning-rate", "-0.1"], "--learning-rate must be > 0, got -0.1"),
     (["--discount", "1.5"], "--discount must be in [0, 1], got 1.5"),
+    (["--plan-steps", "0"], "--plan-steps must be a positive integer, got 0"),
     (["--num-actors", "two"], "invalid int value: 'two'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
 ]
@@ -54,3 +56,23 @@ def test_existing_run_dir_is_refused_and_untouched(tmp_path, ray_tmpdir):
                                      "runs are never overwritten, pass a new path")
     assert [p.name for p in run_dir.iterdir()] == ["summary.json"]
     assert (run_dir / "summary.json").read_text() == "precious"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
+def test_wandb_without_the_package_is_a_clear_error(tmp_path, ray_tmpdir):
+    result = run_cli(["--wandb"], tmp_path, ray_tmpdir)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("rltpu: error: --wandb needs the wandb package, which is "
+                                     "not installed: pip install wandb (or pip install "
+                                     "'rltpu[wandb]')")
+    assert not os.listdir(ray_tmpdir), "Ray was started"
+    assert not (tmp_path / "runs").exists(), "a run directory was made"
+
+
+def test_plot_of_a_directory_without_metrics_is_one_line(tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    result = subprocess.run([sys.executable, "-m", "rltpu.cli", "plot", str(tmp_path)], env=env,
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"rltpu: error: {tmp_path} is not a run directory: "
+                                     "it has no metrics.jsonl")

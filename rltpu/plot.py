@@ -1,0 +1,143 @@
+"""``rltpu plot``: learning curves and throughput of one or more run directories, as a PNG.
+
+Runs with the same settings apart from the seed form a group: each run is a thin line,
+the group's mean a thick one, and the spread (min to max over its runs) a shaded band.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+GRID_POINTS = 200
+THROUGHPUT_WINDOW = 5  # log intervals the throughput panel averages over
+IGNORED_SETTINGS = ("seed", "run_dir", "log_every_s", "quiet", "wandb", "plan_steps")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunCurves:
+    """What a run directory's ``metrics.jsonl`` holds, as arrays (one entry per row)."""
+
+    name: str
+    group: str
+    env_steps: np.ndarray
+    time_s: np.ndarray
+    mean_return: np.ndarray  # NaN where no episode had finished yet
+    env_sps: np.ndarray  # averaged over ``THROUGHPUT_WINDOW`` intervals; NaN on the first row
+
+
+def load_run(run_dir: str) -> RunCurves:
+    """Reads a run directory.
+
+    Raises:
+      ValueError: when it is not a run directory or holds no metrics rows yet.
+    """
+    metrics = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(metrics):
+        raise ValueError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
+    with open(metrics) as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    if not rows:
+        raise ValueError(f"{run_dir} has no metrics rows yet")
+    config_path = os.path.join(run_dir, "config.json")
+    group = "?"
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            config = json.load(f)
+        run = {k: v for k, v in config.get("run", {}).items() if k not in IGNORED_SETTINGS}
+        group = json.dumps({"run": run, "agent": config.get("agent", {})}, sort_keys=True)
+    column = lambda key: np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
+    env_steps, time_s = column("env_steps"), column("time_s")
+    return RunCurves(os.path.basename(os.path.normpath(run_dir)), group, env_steps, time_s,
+                     column("mean_return"), windowed_rate(env_steps, time_s))
+
+
+def windowed_rate(env_steps: np.ndarray, time_s: np.ndarray,
+                  window: int = THROUGHPUT_WINDOW) -> np.ndarray:
+    """Env steps per second over the last ``window`` log intervals at each row (the first
+    row: since the run's first row). One interval alone is noisy: the last one of a run
+    is often a fraction of a second holding a whole batch."""
+    rate = np.full(len(env_steps), np.nan)
+    for i in range(1, len(env_steps)):
+        j = max(0, i - window)
+        if time_s[i] > time_s[j]:
+            rate[i] = (env_steps[i] - env_steps[j]) / (time_s[i] - time_s[j])
+    return rate
+
+
+def mean_and_spread(xs: list[np.ndarray], ys: list[np.ndarray], points: int = GRID_POINTS):
+    """Interpolates curves onto a shared x grid (up to where every curve has data).
+
+    Returns:
+      ``(grid, mean, low, high)``; ``low`` and ``high`` are the min and max over curves;
+      all empty when the curves share no x.
+    """
+    curves = [(x[np.isfinite(y)], y[np.isfinite(y)]) for x, y in zip(xs, ys)]
+    curves = [(x, y) for x, y in curves if len(x)]
+    if not curves:
+        return (np.zeros(0),) * 4
+    lo, hi = max(x[0] for x, _ in curves), min(x[-1] for x, _ in curves)
+    if hi < lo:  # no x that every curve reaches
+        return (np.zeros(0),) * 4
+    grid = np.linspace(lo, hi, points) if hi > lo else np.array([lo])
+    stacked = np.stack([np.interp(grid, x, y) for x, y in curves])
+    return grid, stacked.mean(0), stacked.min(0), stacked.max(0)
+
+
+def make_figure(runs: list[RunCurves]):
+    """Return against env steps and against wall time, and env steps/s against wall time.
+
+    Each run's lines carry the run's name as their label; a group's mean is labelled
+    ``mean of N``.
+    """
+    import matplotlib
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), constrained_layout=True)
+    panels = [(axes[0], "env_steps", "mean_return", "env steps", "mean return"),
+              (axes[1], "time_s", "mean_return", "wall time since start (s)", "mean return"),
+              (axes[2], "time_s", "env_sps", "wall time since start (s)", "env steps / s")]
+    groups: dict[str, list[RunCurves]] = {}
+    for run in runs:
+        groups.setdefault(run.group, []).append(run)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for g, members in enumerate(groups.values()):
+        color = colors[g % len(colors)]
+        for ax, x, y, _, _ in panels:
+            several = len(members) > 1
+            for run in members:
+                ax.plot(getattr(run, x), getattr(run, y), color=color, label=run.name,
+                        alpha=0.35 if several else 1.0, linewidth=1 if several else 1.8)
+            if several:
+                grid, mean, low, high = mean_and_spread([getattr(r, x) for r in members],
+                                                        [getattr(r, y) for r in members])
+                if len(grid):
+                    ax.plot(grid, mean, color=color, linewidth=2.2,
+                            label=f"mean of {len(members)}")
+                    ax.fill_between(grid, low, high, color=color, alpha=0.15)
+    for ax, _, _, xlabel, ylabel in panels:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_title("return against env steps")
+    axes[1].set_title("return against wall time")
+    axes[2].set_title(f"throughput (over {THROUGHPUT_WINDOW} log intervals)")
+    axes[0].legend(fontsize="small")
+    return fig
+
+
+def plot(run_dirs: list[str], out: str) -> str:
+    """Writes the figure of ``run_dirs`` to ``out`` (PNG); returns ``out``."""
+    fig = make_figure([load_run(d) for d in run_dirs])
+    fig.savefig(out, dpi=100)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+    return out
+
+
+def default_out(run_dirs: list[str]) -> str:
+    """``RUN_DIR/curves.png`` for one run, ``curves.png`` here for several."""
+    return os.path.join(run_dirs[0], "curves.png") if len(run_dirs) == 1 else "curves.png"
