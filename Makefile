@@ -1,12 +1,17 @@
 # make train: the default agent (IMPALA) on its default env (CartPole-v1), locally.
 # make test:  the whole suite.  make test-fast: without the slow learning runs.
-# Each target creates and fills .venv when it is missing or pyproject.toml changed.
+# make test-compat: the fast tests against what a Colab TPU runtime preinstalls
+#                   (jax 0.7.2, flax 0.11.2, ...; constraints-colab.txt), in .venv-compat.
+# Each target creates and fills its venv when it is missing or pyproject.toml changed.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: train test test-fast bench clean
+COMPAT := .venv-compat
+COMPAT_STAMP := $(COMPAT)/.installed
+
+.PHONY: train test test-fast test-compat bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,8 +28,18 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
+$(COMPAT_STAMP): pyproject.toml constraints-colab.txt
+	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/python -m pip install --quiet --upgrade pip
+	PIP_CONSTRAINT=constraints-colab.txt $(COMPAT)/bin/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+test-compat: $(COMPAT_STAMP)
+	$(COMPAT)/bin/python -c "import jax, flax, optax, orbax.checkpoint as o, numpy; print('compat lane: jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'numpy', numpy.__version__)"
+	$(COMPAT)/bin/python -m pytest -q -m "not slow"
+
 bench: $(STAMP)
 	$(BIN)/python bench/cartpole.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(COMPAT) *.egg-info
