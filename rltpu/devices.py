@@ -40,12 +40,18 @@ def pin_process_to_cpu() -> None:
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+                           process_id: int | None = None, cpu_devices: int | None = None) -> None:
     """Joins this learner process to a multi-process SPMD program.
 
     On Cloud TPU call it with no arguments (the TPU runtime supplies them); elsewhere pass
-    the coordinator's ``host:port``, the process count and this process's id.
+    the coordinator's ``host:port``, the process count and this process's id. On CPUs (a
+    simulated pod) collectives go over gloo, and ``cpu_devices`` sets the virtual CPU
+    devices per process. Call it before anything else touches JAX's devices.
     """
+    if cpu_devices is not None:
+        jax.config.update("jax_num_cpu_devices", cpu_devices)
+    if os.environ.get("JAX_PLATFORMS", "") == "cpu" or cpu_devices is not None:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if coordinator is None and num_processes is None:
         jax.distributed.initialize()
     else:
@@ -99,8 +105,17 @@ def batch_sharding(mesh: Mesh, batch_axis: int = 1) -> NamedSharding:
 
 
 def replicate(tree, mesh: Mesh):
-    """Puts a pytree on every device of the mesh (params, optimizer state)."""
-    return jax.device_put(tree, replicated(mesh))
+    """Puts a pytree on every device of the mesh (params, optimizer state); on a
+    multi-process mesh every process passes the same values."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, replicated(mesh))
+    sharding = replicated(mesh)
+
+    def put(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):  # typed RNG keys: via their bits
+            return jax.random.wrap_key_data(put(jax.random.key_data(x)), impl=jax.random.key_impl(x))
+        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+    return jax.tree.map(put, tree)
 
 
 def shard_batch(host_batch, mesh: Mesh, batch_axis: int = 1):
