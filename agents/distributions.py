@@ -58,3 +58,11 @@ class Gaussian:
 def for_spec(spec: EnvSpec):
     """The distribution for the env's action space."""
     return Categorical if spec.discrete else Gaussian
+
+
+def check_discrete_or_box(agent_name: str, spec: EnvSpec) -> None:
+    """Raises, naming the space, unless the agent's policy can act in it."""
+    import gymnasium as gym
+    if not isinstance(spec.action_space, (gym.spaces.Discrete, gym.spaces.Box)):
+        raise ValueError(f"agent {agent_name!r} acts in Discrete or Box action spaces; "
+                         f"{spec.env_id} has {spec.action_space}")

@@ -9,10 +9,11 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from rltpu.networks import Network, as_network
-from rltpu.types import EnvSpec
+from rltpu.types import EnvSpec, TrainState
 
 NETWORK_LIBS = ("flax", "haiku")
 
@@ -88,7 +89,16 @@ def actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str) -> ActorC
 
 
 def init_actor_critic(networks: ActorCriticNetworks, key, example_observation):
-    import jax
     policy_key, value_key = jax.random.split(key)
     return {"policy": networks.policy.init(policy_key, example_observation),
             "value": networks.value.init(value_key, example_observation)}
+
+
+def make_actor_critic_init(networks: ActorCriticNetworks, optimizer, spec: EnvSpec):
+    """``init(key) -> TrainState`` for the actor-critic agents."""
+    def init(key) -> TrainState:
+        init_key, key = jax.random.split(key)
+        dummy = jnp.zeros((1, *spec.observation_space.shape), spec.observation_space.dtype)
+        params = init_actor_critic(networks, init_key, dummy)
+        return TrainState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
+    return init

@@ -6,17 +6,14 @@ what the actors send, and the probability ratio is taken against the behaviour p
 """
 from __future__ import annotations
 
-import jax
-import jax.numpy as jnp
-
 from agents import distributions
 from agents.ppo.acting import make_actor_step, make_greedy_step
 from agents.ppo.config import PPOConfig
 from agents.ppo.learning import make_optimizer, make_update_fn
 from agents.ppo.losses import gae, ppo_loss
-from agents.ppo.networks import actor_critic, init_actor_critic
+from agents.ppo.networks import actor_critic, make_actor_critic_init
 from rltpu.agent import AgentFns
-from rltpu.types import EnvSpec, TrainState
+from rltpu.types import EnvSpec
 
 
 class PPO:
@@ -26,10 +23,7 @@ class PPO:
     Config = PPOConfig
 
     def check_spec(self, spec: EnvSpec) -> None:
-        import gymnasium as gym
-        if not isinstance(spec.action_space, (gym.spaces.Discrete, gym.spaces.Box)):
-            raise ValueError(f"agent 'ppo' acts in Discrete or Box action spaces; "
-                             f"{spec.env_id} has {spec.action_space}")
+        distributions.check_discrete_or_box(self.name, spec)
 
     def check_run(self, config: PPOConfig, run) -> None:
         samples = run.unroll_length * run.batch_size
@@ -44,14 +38,8 @@ class PPO:
         distribution = distributions.for_spec(spec)
         num_updates = run.total_env_steps // (run.unroll_length * run.batch_size)
         optimizer = make_optimizer(config, num_updates)
-
-        def init(key) -> TrainState:
-            init_key, key = jax.random.split(key)
-            dummy = jnp.zeros((1, *spec.observation_space.shape), spec.observation_space.dtype)
-            params = init_actor_critic(networks, init_key, dummy)
-            return TrainState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
-
-        return AgentFns(init=init, actor_step=make_actor_step(networks, distribution),
+        return AgentFns(init=make_actor_critic_init(networks, optimizer, spec),
+                        actor_step=make_actor_step(networks, distribution),
                         update=make_update_fn(networks, distribution, optimizer, config),
                         greedy_step=make_greedy_step(networks, distribution))
 
