@@ -3,6 +3,7 @@
     python -m launch.tpu up --name rl --accelerator-type v5litepod-16 --spot -- --env CartPole-v1
     python -m launch.tpu up ... --dry-run      # prints the commands as a bash script, runs none
     python -m launch.tpu tunnel --name rl ...  # dashboard and TensorBoard on localhost
+    python -m launch.tpu fetch --name rl ...   # worker 0's runs/ to ./runs-rl
     python -m launch.tpu down --name rl ...
 
 Every gcloud and ray command comes from a pure function of a ``LaunchConfig`` (``plan``),
@@ -79,9 +80,13 @@ class Slice:
     """One TPU slice: its gcloud name, chips and hosts (TPU VMs, gcloud's "workers")."""
 
     accelerator_type: str
+    """Canonical gcloud name (``v5e-1`` becomes ``v5litepod-1``)."""
     generation: Generation
+    """What the generation's names mean, and its runtime version and zone."""
     chips: int
+    """TPU chips in the slice (JAX devices: one per chip on v4 and later)."""
     hosts: int
+    """TPU VMs in the slice: gcloud's workers 0 .. hosts-1, each one Ray node."""
 
 
 def parse_accelerator_type(name: str) -> Slice:
@@ -189,6 +194,7 @@ class Step:
     what: str
     """One line for a person: what the step does and why."""
     argv: tuple[str, ...]
+    """The command; ``~/`` at the start of an argument is a path on this machine."""
     capture: str | None = None
     """Store the command's stdout (stripped) in this variable; later argv use ``${NAME}``."""
     until: str | None = None
@@ -241,7 +247,8 @@ def create_steps(cfg: LaunchConfig) -> list[Step]:
                      _tpu(cfg, "create", cfg.name, f"--accelerator-type={s.accelerator_type}",
                           f"--version={cfg.resolved_runtime_version}", *spot),
                      unless=exists)]
-    valid = [f"--valid-until-duration={cfg.valid_until_duration}"] if cfg.valid_until_duration else []
+    valid = ([f"--valid-until-duration={cfg.valid_until_duration}"]
+             if cfg.valid_until_duration else [])
     queued = ("gcloud", "compute", "tpus", "queued-resources")
     return [
         Step(f"queue a request for {_shape(s)}, {kind}) unless the TPU exists",
@@ -290,7 +297,8 @@ def install_steps(cfg: LaunchConfig) -> list[Step]:
         steps += [
             Step(f"copy the checkout to CPU host {host}",
                  ("gcloud", "compute", "scp", cfg.tarball, f"{host}:rltpu.tar.gz", *scope)),
-            Step(f"install rltpu (CPU JAX) on {host}", _cpu_ssh(cfg, host, _install_remote(cfg, "cpu"))),
+            Step(f"install rltpu (CPU JAX) on {host}",
+                 _cpu_ssh(cfg, host, _install_remote(cfg, "cpu"))),
             Step(f"copy the Ray auth token to {host}",
                  ("gcloud", "compute", "scp", token, f"{host}:.ray/auth_token", *scope)),
         ]
@@ -344,11 +352,19 @@ def logs_steps(cfg: LaunchConfig) -> list[Step]:
                  _ssh(cfg, "0", f"tail -n 200 -f {TRAIN_LOG}"))]
 
 
+def fetch_steps(cfg: LaunchConfig) -> list[Step]:
+    """Copies worker 0's run directories (summary, metrics, TensorBoard files) here."""
+    return [Step("copy worker 0's runs/ (summary.json, metrics.jsonl, events) to ./runs-NAME",
+                 _tpu(cfg, "scp", "--recurse", f"{cfg.name}:rltpu/runs", f"runs-{cfg.name}",
+                      "--worker=0"))]
+
+
 def tunnel_steps(cfg: LaunchConfig) -> list[Step]:
     """Ray's dashboard and TensorBoard on this machine's localhost, through SSH only."""
     forwards = [a for p in (DASHBOARD_PORT, TENSORBOARD_PORT) for a in ("-L", f"{p}:localhost:{p}")]
     return [Step(f"tunnel localhost:{DASHBOARD_PORT} (Ray dashboard; it asks for the token in "
-                 f"{cfg.resolved_token_file}) and localhost:{TENSORBOARD_PORT} (TensorBoard)",
+                 f"{cfg.resolved_token_file}) and localhost:{TENSORBOARD_PORT} (TensorBoard, "
+                 "once started on worker 0)",
                  (*_tpu(cfg, "ssh", cfg.name, "--worker=0"), "--", "-N", *forwards))]
 
 
@@ -370,9 +386,11 @@ def down_steps(cfg: LaunchConfig) -> list[Step]:
 def plan(command: str, cfg: LaunchConfig, train_args: tuple[str, ...] = ()) -> list[Step]:
     """The steps of one launcher command, in order."""
     if command == "up":
-        return create_steps(cfg) + install_steps(cfg) + ray_steps(cfg) + train_steps(cfg, train_args)
+        return (create_steps(cfg) + install_steps(cfg) + ray_steps(cfg)
+                + train_steps(cfg, train_args))
     builders = {"create": create_steps, "install": install_steps, "ray": ray_steps,
-                "logs": logs_steps, "tunnel": tunnel_steps, "down": down_steps,
+                "logs": logs_steps, "fetch": fetch_steps, "tunnel": tunnel_steps,
+                "down": down_steps,
                 "status": lambda c: [describe_step(c)]}
     if command == "train":
         return train_steps(cfg, train_args)
@@ -503,6 +521,7 @@ COMMANDS = {
     "ray": "start the Ray cluster (head on worker 0)",
     "train": "start rltpu train on worker 0 (flags after --)",
     "logs": "follow the training output",
+    "fetch": "copy worker 0's run directories to ./runs-NAME",
     "tunnel": "forward the dashboard and TensorBoard to localhost over SSH",
     "status": "show the TPU's state",
     "down": "delete the slice (and stop Ray on the CPU hosts)",

@@ -54,7 +54,8 @@ def test_host_counts_agree_with_rays_tpu_tables():
 
 BAD_TYPES = [
     ("v4-33", "accelerator type 'v4-33' does not exist; v4-N takes N in 8, 16, 32, 64, 128"),
-    ("v5litepod-3", "accelerator type 'v5litepod-3' does not exist; v5litepod-N takes N in 1, 4, 8"),
+    ("v5litepod-3",
+     "accelerator type 'v5litepod-3' does not exist; v5litepod-N takes N in 1, 4, 8"),
     ("v9-8", "unknown TPU generation in 'v9-8'; valid: v4-N, v5p-N, v5litepod-N, v6e-N"),
     ("tpu-v4-8", "unknown accelerator type 'tpu-v4-8'; valid: v4-N"),
     ("v4", "unknown accelerator type 'v4'"),
@@ -150,7 +151,8 @@ EXACT = [
 ]
 
 
-@pytest.mark.parametrize("flags,expected", EXACT, ids=["v4-32", "v5e-1-spot", "v5litepod-16-queued-spot"])
+@pytest.mark.parametrize("flags,expected", EXACT,
+                         ids=["v4-32", "v5e-1-spot", "v5litepod-16-queued-spot"])
 def test_create_ray_and_down_commands_are_exact(flags, expected, fake_path):
     """Create (or reuse), the Ray cluster and teardown, as the CLI's dry run prints them."""
     script = ""
@@ -164,9 +166,10 @@ def test_create_ray_and_down_commands_are_exact(flags, expected, fake_path):
 
 
 INSTALL_REMOTE = ("set -e; mkdir -p -m 700 ~/.ray; rm -rf ~/rltpu; tar -xzf ~/rltpu.tar.gz -C ~; "
-                  "python3 -m pip install --user --quiet --upgrade uv; ~/.local/bin/uv venv --quiet "
-                  "--allow-existing --python 3.12 ~/rltpu-venv; ~/.local/bin/uv pip install --quiet "
-                  "--python ~/rltpu-venv/bin/python -c ~/rltpu/constraints.txt ")
+                  "python3 -m pip install --user --quiet --upgrade uv; "
+                  "~/.local/bin/uv venv --quiet --allow-existing --python 3.12 ~/rltpu-venv; "
+                  "~/.local/bin/uv pip install --quiet --python ~/rltpu-venv/bin/python "
+                  "-c ~/rltpu/constraints.txt ")
 
 
 def test_up_is_create_install_ray_train_exactly():
@@ -208,14 +211,17 @@ gcloud compute tpus tpu-vm ssh rl --worker=0 "--command=cd ~/rltpu && RAY_AUTH_M
 """
 
 
-def test_tunnel_logs_and_status_commands():
+def test_tunnel_logs_fetch_and_status_commands():
     cfg = tpu.LaunchConfig(name="rl", accelerator_type="v5litepod-16")
     z = "--zone=us-west4-a"
     assert [tpu.render_argv(s.argv) for s in tpu.plan("tunnel", cfg)] == [
         f"gcloud compute tpus tpu-vm ssh rl --worker=0 {z} -- -N "
         "-L 8265:localhost:8265 -L 6006:localhost:6006"]
     assert [tpu.render_argv(s.argv) for s in tpu.plan("logs", cfg)] == [
-        f"gcloud compute tpus tpu-vm ssh rl --worker=0 '--command=tail -n 200 -f ~/rltpu-train.log' {z}"]
+        "gcloud compute tpus tpu-vm ssh rl --worker=0 "
+        f"'--command=tail -n 200 -f ~/rltpu-train.log' {z}"]
+    assert [tpu.render_argv(s.argv) for s in tpu.plan("fetch", cfg)] == [
+        f"gcloud compute tpus tpu-vm scp --recurse rl:rltpu/runs runs-rl --worker=0 {z}"]
     assert [tpu.render_argv(s.argv) for s in tpu.plan("status", cfg)] == [
         f"gcloud compute tpus tpu-vm describe rl '--format=value(state)' {z}"]
 
@@ -225,8 +231,9 @@ def test_tunnel_logs_and_status_commands():
 def test_ray_token_auth_everywhere_and_no_public_dashboard(accelerator_type, dashboard, tmp_path):
     token_file = tmp_path / "token"
     token_file.write_text("f00dfeedcafe4242\n")
-    cfg = tpu.LaunchConfig(name="rl", accelerator_type=accelerator_type, cpu_hosts=("cpu-a", "cpu-b"),
-                           token_file=str(token_file), dashboard=dashboard)
+    cfg = tpu.LaunchConfig(name="rl", accelerator_type=accelerator_type,
+                           cpu_hosts=("cpu-a", "cpu-b"), token_file=str(token_file),
+                           dashboard=dashboard)
     steps = tpu.plan("up", cfg, ("--env", "CartPole-v1"))
     script = tpu.render(steps)
     ray_lines = [line for line in script.splitlines() if "/bin/ray start" in line]
@@ -242,7 +249,7 @@ def test_ray_token_auth_everywhere_and_no_public_dashboard(accelerator_type, das
         "--dashboard-host=127.0.0.1", "")
     assert "RAY_AUTH_MODE=token RAY_ADDRESS=auto" in script  # the driver authenticates too
     assert "f00dfeedcafe4242" not in script, "the token itself must never be printed"
-    copies = [s for s in steps if s.argv[-1:] != () and any(a.endswith(":.ray/auth_token") for a in s.argv)]
+    copies = [s for s in steps if any(a.endswith(":.ray/auth_token") for a in s.argv)]
     assert len(copies) == 1 + 2  # every TPU host at once (--worker=all), each CPU host
 
 
@@ -293,8 +300,8 @@ def fake_path(tmp_path):
 
 
 def launcher(argv, fake, **env):
-    return subprocess.run([sys.executable, "-m", "launch.tpu", *argv], cwd=REPO, env=fake.env(**env),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run([sys.executable, "-m", "launch.tpu", *argv], cwd=REPO,
+                          env=fake.env(**env), capture_output=True, text=True, timeout=60)
 
 
 @pytest.mark.parametrize("exists", [False, True], ids=["new", "reused"])
@@ -325,7 +332,8 @@ def test_dry_run_script_and_real_run_make_the_same_calls(exists, fake_path, tmp_
     assert fake_path.calls() == bash_calls
     assert (tmp_path / "tok").read_text() != token  # a fresh token for a fresh cluster
 
-    creates = [c for c in bash_calls if c[:5] == ["gcloud", "compute", "tpus", "queued-resources", "create"]]
+    creates = [c for c in bash_calls
+               if c[:5] == ["gcloud", "compute", "tpus", "queued-resources", "create"]]
     assert len(creates) == (0 if exists else 1)
     joins = [c for c in bash_calls if any("--address=" in a for a in c)]
     assert [c[:4] for c in joins] == [["gcloud", "compute", "tpus", "tpu-vm"],
