@@ -228,8 +228,8 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
-def _shape(s: Slice) -> str:
-    return f"{s.accelerator_type} ({_count(s.chips, 'chip')}, {_count(s.hosts, 'host')}"
+def _shape(s: Slice, kind: str) -> str:
+    return f"{s.accelerator_type} ({_count(s.chips, 'chip')}, {_count(s.hosts, 'host')}, {kind})"
 
 
 def describe_step(cfg: LaunchConfig) -> Step:
@@ -243,7 +243,7 @@ def create_steps(cfg: LaunchConfig) -> list[Step]:
     spot = ["--spot"] if cfg.spot else []
     kind = "spot" if cfg.spot else "on-demand"
     if not cfg.queued:
-        return [Step(f"create {_shape(s)}, {kind}) unless it exists",
+        return [Step(f"create {_shape(s, kind)} unless it exists",
                      _tpu(cfg, "create", cfg.name, f"--accelerator-type={s.accelerator_type}",
                           f"--version={cfg.resolved_runtime_version}", *spot),
                      unless=exists)]
@@ -251,7 +251,7 @@ def create_steps(cfg: LaunchConfig) -> list[Step]:
              if cfg.valid_until_duration else [])
     queued = ("gcloud", "compute", "tpus", "queued-resources")
     return [
-        Step(f"queue a request for {_shape(s)}, {kind}) unless the TPU exists",
+        Step(f"queue a request for {_shape(s, kind)} unless the TPU exists",
              (*queued, "create", cfg.name, f"--node-id={cfg.name}",
               f"--accelerator-type={s.accelerator_type}",
               f"--runtime-version={cfg.resolved_runtime_version}", *spot, *valid, *_scope(cfg)),
