@@ -1,0 +1,388 @@
+"""The Cloud TPU launcher's commands, exactly, for a v4-32, a v5e-1 and a v5litepod-16; the
+`ray up` cluster config; and that a dry run and a real run (against a fake gcloud) do the
+same thing. No cloud is reached: every test that runs commands puts a fake gcloud first
+on PATH, and the dry runs must not call it at all."""
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from launch import tpu
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER_YAML = os.path.join(REPO, "launch", "ray-tpu-cluster.yaml")
+
+# --- what an accelerator type means --------------------------------------------------------
+
+SLICES = [
+    # name,          canonical,      chips, hosts, runtime version,       zone
+    ("v4-32", "v4-32", 16, 4, "tpu-ubuntu2204-base", "us-central2-b"),
+    ("v4-8", "v4-8", 4, 1, "tpu-ubuntu2204-base", "us-central2-b"),
+    ("v5litepod-1", "v5litepod-1", 1, 1, "v2-alpha-tpuv5-lite", "us-west4-a"),
+    ("v5e-1", "v5litepod-1", 1, 1, "v2-alpha-tpuv5-lite", "us-west4-a"),
+    ("v5litepod-8", "v5litepod-8", 8, 1, "v2-alpha-tpuv5-lite", "us-west4-a"),
+    ("v5litepod-16", "v5litepod-16", 16, 4, "v2-alpha-tpuv5-lite", "us-west4-a"),
+    ("v6e-16", "v6e-16", 16, 4, "v2-alpha-tpuv6e", "us-east5-b"),
+    ("v5p-8", "v5p-8", 4, 1, "v2-alpha-tpuv5", "us-east5-a"),
+]
+
+
+@pytest.mark.parametrize("name,canonical,chips,hosts,runtime,zone", SLICES,
+                         ids=[s[0] for s in SLICES])
+def test_accelerator_types(name, canonical, chips, hosts, runtime, zone):
+    s = tpu.parse_accelerator_type(name)
+    assert (s.accelerator_type, s.chips, s.hosts) == (canonical, chips, hosts)
+    cfg = tpu.LaunchConfig(accelerator_type=name)
+    assert (cfg.resolved_runtime_version, cfg.resolved_zone) == (runtime, zone)
+
+
+def test_host_counts_agree_with_rays_tpu_tables():
+    """Ray's own TPU code (chips per type, chips visible per host) for every size we accept."""
+    from ray._private.accelerators import tpu as ray_tpu
+    for gen in tpu.GENERATIONS.values():
+        for size in gen.sizes:
+            name = f"{gen.prefix}-{size}"
+            chips = ray_tpu.get_total_chips_from_accelerator_type(name)
+            per_host = ray_tpu.get_num_tpu_visible_chips_per_host(name)
+            s = tpu.parse_accelerator_type(name)
+            assert (s.chips, s.hosts) == (chips, max(1, chips // per_host)), name
+
+
+BAD_TYPES = [
+    ("v4-33", "accelerator type 'v4-33' does not exist; v4-N takes N in 8, 16, 32, 64, 128"),
+    ("v5litepod-3",
+     "accelerator type 'v5litepod-3' does not exist; v5litepod-N takes N in 1, 4, 8"),
+    ("v9-8", "unknown TPU generation in 'v9-8'; valid: v4-N, v5p-N, v5litepod-N, v6e-N"),
+    ("tpu-v4-8", "unknown accelerator type 'tpu-v4-8'; valid: v4-N"),
+    ("v4", "unknown accelerator type 'v4'"),
+]
+
+
+@pytest.mark.parametrize("name,message", BAD_TYPES, ids=[b[0] for b in BAD_TYPES])
+def test_bad_accelerator_type_is_one_line_and_exit_2(name, message, fake_path):
+    result = launcher(["up", "--accelerator-type", name], fake_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith("launch.tpu: error: ") and message in result.stderr
+    assert result.stdout == "" and not fake_path.calls()
+
+
+BAD_SETTINGS = [
+    (["up", "--name", "My_TPU"], "--name 'My_TPU' is not a valid TPU name"),
+    (["up", "--valid-until-duration", "6h"], "--valid-until-duration needs --queued"),
+    (["up", "--python-version", "3.10"], "--python-version '3.10': rltpu runs on 3.11 to 3.13"),
+    (["down", "--", "--env", "Acrobot-v1"], "flags after -- go to rltpu train; 'down' takes none"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+    (["up", "--zone"], "argument --zone: expected one argument"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_SETTINGS, ids=[" ".join(b[0]) for b in BAD_SETTINGS])
+def test_bad_settings_are_one_line_and_exit_2(argv, message, fake_path):
+    result = launcher(argv, fake_path)
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert not fake_path.calls()
+
+
+def test_missing_gcloud_is_one_line_and_exit_2(tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    result = subprocess.run([sys.executable, "-m", "launch.tpu", "status"], cwd=REPO,
+                            env={**os.environ, "PATH": str(empty)}, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == ("launch.tpu: error: gcloud not found on PATH; install the Google "
+                             "Cloud CLI (or add --dry-run to see the commands)\n")
+
+
+# --- the exact commands --------------------------------------------------------------------
+
+RAY_STOP = ("chmod 600 ~/.ray/auth_token; RAY_AUTH_MODE=token ~/rltpu-venv/bin/ray stop --force "
+            ">/dev/null 2>&1 || true; RAY_AUTH_MODE=token ~/rltpu-venv/bin/ray start")
+HEAD = f"'--command={RAY_STOP} --head --port=6379 --dashboard-host=127.0.0.1'"
+JOIN = f'"--command={RAY_STOP} --address=${{HEAD_IP}}:6379"'
+
+V4_32 = f"""\
+# create v4-32 (16 chips, 4 hosts, on-demand) unless it exists
+gcloud compute tpus tpu-vm describe rl '--format=value(state)' --zone=us-central2-b >/dev/null 2>&1 || gcloud compute tpus tpu-vm create rl --accelerator-type=v4-32 --version=tpu-ubuntu2204-base --zone=us-central2-b
+# start the Ray head on worker 0 (token auth, dashboard on 127.0.0.1 only)
+gcloud compute tpus tpu-vm ssh rl --worker=0 {HEAD} --zone=us-central2-b
+# look up worker 0's internal address (the Ray head)
+HEAD_IP=$(gcloud compute tpus tpu-vm describe rl '--format=value(networkEndpoints[0].ipAddress)' --zone=us-central2-b)
+# join TPU workers 1,2,3 to the head
+gcloud compute tpus tpu-vm ssh rl --worker=1,2,3 {JOIN} --zone=us-central2-b
+# delete the TPU (billing stops)
+gcloud compute tpus tpu-vm delete rl --quiet --zone=us-central2-b
+"""
+
+V5E_1_SPOT = f"""\
+# create v5litepod-1 (1 chip, 1 host, spot) unless it exists
+gcloud compute tpus tpu-vm describe rl '--format=value(state)' --zone=us-west4-a --project=my-proj >/dev/null 2>&1 || gcloud compute tpus tpu-vm create rl --accelerator-type=v5litepod-1 --version=v2-alpha-tpuv5-lite --spot --zone=us-west4-a --project=my-proj
+# start the Ray head on worker 0 (token auth, dashboard on 127.0.0.1 only)
+gcloud compute tpus tpu-vm ssh rl --worker=0 {HEAD} --zone=us-west4-a --project=my-proj
+# delete the TPU (billing stops)
+gcloud compute tpus tpu-vm delete rl --quiet --zone=us-west4-a --project=my-proj
+"""
+
+V5LITEPOD_16_QUEUED_SPOT = f"""\
+# queue a request for v5litepod-16 (16 chips, 4 hosts, spot) unless the TPU exists
+gcloud compute tpus tpu-vm describe rl '--format=value(state)' --zone=us-central1-a >/dev/null 2>&1 || gcloud compute tpus queued-resources create rl --node-id=rl --accelerator-type=v5litepod-16 --runtime-version=v2-alpha-tpuv5-lite --spot --valid-until-duration=6h --zone=us-central1-a
+# wait until the queued resource is ACTIVE (capacity granted, VMs up)
+until [ "$(gcloud compute tpus queued-resources describe rl --zone=us-central1-a '--format=value(state.state)')" = ACTIVE ]; do sleep 30; done
+# start the Ray head on worker 0 (token auth, dashboard on 127.0.0.1 only)
+gcloud compute tpus tpu-vm ssh rl --worker=0 {HEAD} --zone=us-central1-a
+# look up worker 0's internal address (the Ray head)
+HEAD_IP=$(gcloud compute tpus tpu-vm describe rl '--format=value(networkEndpoints[0].ipAddress)' --zone=us-central1-a)
+# join TPU workers 1,2,3 to the head
+gcloud compute tpus tpu-vm ssh rl --worker=1,2,3 {JOIN} --zone=us-central1-a
+# delete the queued resource and its TPU (billing stops)
+gcloud compute tpus queued-resources delete rl --zone=us-central1-a --force --quiet
+"""
+
+EXACT = [
+    (["--accelerator-type", "v4-32"], V4_32),
+    (["--accelerator-type", "v5e-1", "--spot", "--project", "my-proj"], V5E_1_SPOT),
+    (["--accelerator-type", "v5litepod-16", "--spot", "--queued", "--valid-until-duration", "6h",
+      "--zone", "us-central1-a"], V5LITEPOD_16_QUEUED_SPOT),
+]
+
+
+@pytest.mark.parametrize("flags,expected", EXACT,
+                         ids=["v4-32", "v5e-1-spot", "v5litepod-16-queued-spot"])
+def test_create_ray_and_down_commands_are_exact(flags, expected, fake_path):
+    """Create (or reuse), the Ray cluster and teardown, as the CLI's dry run prints them."""
+    script = ""
+    for command in ("create", "ray", "down"):
+        result = launcher([command, "--name", "rl", *flags, "--dry-run"], fake_path)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.startswith("#!/usr/bin/env bash\nset -euo pipefail\n")
+        script += result.stdout.split("set -euo pipefail\n", 1)[1]
+    assert script == expected
+    assert not fake_path.calls(), "a dry run called gcloud"
+
+
+INSTALL_REMOTE = ("set -e; mkdir -p -m 700 ~/.ray; rm -rf ~/rltpu; tar -xzf ~/rltpu.tar.gz -C ~; "
+                  "python3 -m pip install --user --quiet --upgrade uv; "
+                  "~/.local/bin/uv venv --quiet --allow-existing --python 3.12 ~/rltpu-venv; "
+                  "~/.local/bin/uv pip install --quiet --python ~/rltpu-venv/bin/python "
+                  "-c ~/rltpu/constraints.txt ")
+
+
+def test_up_is_create_install_ray_train_exactly():
+    cfg = tpu.LaunchConfig(name="rl", accelerator_type="v4-32", source="/src/rltpu",
+                           cpu_hosts=("actors-1",))
+    script = tpu.render(tpu.plan("up", cfg, ("--env", "Acrobot-v1", "--run-dir", "runs/my run")))
+    z = "--zone=us-central2-b"
+    assert script == f"""\
+#!/usr/bin/env bash
+set -euo pipefail
+# create v4-32 (16 chips, 4 hosts, on-demand) unless it exists
+gcloud compute tpus tpu-vm describe rl '--format=value(state)' {z} >/dev/null 2>&1 || gcloud compute tpus tpu-vm create rl --accelerator-type=v4-32 --version=tpu-ubuntu2204-base {z}
+# pack the committed checkout (HEAD) to copy to every host
+git -C /src/rltpu archive --format=tar.gz --prefix=rltpu/ --output=/tmp/rltpu-rl.tar.gz HEAD
+# make this cluster's Ray auth token at ~/.config/rltpu/rl.ray-token (mode 600) unless it exists
+bash -c 'umask 077; mkdir -p "$(dirname ~/.config/rltpu/rl.ray-token)"; test -s ~/.config/rltpu/rl.ray-token || python3 -c '"'"'import secrets; print(secrets.token_hex(32))'"'"' > ~/.config/rltpu/rl.ray-token'
+# copy the checkout to every TPU host
+gcloud compute tpus tpu-vm scp /tmp/rltpu-rl.tar.gz rl:rltpu.tar.gz --worker=all {z}
+# install rltpu and jax[tpu] on every TPU host (Python 3.12, ~/rltpu-venv)
+gcloud compute tpus tpu-vm ssh rl --worker=all "--command={INSTALL_REMOTE}'jax[tpu]' -e ~/rltpu" {z}
+# copy the Ray auth token to every TPU host
+gcloud compute tpus tpu-vm scp ~/.config/rltpu/rl.ray-token rl:.ray/auth_token --worker=all {z}
+# copy the checkout to CPU host actors-1
+gcloud compute scp /tmp/rltpu-rl.tar.gz actors-1:rltpu.tar.gz {z}
+# install rltpu (CPU JAX) on actors-1
+gcloud compute ssh actors-1 {z} '--command={INSTALL_REMOTE}-e ~/rltpu'
+# copy the Ray auth token to actors-1
+gcloud compute scp ~/.config/rltpu/rl.ray-token actors-1:.ray/auth_token {z}
+# start the Ray head on worker 0 (token auth, dashboard on 127.0.0.1 only)
+gcloud compute tpus tpu-vm ssh rl --worker=0 {HEAD} {z}
+# look up worker 0's internal address (the Ray head)
+HEAD_IP=$(gcloud compute tpus tpu-vm describe rl '--format=value(networkEndpoints[0].ipAddress)' {z})
+# join TPU workers 1,2,3 to the head
+gcloud compute tpus tpu-vm ssh rl --worker=1,2,3 {JOIN} {z}
+# join CPU host actors-1 to the head (rollout actors only)
+gcloud compute ssh actors-1 {z} {JOIN}
+# start training on worker 0 (output: ~/rltpu-train.log there; see the logs command)
+gcloud compute tpus tpu-vm ssh rl --worker=0 "--command=cd ~/rltpu && RAY_AUTH_MODE=token RAY_ADDRESS=auto nohup setsid ~/rltpu-venv/bin/rltpu train --env Acrobot-v1 --run-dir 'runs/my run' > ~/rltpu-train.log 2>&1 < /dev/null &" {z}
+"""
+
+
+def test_tunnel_logs_fetch_and_status_commands():
+    cfg = tpu.LaunchConfig(name="rl", accelerator_type="v5litepod-16")
+    z = "--zone=us-west4-a"
+    assert [tpu.render_argv(s.argv) for s in tpu.plan("tunnel", cfg)] == [
+        f"gcloud compute tpus tpu-vm ssh rl --worker=0 {z} -- -N "
+        "-L 8265:localhost:8265 -L 6006:localhost:6006"]
+    assert [tpu.render_argv(s.argv) for s in tpu.plan("logs", cfg)] == [
+        "gcloud compute tpus tpu-vm ssh rl --worker=0 "
+        f"'--command=tail -n 200 -f ~/rltpu-train.log' {z}"]
+    assert [tpu.render_argv(s.argv) for s in tpu.plan("fetch", cfg)] == [
+        f"gcloud compute tpus tpu-vm scp --recurse rl:rltpu/runs runs-rl --worker=0 {z}"]
+    assert [tpu.render_argv(s.argv) for s in tpu.plan("status", cfg)] == [
+        f"gcloud compute tpus tpu-vm describe rl '--format=value(state)' {z}"]
+
+
+@pytest.mark.parametrize("accelerator_type", ["v4-32", "v5litepod-1", "v5litepod-16"])
+@pytest.mark.parametrize("dashboard", [True, False])
+def test_ray_token_auth_everywhere_and_no_public_dashboard(accelerator_type, dashboard, tmp_path):
+    token_file = tmp_path / "token"
+    token_file.write_text("f00dfeedcafe4242\n")
+    cfg = tpu.LaunchConfig(name="rl", accelerator_type=accelerator_type,
+                           cpu_hosts=("cpu-a", "cpu-b"), token_file=str(token_file),
+                           dashboard=dashboard)
+    steps = tpu.plan("up", cfg, ("--env", "CartPole-v1"))
+    script = tpu.render(steps)
+    ray_lines = [line for line in script.splitlines() if "/bin/ray start" in line]
+    starts = [part for line in ray_lines for part in line.split("; ") if "ray start" in part]
+    # the head, one line for the other TPU hosts of a pod, one per CPU host
+    assert len(ray_lines) == 1 + (tpu.parse_accelerator_type(accelerator_type).hosts > 1) + 2
+    assert all(part.startswith("RAY_AUTH_MODE=token ") for part in starts), starts
+    assert sum("--head" in part for part in starts) == 1
+    head = next(part for part in starts if "--head" in part)
+    assert "--dashboard-host=127.0.0.1" in head
+    assert ("--include-dashboard=false" in head) == (not dashboard)
+    assert "0.0.0.0" not in script and "--dashboard-host=" not in script.replace(
+        "--dashboard-host=127.0.0.1", "")
+    assert "RAY_AUTH_MODE=token RAY_ADDRESS=auto" in script  # the driver authenticates too
+    assert "f00dfeedcafe4242" not in script, "the token itself must never be printed"
+    copies = [s for s in steps if any(a.endswith(":.ray/auth_token") for a in s.argv)]
+    assert len(copies) == 1 + 2  # every TPU host at once (--worker=all), each CPU host
+
+
+# --- dry run and real run do the same ------------------------------------------------------
+
+FAKE_TOOL = """#!{python}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(json.dumps([os.path.basename(sys.argv[0])] + args) + "\\n")
+if "--format=value(state)" in args:  # does the TPU exist?
+    sys.exit(0 if os.environ.get("FAKE_TPU_EXISTS") else 1)
+if "--format=value(networkEndpoints[0].ipAddress)" in args:
+    print("10.164.0.7")
+if "--format=value(state.state)" in args:
+    print("ACTIVE")
+"""
+
+
+class FakePath:
+    """A bin folder whose gcloud and git only log their argv (one JSON list a line)."""
+
+    def __init__(self, root):
+        self.bin, self.log = root / "fakebin", root / "calls.jsonl"
+        self.bin.mkdir()
+        for tool in ("gcloud", "git"):
+            path = self.bin / tool
+            path.write_text(FAKE_TOOL.format(python=sys.executable))
+            path.chmod(0o755)
+
+    def env(self, **extra):
+        return {**os.environ, "PATH": f"{self.bin}{os.pathsep}{os.environ['PATH']}",
+                "FAKE_LOG": str(self.log), **extra}
+
+    def calls(self):
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def reset(self):
+        if self.log.exists():
+            self.log.unlink()
+
+
+@pytest.fixture
+def fake_path(tmp_path):
+    return FakePath(tmp_path)
+
+
+def launcher(argv, fake, **env):
+    return subprocess.run([sys.executable, "-m", "launch.tpu", *argv], cwd=REPO,
+                          env=fake.env(**env), capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("exists", [False, True], ids=["new", "reused"])
+def test_dry_run_script_and_real_run_make_the_same_calls(exists, fake_path, tmp_path):
+    """The printed script, run by bash, and the launcher's own run issue the same gcloud and
+    git calls (quoting survives bash), with worker 0's address filled in, and reuse an
+    existing TPU instead of creating one."""
+    flags = ["up", "--name", "rl", "--accelerator-type", "v5litepod-16", "--spot", "--queued",
+             "--cpu-hosts", "cpu-a", "--token-file", str(tmp_path / "tok"), "--source", "/src/x",
+             "--", "--env", "CartPole-v1", "--run-dir", "runs/a b"]
+    extra = {"FAKE_TPU_EXISTS": "1"} if exists else {}
+    dry = launcher([*flags[:flags.index("--")], "--dry-run", *flags[flags.index("--"):]], fake_path)
+    assert dry.returncode == 0, dry.stderr
+    assert not fake_path.calls()
+    script = tmp_path / "up.sh"
+    script.write_text(dry.stdout)
+    by_bash = subprocess.run(["bash", str(script)], env=fake_path.env(**extra), capture_output=True,
+                             text=True, timeout=60)
+    assert by_bash.returncode == 0, by_bash.stderr
+    bash_calls = fake_path.calls()
+    token = (tmp_path / "tok").read_text()
+    assert len(token.strip()) == 64 and oct((tmp_path / "tok").stat().st_mode & 0o777) == "0o600"
+
+    fake_path.reset()
+    (tmp_path / "tok").unlink()
+    real = launcher(flags, fake_path, **extra)
+    assert real.returncode == 0, real.stderr + real.stdout
+    assert fake_path.calls() == bash_calls
+    assert (tmp_path / "tok").read_text() != token  # a fresh token for a fresh cluster
+
+    creates = [c for c in bash_calls
+               if c[:5] == ["gcloud", "compute", "tpus", "queued-resources", "create"]]
+    assert len(creates) == (0 if exists else 1)
+    joins = [c for c in bash_calls if any("--address=" in a for a in c)]
+    assert [c[:4] for c in joins] == [["gcloud", "compute", "tpus", "tpu-vm"],
+                                      ["gcloud", "compute", "ssh", "cpu-a"]]
+    assert all(any(a.endswith("--address=10.164.0.7:6379") for a in c) for c in joins)
+    train = bash_calls[-1]
+    assert train[:7] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "rl", "--worker=0"]
+    assert train[7].endswith("rltpu train --env CartPole-v1 --run-dir 'runs/a b' > "
+                             "~/rltpu-train.log 2>&1 < /dev/null &")
+
+
+# --- the ray up cluster config -------------------------------------------------------------
+
+def test_ray_up_cluster_yaml():
+    with open(CLUSTER_YAML) as f:
+        config = yaml.safe_load(f)
+    assert config["provider"]["type"] == "gcp"
+    nodes = config["available_node_types"]
+    head = nodes[config["head_node_type"]]
+    assert "machineType" in head["node_config"]  # Ray cannot make a TPU the head
+    tpu_node = nodes["ray_tpu"]["node_config"]
+    s = tpu.parse_accelerator_type(tpu_node["acceleratorType"])
+    assert (s.accelerator_type, s.hosts) == ("v5litepod-16", 4)
+    assert tpu_node["runtimeVersion"] == s.generation.runtime_version
+    assert config["provider"]["availability_zone"] == s.generation.zone
+    assert config["provider"]["region"] == s.generation.zone.rsplit("-", 1)[0]
+    assert nodes["ray_tpu"]["resources"] == {"TPU": tpu.CHIPS_PER_MULTI_HOST_VM}
+    assert nodes["ray_tpu"]["min_workers"] == nodes["ray_tpu"]["max_workers"] == 1
+    assert any("'jax[tpu]'" in c for c in nodes["ray_tpu"]["worker_setup_commands"])
+    assert nodes["ray_cpu"]["min_workers"] == 0  # CPU-only actor hosts are optional
+
+    # token auth on every ray start; the token file travels to every node; no public dashboard
+    assert config["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    starts = [c for c in config["head_start_ray_commands"] + config["worker_start_ray_commands"]
+              if " start " in c]
+    assert len(starts) == 2 and all(c.startswith("RAY_AUTH_MODE=token ") for c in starts)
+    head_start = next(c for c in starts if "--head" in c)
+    assert "--dashboard-host=127.0.0.1" in head_start
+    assert "0.0.0.0" not in open(CLUSTER_YAML).read()
+    assert any("constraints.txt" in c and "-e ~/rltpu" in c for c in config["setup_commands"])
+    assert ".venv" in config["rsync_exclude"]
+
+
+def test_ray_up_cluster_yaml_passes_rays_own_schema():
+    """Ray's cluster-launcher schema rejects unknown or misplaced keys."""
+    from ray.autoscaler._private.util import prepare_config, validate_config
+    with open(CLUSTER_YAML) as f:
+        config = yaml.safe_load(f)
+    validate_config(prepare_config(copy.deepcopy(config)))
+    config["available_node_types"]["ray_tpu"]["acceleratorTyp"] = "v4-8"  # a typo must fail
+    with pytest.raises(Exception, match="acceleratorTyp"):
+        validate_config(prepare_config(config))
