@@ -1,7 +1,9 @@
 """``train``: envs -> actors -> trajectory queue -> learner -> versioned params -> actors.
 
 This is the driver of a single-host run; the driver process is the learner. Everything
-is checked (``validate``) before Ray starts, so a bad setting costs nothing.
+is checked (``validate``) before Ray starts, so a bad setting costs nothing. Checkpoints,
+resume, stop signals and actor faults are handled by ``rltpu.checkpoint``,
+``rltpu.faults`` and ``rltpu.validation``; this loop only calls them.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import concurrent.futures
 import dataclasses
 import datetime
 import os
+import sys
 import time
 from typing import Any
 
@@ -16,15 +19,17 @@ import numpy as np
 import ray
 
 import envs
-from rltpu import devices
+from rltpu import checkpoint, devices
 from rltpu.actor import RayRolloutActor
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
+from rltpu.faults import ActorSupervisor, StopRequest
 from rltpu.learner import Learner, stack_unrolls
 from rltpu.metrics import (EpisodeWindow, MemoryMonitor, MetricsWriter, process_start_time,
                            write_json)
 from rltpu.transport import ParamStore, UnrollQueue
 from rltpu.types import EnvSpec
+from rltpu.validation import NonFiniteGuard, UnrollValidator, unroll_example
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,8 +41,10 @@ class Plan:
     run_dir: str
 
 
-def validate(agent: Agent, agent_config: Any, run: RunConfig) -> Plan:
+def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = False) -> Plan:
     """Checks the settings against the env, the agent and the devices; starts nothing.
+
+    With ``resume`` the run directory must exist (the run continues there).
 
     Raises:
       ValueError: naming the bad value and what would be valid.
@@ -54,9 +61,14 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig) -> Plan:
                          f"learner devices; use a multiple of {num_devices}")
     if run.run_dir is not None:
         run_dir = run.run_dir
-        if os.path.exists(run_dir):
+        if resume:
+            if not os.path.isdir(run_dir):
+                raise ValueError(f"--resume {run_dir}: no such run directory")
+        elif os.path.exists(run_dir):
             raise ValueError(f"--run-dir {run_dir} already exists; runs are never overwritten, "
                              "pass a new path")
+    elif resume:
+        raise ValueError("resuming needs the run directory")
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = os.path.join("runs", f"{agent.name}-{run.env.replace('/', '_').replace(':', '_')}-{stamp}")
@@ -79,16 +91,25 @@ def _start_ray(num_actors: int) -> bool:
     return True
 
 
-def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) -> dict:
+def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
+          resume: checkpoint.Restored | None = None) -> dict:
     """Trains ``agent`` with rollout actors on Ray and a learner on this process's devices.
 
     Stops when the mean return of the last 20 finished training episodes reaches
-    ``run.target_return`` or after ``run.total_env_steps``. Writes ``summary.json`` and
-    ``metrics.jsonl`` to the run directory and returns the summary.
+    ``run.target_return``, after ``run.total_env_steps``, or on SIGTERM/SIGINT (after the
+    current update; ``summary["stopped_by"]`` names the signal). Writes ``summary.json`` and
+    ``metrics.jsonl`` (appended to on resume) to the run directory, checkpoints to
+    ``RUN_DIR/checkpoints`` (always one at the end), and returns the summary.
+
+    Args:
+      resume: a checkpoint of ``run.run_dir`` (``checkpoint.restore``) to continue from.
     """
     t_start = process_start_time()
-    plan = validate(agent, agent_config, run)
-    os.makedirs(plan.run_dir)
+    plan = validate(agent, agent_config, run, resume=resume is not None)
+    if resume is None:
+        os.makedirs(plan.run_dir)
+    else:
+        checkpoint.set_aside(plan.run_dir, resume)
     write_json(os.path.join(plan.run_dir, "config.json"),
                {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)})
     # The learner initialises and compiles its update while Ray and the actors start:
@@ -99,34 +120,71 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) 
                               run.unroll_length, run.batch_size)
         started_ray = _start_ray(run.num_actors)
         try:
-            return _train(agent, agent_config, run, plan, learner, t_start, quiet)
+            # After ray.init, which installs a SIGTERM handler of its own.
+            with StopRequest() as stop:
+                return _train(agent, agent_config, run, plan, learner, t_start, quiet,
+                              resume, stop)
         finally:
             if started_ray:
                 ray.shutdown()
 
 
 def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_start: float,
-           quiet: bool) -> dict:
-    actors = [RayRolloutActor.remote(i, agent, agent_config, run.env, run.envs_per_actor,
-                                     run.unroll_length, run.seed * 10_000 + 1000 * (i + 1))
+           quiet: bool, resume: checkpoint.Restored | None, stop: StopRequest) -> dict:
+    resumed = {} if resume is None else resume.counters
+    # A resumed run's actors get new seeds, so they do not replay the envs of the first leg.
+    seed_offset = 0 if resume is None else resume.step
+    actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
+    actors = [actor_class.remote(i, agent, agent_config, run.env, run.envs_per_actor,
+                                 run.unroll_length,
+                                 run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset)
               for i in range(run.num_actors)]
     pids = [a.pid.remote() for a in actors]  # answered once each actor is up
     learner = learner_future.result()
+    if resume is not None:
+        learner.restore(resume.state, resume.step)
+        print(f"rltpu: resumed from {resume.path} (update {resume.step:,}, "
+              f"{resumed.get('env_steps', 0):,} env steps; params sha256 "
+              f"{checkpoint.params_digest(learner.state.params)})", file=sys.stderr, flush=True)
     params = ParamStore()
     params.publish(learner.version, learner.host_params())
-    queue = UnrollQueue(actors, params, run.max_in_flight)
     memory = MemoryMonitor(ray.get(pids))
+    supervisor = ActorSupervisor(actors, run.max_actor_restarts,
+                                 on_restart=lambda pid: memory.add([pid]))
+    queue = UnrollQueue(actors, params, run.max_in_flight, supervisor)
+    validator = UnrollValidator(unroll_example(learner.example, run.envs_per_actor))
+    nonfinite = NonFiniteGuard(run.max_nonfinite_updates)
+    checkpoints = checkpoint.Checkpointer(
+        plan.run_dir, run, {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)})
     writer = MetricsWriter(plan.run_dir, quiet)
     episodes = EpisodeWindow(20)
+    episodes.returns.extend(resumed.get("recent_returns", []))
+    episodes.count = resumed.get("episodes", 0)
 
-    env_steps = samples = 0
+    def faults() -> dict:
+        """Fault counts of the whole run, earlier legs of a resumed run included."""
+        now = {"actor_restarts": supervisor.total_restarts, "dropped_unrolls": queue.dropped,
+               "rejected_unrolls": validator.rejected, "skipped_updates": nonfinite.skipped}
+        return {k: v + resumed.get(k, 0) for k, v in now.items()}
+
+    def counters() -> dict:
+        return {"learner_updates": learner.version, "env_steps": env_steps,
+                "episodes": episodes.count, "recent_returns": list(episodes.returns),
+                "samples": samples, **faults()}
+
+    env_steps = resumed.get("env_steps", 0)
+    samples = resumed.get("samples", 0)
+    start_env_steps, start_samples, start_version = env_steps, samples, learner.version
     lags, acting_s, acting_steps = [], 0.0, 0
     time_to_target = None
     last_log = t_train = time.time()
     interval_steps, interval_lags = 0, []
 
     def next_batch():
-        unrolls = queue.get(run.unrolls_per_batch)
+        unrolls = []
+        while len(unrolls) < run.unrolls_per_batch:
+            unrolls += validator.accept(queue.get(run.unrolls_per_batch - len(unrolls)),
+                                        params.version)
         return unrolls, learner.put(stack_unrolls(unrolls))
 
     unrolls, batch = next_batch()
@@ -137,9 +195,15 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
         metrics = learner.update(batch)
         consumed = unrolls
         done_by_steps = env_steps + sum(u.env_steps for u in consumed) >= run.total_env_steps
-        if not done_by_steps:
+        stopping = stop.requested
+        if not (done_by_steps or stopping):
             unrolls, batch = next_batch()  # overlaps with the update running on the devices
         metrics = devices.to_host(metrics)
+        try:
+            nonfinite.record(bool(metrics.pop("update_skipped")), learner.version)
+        except Exception:
+            checkpoints.wait()  # the last good checkpoint is complete on disk
+            raise
         if learner.version % run.publish_every == 0:
             params.publish(learner.version, learner.host_params())
 
@@ -156,6 +220,8 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
                    and episodes.mean >= run.target_return)
         if reached and time_to_target is None:
             time_to_target = time.time() - t_start
+        if checkpoints.due(learner.version):
+            checkpoints.save(learner.version, learner.state, counters(), episodes.mean)
         now = time.time()
         if now - last_log >= run.log_every_s or reached or done_by_steps:
             writer.write({"time_s": now - t_start, "env_steps": env_steps,
@@ -163,12 +229,16 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
                           "mean_return": episodes.mean, "episodes": episodes.count,
                           "policy_lag": float(np.mean(interval_lags)),
                           "learner_updates": learner.version, "rss_mb": memory.sample(),
-                          **{k: float(v) for k, v in metrics.items()}})
+                          **faults(), **{k: float(v) for k, v in metrics.items()}})
             last_log, interval_steps, interval_lags = now, 0, []
-        if reached or done_by_steps:
+        if reached or done_by_steps or stopping:
             break
 
     t_end = time.time()
+    # The final checkpoint: written completely before the actors stop and the process exits.
+    checkpoints.save(learner.version, learner.state, counters(), episodes.mean)
+    checkpoints.wait()
+    checkpoints.close()
     memory.sample()
     for actor in actors:
         ray.kill(actor)
@@ -181,10 +251,15 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
         "env_steps": env_steps, "wall_s": t_end - t_start, "startup_s": startup_s,
         "time_to_target_s": time_to_target, "target_return": run.target_return,
         "final_return": episodes.mean, "episodes": episodes.count,
-        "env_sps": env_steps / train_s, "actor_sps": acting_steps / max(acting_s, 1e-9),
-        "learner_updates": learner.version, "learner_samples_per_s": samples / train_s,
+        "env_sps": (env_steps - start_env_steps) / train_s,
+        "actor_sps": acting_steps / max(acting_s, 1e-9),
+        "learner_updates": learner.version,
+        "learner_samples_per_s": (samples - start_samples) / train_s,
         "mean_policy_lag": float(np.mean(lags)), "peak_rss_mb": memory.peak_mb,
-        "run_dir": plan.run_dir,
+        "run_dir": plan.run_dir, **faults(),
+        "resumed_from_update": None if resume is None else start_version,
+        "stopped_by": stop.signal_name,
+        "checkpoint": os.path.join(checkpoint.checkpoint_dir(plan.run_dir), str(checkpoints.last_step)),
     }
     write_json(os.path.join(plan.run_dir, "summary.json"), summary)
     return summary

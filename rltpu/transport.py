@@ -6,9 +6,14 @@ most ``max_in_flight`` unroll requests outstanding, so when the learner stops co
 the actors stop acting (backpressure) and the object store holds at most
 ``num_actors * max_in_flight`` trajectories. Trajectories stay in the object store as
 ObjectRefs until the learner takes them; the driver never re-sends them.
+
+A request whose actor died or whose env raised is counted (``dropped``) and its
+trajectory, lost or half-made, never reaches the learner; with a supervisor (see
+``rltpu.faults.ActorSupervisor``) the actor is restarted and asked again once it is back.
 """
 from __future__ import annotations
 
+import collections
 from typing import Sequence
 
 import ray
@@ -44,17 +49,24 @@ class UnrollQueue:
     a request outstanding (``max_in_flight >= 2`` keeps one queued behind the running one).
     """
 
-    def __init__(self, actors: Sequence, params: ParamStore, max_in_flight: int = 2):
+    def __init__(self, actors: Sequence, params: ParamStore, max_in_flight: int = 2,
+                 supervisor=None):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self._actors = list(actors)
         self._params = params
+        self._supervisor = supervisor
         self._pending: dict = {}  # ObjectRef -> actor index
+        self._owed: collections.Counter = collections.Counter()  # requests held while restarting
+        self.dropped = 0
         for index in range(len(self._actors)):
             for _ in range(max_in_flight):
                 self._request(index)
 
     def _request(self, index: int) -> None:
+        if self._supervisor is not None and not self._supervisor.in_service(index):
+            self._owed[index] += 1
+            return
         version, box = self._params.latest()
         self._pending[self._actors[index].unroll.remote(version, box)] = index
 
@@ -63,13 +75,34 @@ class UnrollQueue:
         return len(self._pending)
 
     def get(self, num_unrolls: int) -> list[Unroll]:
-        """Blocks until ``num_unrolls`` unrolls are ready; asks their actors for the next."""
-        ready: list = []
-        while len(ready) < num_unrolls:
-            done, _ = ray.wait(list(self._pending), num_returns=num_unrolls - len(ready),
-                               fetch_local=True)
-            ready.extend(done)
-        unrolls = ray.get(ready)
-        for ref in ready:
-            self._request(self._pending.pop(ref))
+        """Blocks until ``num_unrolls`` unrolls are ready; asks their actors for the next.
+
+        Raises:
+          ray.exceptions.RayError: a request failed and there is no supervisor.
+          RuntimeError: every actor is out of restarts.
+        """
+        unrolls: list[Unroll] = []
+        while len(unrolls) < num_unrolls:
+            if self._supervisor is not None:
+                # Actors back from a restart get the requests they missed.
+                for index in self._supervisor.poll(timeout=0 if self._pending else 1.0):
+                    for _ in range(self._owed.pop(index, 0)):
+                        self._request(index)
+                if not self._supervisor.any_left:
+                    raise RuntimeError("every rollout actor failed more often than "
+                                       "--max-actor-restarts allows; see the lines above")
+                if not self._pending:
+                    continue
+            done, _ = ray.wait(list(self._pending), fetch_local=True, timeout=1.0,
+                               num_returns=min(num_unrolls - len(unrolls), len(self._pending)))
+            for ref in done:
+                index = self._pending.pop(ref)
+                try:
+                    unrolls.append(ray.get(ref))
+                except ray.exceptions.RayError as error:
+                    if self._supervisor is None:
+                        raise
+                    self.dropped += 1
+                    self._supervisor.failed(index, error)
+                self._request(index)
         return unrolls
