@@ -97,8 +97,10 @@ class ActorSupervisor:
                 continue
             try:
                 pid = ray.get(ref)
-            except ray.exceptions.ActorUnavailableError:
-                self._probes[index] = self._actors[index].pid.remote()  # still restarting
+            except ray.exceptions.ActorUnavailableError as e:
+                # It died again while starting (say, killed once more): Ray restarts it again.
+                del self._probes[index]
+                self.failed(index, e)
                 continue
             except ray.exceptions.RayError as e:
                 _log(f"actor {index} could not be restarted ({describe_failure(e)}); "
