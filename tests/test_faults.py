@@ -157,11 +157,14 @@ def test_sporadic_nan_losses_and_bad_unrolls_are_counted_and_the_run_goes_on(tmp
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["rejected_unrolls"] == 2  # each actor's first unroll
+    # each actor's first unroll (a NaN reward) and second (that episode's return is NaN)
+    assert summary["rejected_unrolls"] == 4
+    assert err.count("reward has non-finite values") == 2
+    assert err.count("episode_returns has non-finite values") == 2
     skipped = len(re.findall(r"update \d+ skipped: non-finite", err))
     assert 0 < skipped == summary["skipped_updates"] < summary["learner_updates"]
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["skipped_updates"] == skipped and rows[-1]["rejected_unrolls"] == 2
+    assert rows[-1]["skipped_updates"] == skipped and rows[-1]["rejected_unrolls"] == 4
     assert summary["actor_restarts"] == 0 and summary["dropped_unrolls"] == 0
 
 
