@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import numpy as np
+import psutil
 import ray
 
 import envs
@@ -148,9 +149,17 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
               f"{checkpoint.params_digest(learner.state.params)})", file=sys.stderr, flush=True)
     params = ParamStore()
     params.publish(learner.version, learner.host_params())
-    memory = MemoryMonitor(ray.get(pids))
-    supervisor = ActorSupervisor(actors, run.max_actor_restarts,
-                                 on_restart=lambda pid: memory.add([pid]))
+    memory = MemoryMonitor()
+
+    def watch(pid_ref) -> None:
+        try:
+            memory.add([ray.get(pid_ref) if isinstance(pid_ref, ray.ObjectRef) else pid_ref])
+        except (ray.exceptions.RayError, psutil.Error):
+            pass  # the actor died already; the supervisor restarts it and watches the new one
+
+    for pid in pids:
+        watch(pid)
+    supervisor = ActorSupervisor(actors, run.max_actor_restarts, on_restart=watch)
     queue = UnrollQueue(actors, params, run.max_in_flight, supervisor)
     validator = UnrollValidator(unroll_example(learner.example, run.envs_per_actor))
     nonfinite = NonFiniteGuard(run.max_nonfinite_updates)

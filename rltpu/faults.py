@@ -36,7 +36,9 @@ class ActorSupervisor:
     ``no_restart=False``, so Ray builds a fresh one with a fresh env; a process that died
     is restarted by Ray on its own (actors are created with ``max_restarts``). Each failure
     counts once however many of the actor's requests it took with it: the actor is out of
-    service from the first failed request until it answers a ``pid`` probe.
+    service from the first failed request until it answers a ``pid`` probe. (A process that
+    dies again while Ray is still starting it is not seen here; Ray still counts it against
+    ``max_restarts``, and a probe that finds the actor gone for good retires it.)
 
     Args:
       actors: the Ray actor handles, indexed like the trajectory queue's.
@@ -97,10 +99,8 @@ class ActorSupervisor:
                 continue
             try:
                 pid = ray.get(ref)
-            except ray.exceptions.ActorUnavailableError as e:
-                # It died again while starting (say, killed once more): Ray restarts it again.
-                del self._probes[index]
-                self.failed(index, e)
+            except ray.exceptions.ActorUnavailableError:
+                self._probes[index] = self._actors[index].pid.remote()  # still restarting
                 continue
             except ray.exceptions.RayError as e:
                 _log(f"actor {index} could not be restarted ({describe_failure(e)}); "

@@ -187,11 +187,12 @@ def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray
     kills, stop = [], threading.Event()
 
     def killer():
-        # Every 3 s, SIGKILL a rollout actor that has been up for at least 3 s.
+        # Every 3 s, SIGKILL a rollout actor that has been up for 12 s (so it is acting, not
+        # starting: a process killed while Ray starts it is never seen by the learner).
         while not stop.wait(3.0):
             try:
                 ready = [p for p in rollout_actor_pids(proc.pid)
-                         if time.time() - p.create_time() > 3]
+                         if time.time() - p.create_time() > 12]
                 if ready:
                     victim = random.choice(ready)
                     victim.send_signal(signal.SIGKILL)
@@ -213,10 +214,14 @@ def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray
     assert summary["final_return"] >= 475
     restarts = re.findall(r"rltpu: actor (\d) (env raised|died) .*; Ray restarts it", err)
     crashes = [r for r in restarts if r[1] == "env raised"]
+    deaths = [r for r in restarts if r[1] == "died"]
     assert len(kills) >= 3, "the killer did not get to kill"
-    assert summary["actor_restarts"] == len(restarts) >= len(kills) + len(crashes) - 1
+    assert summary["actor_restarts"] == len(restarts)
+    # each kill is seen and counted once (one may land as the run ends, unseen)
+    assert len(kills) - 1 <= len(deaths) <= len(kills)
+    assert all("EnvCrashed: the simulator crashed" in line
+               for line in err.splitlines() if "env raised" in line)
     assert summary["dropped_unrolls"] >= summary["actor_restarts"]
-    assert "env raised EnvCrashed: the simulator crashed" in err or not crashes
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["actor_restarts"] == summary["actor_restarts"]
     assert [r["actor_restarts"] for r in rows] == sorted(r["actor_restarts"] for r in rows)
