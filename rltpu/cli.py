@@ -151,11 +151,50 @@ def _resumed(saved: dict, given: dict, agent, run_dir: str) -> dict:
     return {**agent_values, **run_values}
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def eval_main(argv: list[str]) -> int:
+    import agents
+    from rltpu import evaluate
+
+    parser = _Parser(prog="rltpu eval", description="Mean return of greedy episodes played with "
+                     "a run's checkpoint.")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--checkpoint", type=int, metavar="STEP", default=None,
+                        help="the checkpoint (its update count) to use (default: the newest "
+                        "complete one)")
+    parser.add_argument("--episodes", type=_positive_int, default=10, help="episodes to play")
+    parser.add_argument("--seed", type=int, default=12345, help="episode i resets with seed+i")
+    parser.add_argument("--video", action="store_true", help="record every episode to "
+                        "RUN_DIR/videos/checkpoint-STEP/*.mp4 (needs moviepy: "
+                        "pip install 'rltpu[video]')")
+    args = parser.parse_args(argv)
+    if args.video:
+        if not evaluate.video_available():
+            return _fail("--video needs moviepy, which is not installed; "
+                         "pip install 'rltpu[video]' (or moviepy)")
+        # Render off-screen: pygame needs no display (and complains without one).
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    try:
+        agent, agent_config, saved = evaluate.load_run(args.run_dir, agents.get)
+        report = evaluate.evaluate(agent, agent_config, saved["run"]["env"], args.run_dir,
+                                   args.checkpoint, args.episodes, args.video, args.seed)
+    except ValueError as e:
+        return _fail(str(e).replace("--resume ", "", 1))
+    print(json.dumps(report))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"train": train_main}
+    commands = {"train": train_main, "eval": eval_main}
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: rltpu {train} [flags]   (rltpu train --help for the flags)")
+        print("usage: rltpu {train,eval} [flags]   (rltpu train --help, rltpu eval --help)")
         return 0 if argv else USAGE_ERROR
     if argv[0] not in commands:
         return _fail(f"unknown command {argv[0]!r}; valid: {', '.join(commands)}")
