@@ -50,6 +50,9 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = Fal
     Raises:
       ValueError: naming the bad value and what would be valid.
     """
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
+        raise ValueError("RAY_AUTH_MODE=disabled: rltpu runs Ray only with token authentication "
+                         "(anyone who can reach a Ray cluster can run code on it); unset it")
     spec = envs.make_spec(run.env)
     agent.check_spec(spec)
     available = devices.device_count()

@@ -106,3 +106,15 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(args, message, runs, t
     assert not (tmp_path / "ray").exists(), "Ray was started"
     assert not (tmp_path / "runs").exists(), "a run directory was made"
     assert snapshot(runs) == before, "a run directory or checkpoint was changed"
+
+
+def test_ray_without_token_authentication_is_refused(tmp_path):
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(tmp_path / "ray"),
+           "RAY_AUTH_MODE": "disabled"}
+    result = subprocess.run([sys.executable, "-m", "rltpu.cli", "train"], env=env,
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "rltpu: error: RAY_AUTH_MODE=disabled: rltpu runs Ray only with token authentication "
+        "(anyone who can reach a Ray cluster can run code on it); unset it")
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "runs").exists()
