@@ -80,3 +80,12 @@ class NaNRewardEnv(CountingEnv):
     def step(self, action):
         observation, reward, terminated, truncated, info = super().step(action)
         return observation, (np.nan if (self._t, self._episode) == (7, 0) else reward), terminated, truncated, info
+
+
+class CrashingEnv(CountingEnv):
+    """A CountingEnv that raises ``EnvCrashed`` on the 3rd step of every episode."""
+
+    def step(self, action):
+        if self._t == 2:
+            raise EnvCrashed("the simulator crashed on step 3 (envs.fake.CrashingEnv)")
+        return super().step(action)

@@ -122,13 +122,15 @@ def train_main(argv: list[str]) -> int:
             restored = checkpoint.restore(run.run_dir, agent.build(plan.spec, agent_config).init)
     except ValueError as e:
         return _fail(str(e))
+    from rltpu.faults import ActorsExhaustedError
     from rltpu.validation import NonFiniteUpdatesError
     try:
         summary = train(agent, agent_config, run, quiet=quiet, resume=restored)
-    except NonFiniteUpdatesError as e:
-        last = checkpoint.list_checkpoints(run.run_dir or "")[0]
+    except (NonFiniteUpdatesError, ActorsExhaustedError) as e:
+        # Every checkpoint is good (a skipped update never changes the state).
+        last = checkpoint.list_checkpoints(plan.run_dir)[0]
         return _fail(f"{e}; the last good checkpoint is "
-                     + (os.path.join(checkpoint.checkpoint_dir(run.run_dir), str(last[0]))
+                     + (os.path.join(checkpoint.checkpoint_dir(plan.run_dir), str(last[0]))
                         if last else "none"), status=1)
     print(json.dumps({k: summary[k] for k in ("run_dir", "env_steps", "time_to_target_s",
                                                 "final_return", "env_sps")}))

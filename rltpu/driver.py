@@ -24,13 +24,14 @@ from rltpu import checkpoint, devices
 from rltpu.actor import RayRolloutActor
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
-from rltpu.faults import ActorSupervisor, StopRequest
+from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest
 from rltpu.learner import Learner, stack_unrolls
 from rltpu.metrics import (EpisodeWindow, MemoryMonitor, MetricsWriter, process_start_time,
                            write_json)
 from rltpu.transport import ParamStore, UnrollQueue
 from rltpu.types import EnvSpec
-from rltpu.validation import NonFiniteGuard, UnrollValidator, unroll_example
+from rltpu.validation import (NonFiniteGuard, NonFiniteUpdatesError, UnrollValidator,
+                              unroll_example)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,9 +195,13 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
 
     def next_batch():
         unrolls = []
-        while len(unrolls) < run.unrolls_per_batch:
-            unrolls += validator.accept(queue.get(run.unrolls_per_batch - len(unrolls)),
-                                        params.version)
+        try:
+            while len(unrolls) < run.unrolls_per_batch:
+                unrolls += validator.accept(queue.get(run.unrolls_per_batch - len(unrolls)),
+                                            params.version)
+        except ActorsExhaustedError:
+            checkpoints.wait()  # the last checkpoint is complete on disk
+            raise
         return unrolls, learner.put(stack_unrolls(unrolls))
 
     unrolls, batch = next_batch()
@@ -213,7 +218,7 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
         metrics = devices.to_host(metrics)
         try:
             nonfinite.record(bool(metrics.pop("update_skipped")), learner.version)
-        except Exception:
+        except NonFiniteUpdatesError:
             checkpoints.wait()  # the last good checkpoint is complete on disk
             raise
         if learner.version % run.publish_every == 0:

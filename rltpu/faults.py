@@ -15,6 +15,10 @@ from typing import Callable, Sequence
 import ray
 
 
+class ActorsExhaustedError(RuntimeError):
+    """Every rollout actor failed more often than it may be restarted."""
+
+
 def _log(message: str) -> None:
     print(f"rltpu: {message}", file=sys.stderr, flush=True)
 
@@ -62,9 +66,12 @@ class ActorSupervisor:
     def in_service(self, index: int) -> bool:
         return index not in self._probes and index not in self.retired
 
-    @property
-    def any_left(self) -> bool:
-        return len(self.retired) < len(self._actors)
+    def check_any_left(self) -> None:
+        """Raises ActorsExhaustedError once every actor is retired."""
+        if len(self.retired) == len(self._actors):
+            raise ActorsExhaustedError(
+                f"every rollout actor failed more than --max-actor-restarts "
+                f"{self._max_restarts} times; the run stopped (see the lines above)")
 
     def failed(self, index: int, error: BaseException) -> None:
         """Handles a failed request of actor ``index``."""

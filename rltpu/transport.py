@@ -79,7 +79,7 @@ class UnrollQueue:
 
         Raises:
           ray.exceptions.RayError: a request failed and there is no supervisor.
-          RuntimeError: every actor is out of restarts.
+          rltpu.faults.ActorsExhaustedError: every actor is out of restarts.
         """
         unrolls: list[Unroll] = []
         while len(unrolls) < num_unrolls:
@@ -88,9 +88,7 @@ class UnrollQueue:
                 for index in self._supervisor.poll(timeout=0 if self._pending else 1.0):
                     for _ in range(self._owed.pop(index, 0)):
                         self._request(index)
-                if not self._supervisor.any_left:
-                    raise RuntimeError("every rollout actor failed more often than "
-                                       "--max-actor-restarts allows; see the lines above")
+                self._supervisor.check_any_left()
                 if not self._pending:
                     continue
             done, _ = ray.wait(list(self._pending), fetch_local=True, timeout=1.0,

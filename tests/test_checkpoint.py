@@ -4,6 +4,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 
 import jax
 import numpy as np
@@ -173,3 +174,21 @@ def test_named_checkpoint(setup, tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="cannot be read"):
         checkpoint.restore(str(run_dir), fns.init, step=2)
     json.loads((run_dir / "checkpoints" / "2" / "counters" / "metadata").read_text())
+
+
+def test_saves_fall_due_by_update_count_and_by_time(setup, tmp_path):
+    _, _, learner, _ = setup
+    run = RunConfig(env=ENV, checkpoint_every_updates=5, checkpoint_every_minutes=None)
+    by_updates = checkpoint.Checkpointer(str(tmp_path / "a"), run, {})
+    assert [s for s in range(1, 16) if by_updates.due(s)] == [5, 10, 15]
+    by_updates.close()
+
+    run = RunConfig(env=ENV, checkpoint_every_minutes=0.005)  # 0.3 s
+    by_time = checkpoint.Checkpointer(str(tmp_path / "b"), run, {})
+    assert not by_time.due(1)
+    time.sleep(0.4)
+    assert by_time.due(2)
+    by_time.save(2, learner.state, {}, None)
+    assert not by_time.due(2) and not by_time.due(3)  # the clock restarts at each save
+    by_time.wait()
+    by_time.close()

@@ -169,6 +169,23 @@ def test_sporadic_nan_losses_and_bad_unrolls_are_counted_and_the_run_goes_on(tmp
     assert "Token authentication is enabled for this Ray cluster" in err  # Ray's default, kept
 
 
+def test_actors_out_of_restarts_stop_the_run_with_one_line(tmp_path, ray_dir):
+    run_dir = tmp_path / "run"
+    proc = train_cli(["--env", "envs.fake:CrashingEnv", "--num-actors", "1", "--envs-per-actor",
+                      "2", "--batch-size", "2", "--max-actor-restarts", "2",
+                      "--run-dir", str(run_dir)], tmp_path, ray_dir)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err[-3000:]
+    assert err.strip().splitlines()[-1] == (
+        "rltpu: error: every rollout actor failed more than --max-actor-restarts 2 times; the run "
+        "stopped (see the lines above); the last good checkpoint is none")
+    assert len(re.findall(r"actor 0 env raised EnvCrashed: the simulator crashed on step 3 "
+                          r"\(envs.fake.CrashingEnv\); Ray restarts it \(restart \d of at most 2\)",
+                          err)) == 2
+    assert "actor 0 env raised EnvCrashed" in err.splitlines()[-2]
+    assert "it has used its 2 restarts, going on without it (0 left)" in err
+
+
 def rollout_actor_pids(root_pid):
     found = []
     for proc in psutil.Process(root_pid).children(recursive=True):

@@ -126,7 +126,8 @@ def test_kill_9_mid_run_then_resume_reaches_target(tmp_path, ray_dir):
 
 
 @pytest.mark.slow
-def test_sigterm_writes_a_final_checkpoint_and_exits_0(tmp_path, ray_dir):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_writes_a_final_checkpoint_and_exits_0(signum, tmp_path, ray_dir):
     (tmp_path / "ray-dir").write_text(ray_dir)
     run_dir = tmp_path / "run"
     proc, log = start(["--run-dir", str(run_dir), "--checkpoint-every-minutes", "none",
@@ -136,16 +137,16 @@ def test_sigterm_writes_a_final_checkpoint_and_exits_0(tmp_path, ray_dir):
         wait_for(lambda: (run_dir / "metrics.jsonl").exists()
                  and len(metrics_rows(run_dir)) >= 2, 400, proc, "training to start")
         assert checkpoint.list_checkpoints(str(run_dir)) == ([], [])  # none due by then
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     output = log.read_text()
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["stopped_by"] == "SIGTERM"
+    assert summary["stopped_by"] == signal.Signals(signum).name
     final = summary["learner_updates"]
-    assert (f"rltpu: stopped by SIGTERM after update {final:,}; checkpoint "
+    assert (f"rltpu: stopped by {signal.Signals(signum).name} after update {final:,}; checkpoint "
             f"{run_dir / 'checkpoints' / str(final)} is complete. "
             f"Resume with: rltpu train --resume {run_dir}") in output
     steps, incomplete = checkpoint.list_checkpoints(str(run_dir))
