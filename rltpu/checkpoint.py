@@ -54,7 +54,7 @@ class Restored(NamedTuple):
     step: int  # learner updates when it was saved (its folder name)
     state: TrainState  # numpy leaves; ``key`` is a typed JAX key again
     counters: dict  # env steps, episodes, fault counts, recent returns, ...
-    config: dict  # {"agent_name", "run", "agent"} as saved
+    config: dict  # {"run", "agent"} as saved
     path: str
     skipped: tuple[str, ...]  # newer checkpoint folders that were incomplete or corrupt
 
@@ -82,18 +82,17 @@ def _template(init: Callable) -> tuple[TrainState, Any]:
     return template, jax.random.key_impl(key)
 
 
-def _manager(run_dir: str, run: RunConfig | None = None, read_only: bool = False):
-    if read_only:
-        options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    else:
-        policies = [ocp.checkpoint_managers.LatestN(run.keep_checkpoints)]
-        if run.keep_best:
-            policies.append(ocp.checkpoint_managers.BestN(
-                get_metric_fn=lambda m: m["mean_return"], n=1,
-                keep_checkpoints_without_metrics=False))
-        options = ocp.CheckpointManagerOptions(
-            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=True, create=True)
+def _manager(run_dir: str, run: RunConfig) -> ocp.CheckpointManager:
+    """Async saves; keeps the newest ``keep_checkpoints`` and, optionally, the best by mean
+    return. Temporary folders of cut-off saves are left for resume to name and set aside."""
+    policies = [ocp.checkpoint_managers.LatestN(run.keep_checkpoints)]
+    if run.keep_best:
+        policies.append(ocp.checkpoint_managers.BestN(
+            get_metric_fn=lambda m: m["mean_return"], n=1,
+            keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=True, create=True, cleanup_tmp_directories=False)
     return ocp.CheckpointManager(checkpoint_dir(run_dir), options=options,
                                  item_names=("state", "counters", "config"))
 
@@ -252,21 +251,25 @@ def set_aside(run_dir: str, restored: Restored) -> None:
         shutil.move(os.path.join(checkpoint_dir(run_dir), name), destination)
 
 
-def read_run_config(run_dir: str) -> dict:
-    """The run's ``config.json`` (``{"agent_name", "run", "agent"}``).
+def read_run_config(run_dir: str, flag: str = "--resume") -> dict:
+    """The run's ``config.json`` (``{"run", "agent"}``).
+
+    Args:
+      flag: how the user named ``run_dir``, for error messages.
 
     Raises:
       CheckpointError: ``run_dir`` is not a run directory.
     """
     path = os.path.join(run_dir, "config.json")
+    where = f"{flag} {run_dir}".strip()
     if not os.path.isdir(run_dir):
-        raise CheckpointError(f"--resume {run_dir}: no such run directory")
+        raise CheckpointError(f"{where}: no such run directory")
     try:
         with open(path) as f:
             config = json.load(f)
         config["run"], config["agent"]  # noqa: B018 -- both must be there
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"--resume {run_dir}: cannot read its config.json ({e})") from None
+        raise CheckpointError(f"{where}: cannot read its config.json ({e})") from None
     return config
 
 

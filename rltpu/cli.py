@@ -187,7 +187,7 @@ def eval_main(argv: list[str]) -> int:
         report = evaluate.evaluate(agent, agent_config, saved["run"]["env"], args.run_dir,
                                    args.checkpoint, args.episodes, args.video, args.seed)
     except ValueError as e:
-        return _fail(str(e).replace("--resume ", "", 1))
+        return _fail(str(e))
     print(json.dumps(report))
     return 0
 

@@ -142,7 +142,7 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
     actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
     actors = [actor_class.remote(i, agent, agent_config, run.env, run.envs_per_actor,
                                  run.unroll_length,
-                                 run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset)
+                                 (run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31)
               for i in range(run.num_actors)]
     pids = [a.pid.remote() for a in actors]  # answered once each actor is up
     learner = learner_future.result()
@@ -240,7 +240,7 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
         if checkpoints.due(learner.version):
             checkpoints.save(learner.version, learner.state, counters(), episodes.mean)
         now = time.time()
-        if now - last_log >= run.log_every_s or reached or done_by_steps:
+        if now - last_log >= run.log_every_s or reached or done_by_steps or stopping:
             writer.write({"time_s": now - t_start, "env_steps": env_steps,
                           "env_sps": interval_steps / max(now - last_log, 1e-9),
                           "mean_return": episodes.mean, "episodes": episodes.count,

@@ -25,7 +25,7 @@ def video_available() -> bool:
 
 def load_run(run_dir: str, builtin_agents) -> tuple[Agent, Any, dict]:
     """The agent, its config and the run's saved config, from ``RUN_DIR/config.json``."""
-    saved = checkpoint.read_run_config(run_dir)
+    saved = checkpoint.read_run_config(run_dir, flag="")
     agent = builtin_agents(saved["run"]["agent"])
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["agent"].items()}
     return agent, agent.Config(**values), saved
