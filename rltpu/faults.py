@@ -39,10 +39,11 @@ class ActorSupervisor:
     A request that fails with the actor alive (its env raised) gets the actor killed with
     ``no_restart=False``, so Ray builds a fresh one with a fresh env; a process that died
     is restarted by Ray on its own (actors are created with ``max_restarts``). Each failure
-    counts once however many of the actor's requests it took with it: the actor is out of
-    service from the first failed request until it answers a ``pid`` probe. (A process that
-    dies again while Ray is still starting it is not seen here; Ray still counts it against
-    ``max_restarts``, and a probe that finds the actor gone for good retires it.)
+    is handled once however many of the actor's requests it took with it: the actor is out
+    of service from the first failed request until it answers a ``pid`` probe, and requests
+    sent to an earlier incarnation are known by their tag. Restarts are counted by Ray's
+    own record (the GCS actor table), so a process killed again while Ray was still
+    starting it counts too; a probe that finds the actor gone for good retires it.
 
     Args:
       actors: the Ray actor handles, indexed like the trajectory queue's.
@@ -55,13 +56,20 @@ class ActorSupervisor:
         self._actors = list(actors)
         self._max_restarts = max_restarts
         self._on_restart = on_restart
-        self.restarts = [0] * len(self._actors)
+        self._handled = [0] * len(self._actors)  # failures handled per actor
+        self.incarnation = [0] * len(self._actors)  # bumped at each failure handled
         self._probes: dict[int, ray.ObjectRef] = {}  # index -> pid() of the restarting actor
         self.retired: set[int] = set()
 
+    def _restarts(self, index: int) -> int:
+        """Restarts of actor ``index``: Ray's count, or the failures handled if more (Ray may
+        not have recorded the newest yet)."""
+        count = max(self._handled[index], _ray_restart_count(self._actors[index]))
+        return min(count, self._max_restarts)
+
     @property
     def total_restarts(self) -> int:
-        return sum(self.restarts)
+        return sum(self._restarts(index) for index in range(len(self._actors)))
 
     def in_service(self, index: int) -> bool:
         return index not in self._probes and index not in self.retired
@@ -73,21 +81,22 @@ class ActorSupervisor:
                 f"every rollout actor failed more than --max-actor-restarts "
                 f"{self._max_restarts} times; the run stopped (see the lines above)")
 
-    def failed(self, index: int, error: BaseException) -> None:
-        """Handles a failed request of actor ``index``."""
-        if not self.in_service(index):
-            return  # another request lost to the same failure
+    def failed(self, index: int, error: BaseException, incarnation: int | None = None) -> None:
+        """Handles a failed request of actor ``index``, sent to its ``incarnation``."""
+        if not self.in_service(index) or incarnation not in (None, self.incarnation[index]):
+            return  # another request lost to a failure already handled
+        self.incarnation[index] += 1
+        self._handled[index] += 1
         actor = self._actors[index]
         reason = describe_failure(error)
-        if self.restarts[index] >= self._max_restarts:
+        if max(self._handled[index], _ray_restart_count(actor)) > self._max_restarts:
             _log(f"actor {index} {reason}; it has used its {self._max_restarts} restarts, "
                  f"going on without it ({len(self._actors) - len(self.retired) - 1} left)")
             self.retired.add(index)
             ray.kill(actor, no_restart=True)
             return
-        self.restarts[index] += 1
         _log(f"actor {index} {reason}; Ray restarts it "
-             f"(restart {self.restarts[index]} of at most {self._max_restarts})")
+             f"(restart {self._restarts(index)} of at most {self._max_restarts})")
         if not isinstance(error, ray.exceptions.RayActorError):
             # Its env may be half-stepped: only a fresh actor is known to be sound.
             ray.kill(actor, no_restart=False)
@@ -120,6 +129,15 @@ class ActorSupervisor:
             if self._on_restart is not None:
                 self._on_restart(pid)
         return back
+
+
+def _ray_restart_count(actor) -> int:
+    """How many times Ray has restarted ``actor`` (from the GCS actor table; 0 if unknown)."""
+    from ray._private import state  # no public API gives it without the dashboard
+    try:
+        return int(state.actors(actor._actor_id.hex()).get("NumRestarts", 0))
+    except Exception:  # noqa: BLE001 -- a failed lookup leaves our own count
+        return 0
 
 
 class StopRequest:

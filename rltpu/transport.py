@@ -56,7 +56,7 @@ class UnrollQueue:
         self._actors = list(actors)
         self._params = params
         self._supervisor = supervisor
-        self._pending: dict = {}  # ObjectRef -> actor index
+        self._pending: dict = {}  # ObjectRef -> (actor index, its incarnation when asked)
         self._owed: collections.Counter = collections.Counter()  # requests held while restarting
         self.dropped = 0
         for index in range(len(self._actors)):
@@ -68,7 +68,8 @@ class UnrollQueue:
             self._owed[index] += 1
             return
         version, box = self._params.latest()
-        self._pending[self._actors[index].unroll.remote(version, box)] = index
+        incarnation = 0 if self._supervisor is None else self._supervisor.incarnation[index]
+        self._pending[self._actors[index].unroll.remote(version, box)] = (index, incarnation)
 
     @property
     def in_flight(self) -> int:
@@ -94,13 +95,13 @@ class UnrollQueue:
             done, _ = ray.wait(list(self._pending), fetch_local=True, timeout=1.0,
                                num_returns=min(num_unrolls - len(unrolls), len(self._pending)))
             for ref in done:
-                index = self._pending.pop(ref)
+                index, incarnation = self._pending.pop(ref)
                 try:
                     unrolls.append(ray.get(ref))
                 except ray.exceptions.RayError as error:
                     if self._supervisor is None:
                         raise
                     self.dropped += 1
-                    self._supervisor.failed(index, error)
+                    self._supervisor.failed(index, error, incarnation)
                 self._request(index)
         return unrolls

@@ -234,9 +234,10 @@ def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray
     crashes = [r for r in restarts if r[1] == "env raised"]
     deaths = [r for r in restarts if r[1] == "died"]
     assert len(kills) >= 3, "the killer did not get to kill"
-    assert summary["actor_restarts"] == len(restarts)
-    # each kill is seen and counted once (one may land as the run ends, unseen)
-    assert len(kills) - 1 <= len(deaths) <= len(kills)
+    # Every kill and every crash is one restart (a kill as the run ends may not be counted
+    # yet); a process killed while Ray was still starting it is counted but has no line.
+    assert len(kills) + len(crashes) - 1 <= summary["actor_restarts"] <= len(kills) + len(crashes)
+    assert len(deaths) <= len(kills)
     assert all("EnvCrashed: the simulator crashed" in line
                for line in err.splitlines() if "env raised" in line)
     assert summary["dropped_unrolls"] >= summary["actor_restarts"]
