@@ -205,9 +205,8 @@ def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray
     kills, stop = [], threading.Event()
 
     def killer():
-        # Every 3 s, SIGKILL a rollout actor that has been up for 12 s (so it is acting, not
-        # starting: a process killed while Ray starts it is never seen by the learner).
-        while not stop.wait(3.0):
+        # Every 4 s, SIGKILL a rollout actor that has been up for 12 s (acting, not starting).
+        while not stop.wait(4.0):
             try:
                 ready = [p for p in rollout_actor_pids(proc.pid)
                          if time.time() - p.create_time() > 12]
@@ -240,7 +239,7 @@ def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray
     assert len(deaths) <= len(kills)
     assert all("EnvCrashed: the simulator crashed" in line
                for line in err.splitlines() if "env raised" in line)
-    assert summary["dropped_unrolls"] >= summary["actor_restarts"]
+    assert summary["dropped_unrolls"] >= len(restarts)  # each failure seen lost a request
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["actor_restarts"] == summary["actor_restarts"]
     assert [r["actor_restarts"] for r in rows] == sorted(r["actor_restarts"] for r in rows)
