@@ -73,3 +73,44 @@ class MultiBinaryActionEnv(CountingEnv):
 
     def step(self, action):
         return super().step(int(np.sum(action) > 1))
+class EnvCrashed(RuntimeError):
+    """What ``FlakyCartPole`` raises: an env failing the way real simulators sometimes do."""
+
+
+class FlakyCartPole(gym.Wrapper):
+    """CartPole-v1 (500-step limit) that raises ``EnvCrashed`` at random steps.
+
+    Each step raises with probability ``crash_probability``, drawn from an unseeded
+    generator: a restarted actor, seeded as before, does not crash at the same step again.
+    """
+
+    def __init__(self, crash_probability: float = 1 / 20_000):
+        super().__init__(gym.make("CartPole-v1"))
+        self.crash_probability = crash_probability
+        self._crashes = np.random.default_rng()
+
+    def step(self, action):
+        if self._crashes.random() < self.crash_probability:
+            raise EnvCrashed("the simulator crashed (fault injected by envs.fake.FlakyCartPole)")
+        return self.env.step(action)
+
+
+class NaNRewardEnv(CountingEnv):
+    """A CountingEnv (episodes of 10 steps) whose reward is NaN on step 7 of its first
+    episode: an actor's first unroll (if 7 steps or longer) is malformed, later ones not."""
+
+    def __init__(self):
+        super().__init__(terminate_at=10)
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = super().step(action)
+        return observation, (np.nan if (self._t, self._episode) == (7, 0) else reward), terminated, truncated, info
+
+
+class CrashingEnv(CountingEnv):
+    """A CountingEnv that raises ``EnvCrashed`` on the 3rd step of every episode."""
+
+    def step(self, action):
+        if self._t == 2:
+            raise EnvCrashed("the simulator crashed on step 3 (envs.fake.CrashingEnv)")
+        return super().step(action)

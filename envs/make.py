@@ -73,3 +73,17 @@ def make_spec(env_id: str) -> EnvSpec:
     env, spec = make(env_id, 1, seed=0)  # (normalisation keeps the observation space)
     env.close()
     return spec
+
+
+def make_one(env_id: str, render_mode: str | None = None) -> gym.Env:
+    """One (unvectorised) env, for evaluation; ``render_mode="rgb_array"`` to record video.
+
+    Raises:
+      ValueError: unknown env, or one that cannot render in ``render_mode``.
+    """
+    factory = _resolve(env_id)
+    kwargs = {} if render_mode is None else {"render_mode": render_mode}
+    try:
+        return gym.make(env_id, **kwargs) if factory is None else factory(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"env {env_id!r} cannot render as {render_mode!r}: {e}") from None

@@ -1,5 +1,5 @@
-"""``rltpu train``: flags from the run config and the chosen agent's config;
-``rltpu plot``: learning curves of run directories.
+"""``rltpu train`` (flags from the run config and the chosen agent's config), ``rltpu train
+--resume RUN_DIR``, ``rltpu eval RUN_DIR`` and ``rltpu plot RUN_DIR ...``.
 
 Every bad setting is one line on stderr naming the value and what is valid, and exit
 status 2, before any process starts.
@@ -11,6 +11,7 @@ import ast
 import dataclasses
 import inspect
 import json
+import os
 import sys
 import types
 import typing
@@ -23,9 +24,9 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(_fail(message))
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, status: int = USAGE_ERROR) -> int:
     print(f"rltpu: error: {message}", file=sys.stderr)
-    return USAGE_ERROR
+    return status
 
 
 def field_docs(cls) -> dict[str, str]:
@@ -84,13 +85,16 @@ def _build(cls, values: dict):
 
 def train_main(argv: list[str]) -> int:
     import agents
+    from rltpu import checkpoint
     from rltpu.config import RunConfig
 
     pre = _Parser(add_help=False)
     pre.add_argument("--agent", default=RunConfig.agent)
+    pre.add_argument("--resume", default=None)
     known, _ = pre.parse_known_args(argv)
     try:
-        agent = agents.get(known.agent)
+        saved = None if known.resume is None else checkpoint.read_run_config(known.resume)
+        agent = agents.get(known.agent if saved is None else saved["run"]["agent"])
     except ValueError as e:
         return _fail(str(e))
 
@@ -99,17 +103,94 @@ def train_main(argv: list[str]) -> int:
     _add_fields(parser, RunConfig, "run")
     _add_fields(parser, agent.Config, f"agent {agent.name}")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
+                        help="continue the run in RUN_DIR from its newest complete checkpoint "
+                        "(its saved settings; only step budget, target, logging, actor count "
+                        "and checkpointing flags may change)")
     values = vars(parser.parse_args(argv))
+    quiet = values.pop("quiet", False)
+    resume = values.pop("resume", None)
     try:
+        if saved is not None:
+            values = _resumed(saved, values, agent, resume)
         run = _build(RunConfig, values)
         agent_config = _build(agent.Config, values)
         from rltpu.driver import train, validate
-        validate(agent, agent_config, run)
+        plan = validate(agent, agent_config, run, resume=saved is not None)
+        restored = None
+        if saved is not None:
+            restored = checkpoint.restore(run.run_dir, agent.build(plan.spec, agent_config, run).init)
     except ValueError as e:
         return _fail(str(e))
-    summary = train(agent, agent_config, run, quiet=values.get("quiet", False))
+    from rltpu.faults import ActorsExhaustedError
+    from rltpu.validation import NonFiniteUpdatesError
+    try:
+        summary = train(agent, agent_config, run, quiet=quiet, resume=restored)
+    except (NonFiniteUpdatesError, ActorsExhaustedError) as e:
+        # Every checkpoint is good (a skipped update never changes the state).
+        last = checkpoint.list_checkpoints(plan.run_dir)[0]
+        return _fail(f"{e}; the last good checkpoint is "
+                     + (os.path.join(checkpoint.checkpoint_dir(plan.run_dir), str(last[0]))
+                        if last else "none"), status=1)
     print(json.dumps({k: summary[k] for k in ("run_dir", "env_steps", "time_to_target_s",
                                                 "final_return", "env_sps")}))
+    if summary["stopped_by"] is not None:
+        print(f"rltpu: stopped by {summary['stopped_by']} after update "
+              f"{summary['learner_updates']:,}; checkpoint {summary['checkpoint']} is complete. "
+              f"Resume with: rltpu train --resume {summary['run_dir']}", file=sys.stderr)
+    return 0
+
+
+def _resumed(saved: dict, given: dict, agent, run_dir: str) -> dict:
+    """The flags of a resumed run: the saved ones, changed only where that is safe."""
+    from rltpu import checkpoint
+    from rltpu.config import RunConfig
+    run_fields = {f.name for f in dataclasses.fields(RunConfig)}
+    agent_fields = {f.name for f in dataclasses.fields(agent.Config)}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    run_values, agent_values = checkpoint.resumed_values(saved, given, run_fields,
+                                                         agent_fields, run_dir)
+    return {**agent_values, **run_values}
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def eval_main(argv: list[str]) -> int:
+    import agents
+    from rltpu import evaluate
+
+    parser = _Parser(prog="rltpu eval", description="Mean return of greedy episodes played with "
+                     "a run's checkpoint.")
+    parser.add_argument("run_dir", metavar="RUN_DIR")
+    parser.add_argument("--checkpoint", type=int, metavar="STEP", default=None,
+                        help="the checkpoint (its update count) to use (default: the newest "
+                        "complete one)")
+    parser.add_argument("--episodes", type=_positive_int, default=10, help="episodes to play")
+    parser.add_argument("--seed", type=int, default=12345, help="episode i resets with seed+i")
+    parser.add_argument("--video", action="store_true", help="record every episode to "
+                        "RUN_DIR/videos/checkpoint-STEP/*.mp4 (needs moviepy: "
+                        "pip install 'rltpu[video]')")
+    args = parser.parse_args(argv)
+    if args.video:
+        if not evaluate.video_available():
+            return _fail("--video needs moviepy, which is not installed; "
+                         "pip install 'rltpu[video]' (or moviepy)")
+        # Render off-screen: pygame needs no display (and complains without one).
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    try:
+        agent, agent_config, saved = evaluate.load_run(args.run_dir, agents.get)
+        from rltpu.config import RunConfig
+        report = evaluate.evaluate(agent, agent_config, saved["run"]["env"], args.run_dir,
+                                   args.checkpoint, args.episodes, args.video, args.seed,
+                                   run=_build(RunConfig, saved["run"]))
+    except ValueError as e:
+        return _fail(str(e))
+    print(json.dumps(report))
     return 0
 
 
@@ -132,9 +213,9 @@ def plot_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"train": train_main, "plot": plot_main}
+    commands = {"train": train_main, "eval": eval_main, "plot": plot_main}
     if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: rltpu {{{','.join(commands)}}} [flags]   (rltpu train --help for the flags)")
+        print(f"usage: rltpu {{{','.join(commands)}}} [flags]   (rltpu COMMAND --help for the flags)")
         return 0 if argv else USAGE_ERROR
     if argv[0] not in commands:
         return _fail(f"unknown command {argv[0]!r}; valid: {', '.join(commands)}")

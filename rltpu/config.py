@@ -46,10 +46,25 @@ class RunConfig:
     """Also log to Weights & Biases (needs the wandb package; project $WANDB_PROJECT)."""
     plan_steps: int | None = None
     """Estimate, in summary.json, the wall time of a run of this many env steps on this set-up."""
+    checkpoint_every_updates: int | None = None
+    """Save a checkpoint every this many learner updates (None: not by update count)."""
+    checkpoint_every_minutes: float | None = 10.0
+    """Save a checkpoint every this many minutes (None: not by time). A final one is
+    always saved when the run ends or is stopped by SIGTERM/SIGINT."""
+    keep_checkpoints: int = 3
+    """Keep the newest this many checkpoints in RUN_DIR/checkpoints."""
+    keep_best: bool = False
+    """Also keep the checkpoint with the best mean training return."""
+    max_actor_restarts: int = 10
+    """Ray restarts each rollout actor at most this many times (env raised or process died)."""
+    max_nonfinite_updates: int = 10
+    """Stop the run after this many updates in a row with a non-finite loss or gradient
+    (each such update is skipped)."""
 
     def __post_init__(self):
         for name in ("num_actors", "envs_per_actor", "unroll_length", "batch_size",
-                     "total_env_steps", "publish_every", "max_in_flight"):
+                     "total_env_steps", "publish_every", "max_in_flight", "keep_checkpoints",
+                     "max_nonfinite_updates"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
@@ -57,6 +72,15 @@ class RunConfig:
             raise ValueError(f"--num-devices must be a positive integer, got {self.num_devices}")
         if self.plan_steps is not None and (not isinstance(self.plan_steps, int) or self.plan_steps < 1):
             raise ValueError(f"--plan-steps must be a positive integer, got {self.plan_steps}")
+        if not isinstance(self.max_actor_restarts, int) or self.max_actor_restarts < 0:
+            raise ValueError(f"--max-actor-restarts must be a non-negative integer, "
+                             f"got {self.max_actor_restarts}")
+        if self.checkpoint_every_updates is not None and self.checkpoint_every_updates < 1:
+            raise ValueError(f"--checkpoint-every-updates must be a positive integer or none, "
+                             f"got {self.checkpoint_every_updates}")
+        if self.checkpoint_every_minutes is not None and not self.checkpoint_every_minutes > 0:
+            raise ValueError(f"--checkpoint-every-minutes must be > 0 or none, "
+                             f"got {self.checkpoint_every_minutes}")
         if not self.log_every_s > 0:
             raise ValueError(f"--log-every-s must be > 0, got {self.log_every_s}")
         if self.batch_size % self.envs_per_actor:

@@ -14,18 +14,21 @@ import time
 from typing import Any
 
 import numpy as np
+import psutil
 import ray
 
 import envs
-from rltpu import devices, report, sinks
+from rltpu import checkpoint, devices, report, sinks
 from rltpu.actor import RayRolloutActor
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
+from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
 from rltpu.learner import Learner
 from rltpu.metrics import EpisodeWindow, MemoryMonitor, process_start_time, write_json
 from rltpu.transport import ParamStore, UnrollQueue
 from rltpu.types import EnvSpec
+from rltpu.validation import NonFiniteGuard, NonFiniteUpdatesError, UnrollValidator, unroll_example
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,12 +40,15 @@ class Plan:
     run_dir: str
 
 
-def validate(agent: Agent, agent_config: Any, run: RunConfig) -> Plan:
+def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = False) -> Plan:
     """Checks the settings against the env, the agent and the devices; starts nothing.
 
     Raises:
       ValueError: naming the bad value and what would be valid.
     """
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
+        raise ValueError("RAY_AUTH_MODE=disabled: rltpu runs Ray only with token authentication "
+                         "(anyone who can reach a Ray cluster can run code on it); unset it")
     spec = envs.make_spec(run.env)
     agent.check_spec(spec)
     fns = agent.build(spec, agent_config, run)  # cheap (nothing compiles); raises on bad combinations
@@ -59,9 +65,14 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig) -> Plan:
                          f"learner devices; use a multiple of {num_devices}")
     if run.run_dir is not None:
         run_dir = run.run_dir
-        if os.path.exists(run_dir):
+        if resume:
+            if not os.path.isdir(run_dir):
+                raise ValueError(f"--resume {run_dir}: no such run directory")
+        elif os.path.exists(run_dir):
             raise ValueError(f"--run-dir {run_dir} already exists; runs are never overwritten, "
                              "pass a new path")
+    elif resume:
+        raise ValueError("resuming needs the run directory")
     else:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         base = os.path.join("runs", f"{agent.name}-{run.env.replace('/', '_').replace(':', '_')}-{stamp}")
@@ -86,16 +97,25 @@ def _start_ray(num_actors: int) -> bool:
     return True
 
 
-def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) -> dict:
+def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
+          resume: checkpoint.Restored | None = None) -> dict:
     """Trains ``agent`` with rollout actors on Ray and a learner on this process's devices.
 
     Stops when the mean return of the last 20 finished training episodes reaches
-    ``run.target_return`` or after ``run.total_env_steps``. Writes ``summary.json`` and
-    ``metrics.jsonl`` to the run directory and returns the summary.
+    ``run.target_return``, after ``run.total_env_steps``, or on SIGTERM/SIGINT (after the
+    current update; ``summary["stopped_by"]`` names the signal). Writes ``summary.json``,
+    ``metrics.jsonl`` (appended to on resume) and TensorBoard events to the run directory,
+    checkpoints to ``RUN_DIR/checkpoints`` (always one at the end), and returns the summary.
+
+    Args:
+      resume: a checkpoint of ``run.run_dir`` (``checkpoint.restore``) to continue from.
     """
     t_start = process_start_time()
-    plan = validate(agent, agent_config, run)
-    os.makedirs(plan.run_dir)
+    plan = validate(agent, agent_config, run, resume=resume is not None)
+    if resume is None:
+        os.makedirs(plan.run_dir)
+    else:
+        checkpoint.set_aside(plan.run_dir, resume)
     config = {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)}
     write_json(os.path.join(plan.run_dir, "config.json"), config)
     # The learner initialises and compiles its update while Ray and the actors start:
@@ -106,47 +126,95 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False) 
                               run.unroll_length, run.batch_size)
         started_ray = _start_ray(run.num_actors)
         try:
-            return _train(agent, agent_config, run, plan, learner, t_start, quiet, config)
+            # After ray.init, which installs a SIGTERM handler of its own.
+            with StopRequest() as stop:
+                return _train(agent, agent_config, run, plan, learner, t_start, quiet, config,
+                              resume, stop)
         finally:
             if started_ray:
                 ray.shutdown()
 
 
 def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_start: float,
-           quiet: bool, config: dict) -> dict:
+           quiet: bool, config: dict, resume: checkpoint.Restored | None, stop: StopRequest) -> dict:
     if type(agent).__module__ != "__main__" and not type(agent).__module__.startswith("agents."):
         # A user's agent travels to the actors by value, so its module need not be
         # importable there (it may live in a script or a folder only the driver sees).
         ray.cloudpickle.register_pickle_by_value(sys.modules[type(agent).__module__])
-    actors = [RayRolloutActor.remote(i, agent, agent_config, run, run.seed * 10_000 + 1000 * (i + 1))
+    resumed = {} if resume is None else resume.counters
+    # A resumed run's actors get new seeds, so they do not replay the envs of the first leg.
+    seed_offset = 0 if resume is None else resume.step
+    actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
+    actors = [actor_class.remote(i, agent, agent_config, run,
+                                 (run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31)
               for i in range(run.num_actors)]
     pids = [a.pid.remote() for a in actors]  # answered once each actor is up
     learner = learner_future.result()
+    if resume is not None:
+        learner.restore(resume.state, resume.step)
+        print(f"rltpu: resumed from {resume.path} (update {resume.step:,}, "
+              f"{resumed.get('env_steps', 0):,} env steps; params sha256 "
+              f"{checkpoint.params_digest(learner.state.params)})", file=sys.stderr, flush=True)
     fns = agent.build(plan.spec, agent_config, run)
     params = ParamStore()
     params.publish(learner.version, learner.host_params())
-    queue = UnrollQueue(actors, params, run.max_in_flight, on_policy=run.on_policy)
+    memory = MemoryMonitor()
+
+    def watch(pid_ref) -> None:
+        try:
+            memory.add([ray.get(pid_ref) if isinstance(pid_ref, ray.ObjectRef) else pid_ref])
+        except (ray.exceptions.RayError, psutil.Error):
+            pass  # the actor died already; the supervisor restarts it and watches the new one
+
+    for pid in pids:
+        watch(pid)
+    supervisor = ActorSupervisor(actors, run.max_actor_restarts, on_restart=watch)
+    queue = UnrollQueue(actors, params, run.max_in_flight, on_policy=run.on_policy,
+                        supervisor=supervisor)
+    validator = None
     if fns.replay is None:
+        validator = UnrollValidator(unroll_example(learner.example, run.envs_per_actor))
         feed = TrajectoryFeed(queue, learner, run.unrolls_per_batch,
-                              run.unroll_length * run.batch_size)
+                              run.unroll_length * run.batch_size, validator, params)
     else:
         feed = ReplayFeed(queue, learner, fns.replay, run.seed)
-    memory = MemoryMonitor(ray.get(pids))
+    nonfinite = NonFiniteGuard(run.max_nonfinite_updates)
+    checkpoints = checkpoint.Checkpointer(plan.run_dir, run, config)
     writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
     episodes = EpisodeWindow(20)
+    episodes.returns.extend(resumed.get("recent_returns", []))
+    episodes.count = resumed.get("episodes", 0)
+
+    def faults() -> dict:
+        """Fault counts of the whole run, earlier legs of a resumed run included."""
+        now = {"actor_restarts": supervisor.total_restarts, "dropped_unrolls": queue.dropped,
+               "rejected_unrolls": 0 if validator is None else validator.rejected,
+               "skipped_updates": nonfinite.skipped}
+        return {k: v + resumed.get(k, 0) for k, v in now.items()}
+
+    def counters() -> dict:
+        return {"learner_updates": learner.version, "env_steps": env_steps,
+                "episodes": episodes.count, "recent_returns": list(episodes.returns),
+                "samples": samples, **faults()}
     timer = report.RunTimer()
     # Learns when each update finishes on the devices (for the bottleneck report) while
     # the loop goes on collecting the next batch.
     update_watch = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="update-watch")
 
-    env_steps = samples = 0
+    env_steps = resumed.get("env_steps", 0)
+    samples = resumed.get("samples", 0)
+    start_env_steps, start_samples, start_version = env_steps, samples, learner.version
     lags, acting_s, acting_steps = [], 0.0, 0
     time_to_target = None
     interval_steps, interval_lags = 0, []
 
     def next_batch():
         timer.mark("wait")
-        batch, arrivals = feed.next()
+        try:
+            batch, arrivals = feed.next()
+        except ActorsExhaustedError:
+            checkpoints.wait()  # the last checkpoint is complete on disk
+            raise
         timer.mark("got", at=feed.data_ready_at)
         # Waiting for the copy costs nothing (the update dispatched before it runs
         # meanwhile, and the next update needs the batch) and keeps its time apart.
@@ -168,15 +236,22 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
         update_done = update_watch.submit(devices.ready_at, metrics)
         consumed = arrivals
         done_by_steps = env_steps + sum(a.env_steps for a in consumed) >= run.total_env_steps
-        if not done_by_steps and not run.on_policy:
+        stopping = stop.requested
+        done = done_by_steps or stopping
+        if not done and not run.on_policy:
             batch, arrivals = next_batch()  # overlaps with the update running on the devices
         metrics = devices.to_host(metrics)
+        try:
+            nonfinite.record(bool(metrics.pop("update_skipped")), learner.version)
+        except NonFiniteUpdatesError:
+            checkpoints.wait()  # the last good checkpoint is complete on disk
+            raise
         feed.after_update(metrics)
         timer.mark("fetched")
         if learner.version % run.publish_every == 0 or run.on_policy:
             params.publish(learner.version, learner.host_params())
             timer.mark("published")
-        if not done_by_steps and run.on_policy:
+        if not done and run.on_policy:
             batch, arrivals = next_batch()  # acted with the params just published
         timer.end_update(update_done.result())
 
@@ -195,27 +270,33 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
                    and episodes.mean >= run.target_return)
         if reached and time_to_target is None:
             time_to_target = time.time() - t_start
+        if checkpoints.due(learner.version):
+            checkpoints.save(learner.version, learner.state, counters(), episodes.mean)
         now = time.time()
-        if now - last_log >= run.log_every_s or reached or done_by_steps:
+        if now - last_log >= run.log_every_s or reached or done:
             writer.write({"time_s": now - t_start, "env_steps": env_steps,
                           "env_sps": interval_steps / max(now - last_log, 1e-9),
                           "mean_return": episodes.mean, "episodes": episodes.count,
                           "policy_lag": float(np.mean(interval_lags)) if interval_lags else 0.0,
                           "learner_updates": learner.version, "rss_mb": memory.sample(),
-                          **{k: float(v) for k, v in metrics.items()},
+                          **faults(), **{k: float(v) for k, v in metrics.items()},
                           **timer.interval(now - last_log)})
             last_log, interval_steps, interval_lags = now, 0, []
-        if reached or done_by_steps:
+        if reached or done:
             break
 
     t_end = time.time()
     update_watch.shutdown()
+    # The final checkpoint: written completely before the actors stop and the process exits.
+    checkpoints.save(learner.version, learner.state, counters(), episodes.mean)
+    checkpoints.wait()
+    checkpoints.close()
     memory.sample()
     for actor in actors:
         ray.kill(actor)
     train_s = t_end - t_train
     bottleneck = report.analyse(timer.measurements(
-        num_actors=run.num_actors, num_devices=plan.num_devices, env_steps=env_steps,
+        num_actors=run.num_actors, num_devices=plan.num_devices, env_steps=env_steps - start_env_steps,
         train_s=train_s, cpus=os.cpu_count() or 1, on_policy=run.on_policy))
     summary = {
         "agent": agent.name, "env": run.env, "seed": run.seed,
@@ -224,10 +305,15 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
         "env_steps": env_steps, "wall_s": t_end - t_start, "startup_s": startup_s,
         "time_to_target_s": time_to_target, "target_return": run.target_return,
         "final_return": episodes.mean, "episodes": episodes.count,
-        "env_sps": env_steps / train_s, "actor_sps": acting_steps / max(acting_s, 1e-9),
-        "learner_updates": learner.version, "learner_samples_per_s": samples / train_s,
+        "env_sps": (env_steps - start_env_steps) / train_s,
+        "actor_sps": acting_steps / max(acting_s, 1e-9),
+        "learner_updates": learner.version,
+        "learner_samples_per_s": (samples - start_samples) / train_s,
         "mean_policy_lag": float(np.mean(lags)) if lags else 0.0, "peak_rss_mb": memory.peak_mb,
-        "run_dir": plan.run_dir,
+        "run_dir": plan.run_dir, **faults(),
+        "resumed_from_update": None if resume is None else start_version,
+        "stopped_by": stop.signal_name,
+        "checkpoint": os.path.join(checkpoint.checkpoint_dir(plan.run_dir), str(checkpoints.last_step)),
         "actor_sps_each": bottleneck["actor_sps_each"],
         "learner_sps_per_device": bottleneck["learner_sps_per_device"],
         "bottleneck": bottleneck,

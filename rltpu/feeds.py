@@ -33,14 +33,20 @@ class Arrival(NamedTuple):
 
 
 class TrajectoryFeed:
+    """Whole unrolls; with a validator, malformed ones are rejected (counted) and replaced."""
+
     def __init__(self, queue: UnrollQueue, learner: Learner, unrolls_per_batch: int,
-                 samples_per_batch: int):
+                 samples_per_batch: int, validator=None, params=None):
         self._queue, self._learner, self._n = queue, learner, unrolls_per_batch
+        self._validator, self._params = validator, params
         self.samples_per_batch = samples_per_batch
         self.data_ready_at = None
 
     def next(self):
-        unrolls = self._queue.get(self._n)
+        unrolls = []
+        while len(unrolls) < self._n:
+            got = self._queue.get(self._n - len(unrolls))
+            unrolls += got if self._validator is None else self._validator.accept(got, self._params.version)
         self.data_ready_at = time.perf_counter()  # the rest is stacking and the copy
         arrivals = [Arrival(u.episode_returns, u.env_steps, int(u.trajectory.policy_version[0, 0]),
                             u.acting_s, u.timings) for u in unrolls]

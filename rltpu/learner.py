@@ -10,7 +10,8 @@ import numpy as np
 
 from rltpu import devices
 from rltpu.agent import AgentFns
-from rltpu.types import EnvSpec, Trajectory, Unroll
+from rltpu.types import EnvSpec, TrainState, Trajectory, Unroll
+from rltpu.validation import skip_nonfinite
 
 
 def stack_unrolls(unrolls: list[Unroll]) -> Trajectory:
@@ -49,7 +50,8 @@ class Learner:
     """Holds the replicated train state and applies updates on the mesh.
 
     ``version`` counts updates applied; params of version ``v`` are those after ``v``
-    updates, and that is the version actors tag their trajectories with.
+    updates, and that is the version actors tag their trajectories with. An update whose
+    loss or gradients are not finite keeps the old state (metric ``update_skipped``).
     """
 
     def __init__(self, fns: AgentFns, spec: EnvSpec, mesh, seed: int, unroll_length: int,
@@ -57,14 +59,20 @@ class Learner:
         self.mesh = mesh
         self.state = devices.replicate(jax.jit(fns.init)(jax.random.key(seed)), mesh)
         if fns.replay is None:  # trajectories [T, B, ...]: split B
-            example = example_trajectory(fns, spec, self.state.params, unroll_length, batch_size)
+            self.example = example_trajectory(fns, spec, self.state.params, unroll_length,
+                                              batch_size)
             self._batch_axis = 1
         else:  # replay samples [N, ...]: split N
-            example = example_replay_sample(fns, spec, self.state.params, unroll_length)
+            self.example = example_replay_sample(fns, spec, self.state.params, unroll_length)
             self._batch_axis = 0
-        self._update = devices.data_parallel(fns.update, mesh, self.state, example,
-                                             self._batch_axis)
+        self._update = devices.data_parallel(skip_nonfinite(fns.update), mesh, self.state,
+                                             self.example, self._batch_axis)
         self.version = 0
+
+    def restore(self, state: TrainState, version: int) -> None:
+        """Takes a (host) state read from a checkpoint saved after ``version`` updates."""
+        self.state = devices.replicate(state, self.mesh)
+        self.version = version
 
     def put(self, host_batch):
         """Starts copying a host batch to the devices; returns the (sharded) device batch."""

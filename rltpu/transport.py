@@ -7,9 +7,14 @@ the actors stop acting (backpressure) and the object store holds at most
 ``num_actors * max_in_flight`` trajectories. On-policy (synchronous) runs request unrolls
 only after each update, with its params. Trajectories stay in the object store as
 ObjectRefs until the learner takes them; the driver never re-sends them.
+
+A request whose actor died or whose env raised is counted (``dropped``) and its
+trajectory, lost or half-made, never reaches the learner; with a supervisor (see
+``rltpu.faults.ActorSupervisor``) the actor is restarted and asked again once it is back.
 """
 from __future__ import annotations
 
+import collections
 from typing import Sequence
 
 import ray
@@ -46,21 +51,28 @@ class UnrollQueue:
     """
 
     def __init__(self, actors: Sequence, params: ParamStore, max_in_flight: int = 2,
-                 on_policy: bool = False):
+                 on_policy: bool = False, supervisor=None):
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self._actors = list(actors)
         self._params = params
         self._on_policy = on_policy
-        self._pending: dict = {}  # ObjectRef -> actor index
+        self._supervisor = supervisor
+        self._pending: dict = {}  # ObjectRef -> (actor index, its incarnation when asked)
+        self._owed: collections.Counter = collections.Counter()  # requests held while restarting
+        self.dropped = 0
         if not on_policy:
             for index in range(len(self._actors)):
                 for _ in range(max_in_flight):
                     self._request(index)
 
     def _request(self, index: int) -> None:
+        if self._supervisor is not None and not self._supervisor.in_service(index):
+            self._owed[index] += 1
+            return
         version, box = self._params.latest()
-        self._pending[self._actors[index].unroll.remote(version, box)] = index
+        incarnation = 0 if self._supervisor is None else self._supervisor.incarnation[index]
+        self._pending[self._actors[index].unroll.remote(version, box)] = (index, incarnation)
 
     @property
     def in_flight(self) -> int:
@@ -75,7 +87,7 @@ class UnrollQueue:
             ray.wait(refs, num_returns=1, fetch_local=False)
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
         for ref in ready:
-            index = self._pending.pop(ref)
+            index, _ = self._pending.pop(ref)
             if not self._on_policy:
                 self._request(index)
         return ready
@@ -85,18 +97,38 @@ class UnrollQueue:
 
         On-policy, nothing is requested ahead: this asks the actors (round robin) for
         ``num_unrolls`` unrolls with the newest params and waits for exactly those.
+
+        Raises:
+          ray.exceptions.RayError: a request failed and there is no supervisor.
+          rltpu.faults.ActorsExhaustedError: every actor is out of restarts.
         """
         if self._on_policy:
             for i in range(num_unrolls):
                 self._request(i % len(self._actors))
-        ready: list = []
-        while len(ready) < num_unrolls:
-            done, _ = ray.wait(list(self._pending), num_returns=num_unrolls - len(ready),
-                               fetch_local=True)
-            ready.extend(done)
-        unrolls = ray.get(ready)
-        for ref in ready:
-            index = self._pending.pop(ref)
-            if not self._on_policy:
-                self._request(index)
+        unrolls: list[Unroll] = []
+        while len(unrolls) < num_unrolls:
+            if self._supervisor is not None:
+                # Actors back from a restart get the requests they missed.
+                for index in self._supervisor.poll(timeout=0 if self._pending else 1.0):
+                    for _ in range(self._owed.pop(index, 0)):
+                        self._request(index)
+                self._supervisor.check_any_left()
+                if not self._pending:
+                    continue
+            done, _ = ray.wait(list(self._pending), fetch_local=True, timeout=1.0,
+                               num_returns=min(num_unrolls - len(unrolls), len(self._pending)))
+            for ref in done:
+                index, incarnation = self._pending.pop(ref)
+                try:
+                    unrolls.append(ray.get(ref))
+                except ray.exceptions.RayError as error:
+                    if self._supervisor is None:
+                        raise
+                    self.dropped += 1
+                    self._supervisor.failed(index, error, incarnation)
+                    if self._on_policy:
+                        self._request(index)  # the batch still needs an unroll in its place
+                        continue
+                if not self._on_policy:
+                    self._request(index)
         return unrolls

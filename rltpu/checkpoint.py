@@ -1,0 +1,315 @@
+"""Checkpoints with orbax: the learner's whole state, the run's counters and its config.
+
+Layout: ``RUN_DIR/checkpoints/<update>/{state,counters,config}``. ``state`` holds the
+params, optimizer state, RNG key (as ``jax.random.key_data``: typed keys cannot be
+saved) and step in orbax's array format; ``counters`` and ``config`` are JSON. Nothing is
+pickled, so loading a checkpoint runs no code from it.
+
+orbax writes a checkpoint into a temporary folder and renames it when complete, so a
+process killed mid-write leaves a ``<step>.orbax-checkpoint-tmp-*`` folder that is never
+taken for a checkpoint. A complete-looking one whose files were damaged fails to restore;
+resume then falls back to the next newest and names what it skipped.
+"""
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from rltpu import devices
+from rltpu.config import RunConfig
+from rltpu.types import TrainState
+
+CHECKPOINT_DIR = "checkpoints"
+SKIPPED_DIR = "skipped-checkpoints"
+_STEP_DIR = re.compile(r"^(\d+)$")
+_TMP_DIR = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+
+# Run settings a resumed run may change; every other run setting and every agent setting
+# must stay as saved (they shape the params, the batch or the data the agent learns from).
+RESUMABLE_RUN_FIELDS = frozenset({
+    "total_env_steps", "target_return", "log_every_s", "num_actors", "max_in_flight",
+    "publish_every", "num_devices", "checkpoint_every_updates", "checkpoint_every_minutes",
+    "keep_checkpoints", "keep_best", "max_actor_restarts", "max_nonfinite_updates"})
+
+
+class CheckpointError(ValueError):
+    """No usable checkpoint, or a resume that would change what cannot change."""
+
+
+class Restored(NamedTuple):
+    """A checkpoint read back to host memory."""
+
+    step: int  # learner updates when it was saved (its folder name)
+    state: TrainState  # numpy leaves; ``key`` is a typed JAX key again
+    counters: dict  # env steps, episodes, fault counts, recent returns, ...
+    config: dict  # {"run", "agent"} as saved
+    path: str
+    skipped: tuple[str, ...]  # newer checkpoint folders that were incomplete or corrupt
+
+
+def checkpoint_dir(run_dir: str) -> str:
+    return os.path.join(run_dir, CHECKPOINT_DIR)
+
+
+def _warn(message: str) -> None:
+    print(f"rltpu: warning: {message}", file=sys.stderr, flush=True)
+
+
+def host_state(state: TrainState) -> TrainState:
+    """The learner's state as numpy arrays, the key as its raw ``uint32`` data."""
+    return devices.to_host(state._replace(key=jax.random.key_data(state.key)))
+
+
+def _template(init: Callable) -> tuple[TrainState, Any]:
+    """Zeros shaped like ``init``'s state (key as key data) and the key's implementation."""
+    key = jax.random.key(0)  # the learner's keys come from jax.random.key: this impl
+    shapes = jax.eval_shape(init, key)
+    key_shape = jax.eval_shape(jax.random.key_data, shapes.key)
+    zeros = lambda s: np.zeros(s.shape, s.dtype)
+    template = jax.tree.map(zeros, shapes._replace(key=key_shape))
+    return template, jax.random.key_impl(key)
+
+
+def _manager(run_dir: str, run: RunConfig) -> ocp.CheckpointManager:
+    """Async saves; keeps the newest ``keep_checkpoints`` and, optionally, the best by mean
+    return. Temporary folders of cut-off saves are left for resume to name and set aside."""
+    policies = [ocp.checkpoint_managers.LatestN(run.keep_checkpoints)]
+    if run.keep_best:
+        policies.append(ocp.checkpoint_managers.BestN(
+            get_metric_fn=lambda m: m["mean_return"], n=1,
+            keep_checkpoints_without_metrics=False))
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
+        enable_async_checkpointing=True, create=True, cleanup_tmp_directories=False)
+    return ocp.CheckpointManager(checkpoint_dir(run_dir), options=options,
+                                 item_names=("state", "counters", "config"))
+
+
+class Checkpointer:
+    """Saves the learner's state asynchronously when due; keeps the newest (and best).
+
+    Only the copy to host memory happens on the caller's thread; orbax writes the files in
+    the background while training goes on.
+    """
+
+    def __init__(self, run_dir: str, run: RunConfig, config: dict):
+        self.run_dir = run_dir
+        self._every_updates = run.checkpoint_every_updates
+        self._every_s = None if run.checkpoint_every_minutes is None else 60 * run.checkpoint_every_minutes
+        self._config = config
+        self._manager = _manager(run_dir, run)
+        self.last_step = self._manager.latest_step()
+        self._last_time = time.monotonic()
+
+    def due(self, step: int) -> bool:
+        if step == self.last_step:
+            return False
+        if self._every_updates is not None and step % self._every_updates == 0:
+            return True
+        return self._every_s is not None and time.monotonic() - self._last_time >= self._every_s
+
+    def save(self, step: int, state: TrainState, counters: dict,
+             mean_return: float | None) -> bool:
+        """Starts saving ``state`` as checkpoint ``step``; False if that step already exists."""
+        if step == self.last_step or step in self._manager.all_steps():
+            return False
+        metrics = None if mean_return is None else {"mean_return": float(mean_return)}
+        self._manager.save(step, metrics=metrics, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(host_state(state)),
+            counters=ocp.args.JsonSave(counters),
+            config=ocp.args.JsonSave(self._config)))
+        self.last_step, self._last_time = step, time.monotonic()
+        return True
+
+    def wait(self) -> None:
+        """Blocks until every save started has been written completely."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def list_checkpoints(run_dir: str) -> tuple[list[int], list[str]]:
+    """Complete-looking checkpoint steps (newest first) and incomplete folders' names."""
+    directory = checkpoint_dir(run_dir)
+    if not os.path.isdir(directory):
+        return [], []
+    steps, incomplete = [], []
+    for name in os.listdir(directory):
+        if _STEP_DIR.match(name) and os.path.isdir(os.path.join(directory, name)):
+            steps.append(int(name))
+        elif _TMP_DIR.match(name):
+            incomplete.append(name)
+    return sorted(steps, reverse=True), sorted(incomplete)
+
+
+def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
+    """Reads the newest complete checkpoint of ``run_dir`` (or checkpoint ``step``).
+
+    Incomplete (cut off mid-write) and corrupt checkpoints newer than the one restored are
+    skipped with a warning naming each; nothing is changed on disk.
+
+    Args:
+      run_dir: the run directory.
+      init: the agent's ``init`` (``key -> TrainState``); gives the state's structure.
+      step: restore exactly this checkpoint.
+
+    Raises:
+      CheckpointError: no complete checkpoint (or ``step`` is missing or damaged).
+    """
+    directory = checkpoint_dir(run_dir)
+    steps, incomplete = list_checkpoints(run_dir)
+    if step is not None:
+        if step not in steps:
+            raise CheckpointError(f"no checkpoint {step} in {directory}; complete ones look like: "
+                                  f"{', '.join(map(str, sorted(steps))) or 'none'}")
+        steps, incomplete = [step], []
+    skipped = [(name, "cut off mid-write") for name in incomplete]
+    template, key_impl = _template(init)
+    reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    try:
+        for candidate in steps:
+            path = os.path.join(directory, str(candidate))
+            try:
+                restored = reader.restore(path, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(template),
+                    counters=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
+                state = TrainState(*restored.state)
+                _check_like(state, template)
+            except Exception as e:  # noqa: BLE001 -- any failure to read means "damaged"
+                _forget_failed_reads()
+                text = str(e).strip().splitlines()
+                reason = f"{type(e).__name__}: {text[0][:200] if text else ''}"
+                if step is not None:
+                    raise CheckpointError(f"checkpoint {path} cannot be read ({reason})") from None
+                skipped.append((str(candidate), f"corrupt, {reason}"))
+                continue
+            for name, why in skipped:
+                _warn(f"skipping checkpoint {os.path.join(directory, name)} ({why})")
+            state = state._replace(key=jax.random.wrap_key_data(state.key, impl=key_impl))
+            return Restored(candidate, state, dict(restored.counters), dict(restored.config),
+                            path, tuple(name for name, _ in skipped))
+    finally:
+        reader.close()
+    raise CheckpointError(
+        f"no complete checkpoint in {directory}"
+        + (f" (skipped {', '.join(f'{name}: {why}' for name, why in skipped)})" if skipped else "")
+        + "; nothing was changed")
+
+
+def _forget_failed_reads() -> None:
+    """Drops the asyncio tasks a failed orbax read leaves behind, without asyncio logging a
+    page-long "exception was never retrieved" for each (the failure is reported once)."""
+    log = logging.getLogger("asyncio")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        gc.collect()
+    finally:
+        log.setLevel(level)
+
+
+def _check_like(state: TrainState, template: TrainState) -> None:
+    """Raises ValueError unless ``state`` has the template's structure, shapes and dtypes."""
+    if jax.tree.structure(state) != jax.tree.structure(template):
+        raise ValueError("its state has a different structure than this agent's")
+    for got, want in zip(jax.tree.leaves(state), jax.tree.leaves(template)):
+        if np.shape(got) != want.shape or np.asarray(got).dtype != want.dtype:
+            raise ValueError(f"an array is {np.shape(got)} {np.asarray(got).dtype}, "
+                             f"expected {want.shape} {want.dtype}")
+
+
+def params_digest(params) -> str:
+    """SHA-256 of the params' bytes in tree order: equal digests mean bitwise-equal params."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(devices.to_host(params)):
+        digest.update(np.ascontiguousarray(leaf).tobytes())
+    return digest.hexdigest()
+
+
+def set_aside(run_dir: str, restored: Restored) -> None:
+    """Moves the checkpoints skipped on resume to ``RUN_DIR/skipped-checkpoints`` (kept for
+    inspection, never deleted), so new saves cannot collide with them."""
+    if not restored.skipped:
+        return
+    target = os.path.join(run_dir, SKIPPED_DIR)
+    os.makedirs(target, exist_ok=True)
+    for name in restored.skipped:
+        destination = os.path.join(target, f"{name}-{int(time.time())}")
+        shutil.move(os.path.join(checkpoint_dir(run_dir), name), destination)
+
+
+def read_run_config(run_dir: str, flag: str = "--resume") -> dict:
+    """The run's ``config.json`` (``{"run", "agent"}``).
+
+    Args:
+      flag: how the user named ``run_dir``, for error messages.
+
+    Raises:
+      CheckpointError: ``run_dir`` is not a run directory.
+    """
+    path = os.path.join(run_dir, "config.json")
+    where = f"{flag} {run_dir}".strip()
+    if not os.path.isdir(run_dir):
+        raise CheckpointError(f"{where}: no such run directory")
+    try:
+        with open(path) as f:
+            config = json.load(f)
+        config["run"], config["agent"]  # noqa: B018 -- both must be there
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{where}: cannot read its config.json ({e})") from None
+    return config
+
+
+def resumed_values(saved: dict, given: dict, run_fields: set[str], agent_fields: set[str],
+                   run_dir: str) -> tuple[dict, dict]:
+    """Merges flags given on resume into the saved run and agent settings.
+
+    Args:
+      saved: the run's ``config.json``.
+      given: the flags given on the command line (name -> parsed value).
+
+    Returns:
+      ``(run_values, agent_values)`` for the config dataclasses.
+
+    Raises:
+      CheckpointError: a flag would change a setting that cannot change on resume.
+    """
+    run_values = dict(saved["run"])
+    agent_values = dict(saved["agent"])
+    for name, value in given.items():
+        if name in run_fields:
+            old = run_values.get(name)
+            if name == "run_dir" or (name not in RESUMABLE_RUN_FIELDS and _plain(value) != _plain(old)):
+                raise CheckpointError(_refusal(name, old, value, run_dir))
+            run_values[name] = value
+        elif name in agent_fields and _plain(value) != _plain(agent_values.get(name)):
+            raise CheckpointError(_refusal(name, agent_values.get(name), value, run_dir))
+    run_values["run_dir"] = run_dir
+    agent_values = {k: tuple(v) if isinstance(v, list) else v for k, v in agent_values.items()}
+    return run_values, agent_values
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _refusal(name: str, old, new, run_dir: str) -> str:
+    flag = "--" + name.replace("_", "-")
+    if name == "run_dir":
+        return f"{flag} cannot be given with --resume; the run continues in {run_dir}"
+    old, new = (tuple(v) if isinstance(v, list) else v for v in (old, new))
+    return (f"{flag} cannot change on --resume (saved {old!r}, got {new!r}); "
+            "start a new run to change it")

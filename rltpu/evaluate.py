@@ -1,0 +1,84 @@
+"""``rltpu eval``: the greedy policy of a checkpoint, on fresh episodes, optionally on video.
+
+Runs in this process on the CPU (no Ray): a checkpoint's params and one env.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+import envs
+from rltpu import checkpoint, devices
+from rltpu.agent import Agent
+
+VIDEO_DIR = "videos"
+
+
+def video_available() -> bool:
+    """Whether gymnasium's RecordVideo can write MP4 here (it needs moviepy)."""
+    return importlib.util.find_spec("moviepy") is not None
+
+
+def load_run(run_dir: str, builtin_agents) -> tuple[Agent, Any, dict]:
+    """The agent, its config and the run's saved config, from ``RUN_DIR/config.json``."""
+    saved = checkpoint.read_run_config(run_dir, flag="")
+    agent = builtin_agents(saved["run"]["agent"])
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["agent"].items()}
+    return agent, agent.Config(**values), saved
+
+
+def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: int | None = None,
+             episodes: int = 10, video: bool = False, seed: int = 12345, run=None) -> dict:
+    """Plays ``episodes`` greedy episodes with a checkpoint's params.
+
+    Args:
+      step: the checkpoint to use (default: the newest complete one).
+      video: record every episode to ``RUN_DIR/videos/checkpoint-<step>/*.mp4``.
+      seed: episode ``i`` starts from ``env.reset(seed=seed + i)``.
+
+    Returns:
+      ``{"checkpoint", "episodes", "mean_return", "returns", "lengths", "videos"}``.
+
+    Raises:
+      ValueError (``checkpoint.CheckpointError``): no such or no usable checkpoint, or an
+        agent without ``greedy_step``.
+    """
+    spec = envs.make_spec(env_id)
+    from rltpu.config import RunConfig
+    fns = agent.build(spec, agent_config, run if run is not None else RunConfig(env=env_id))
+    if fns.greedy_step is None:
+        raise ValueError(f"agent {agent.name!r} has no greedy_step to evaluate with")
+    restored = checkpoint.restore(run_dir, fns.init, step)
+    params = devices.to_actor_device(restored.state.params)
+    key = jax.random.key(seed)  # a greedy policy should not use it; passed all the same
+    policy = jax.jit(lambda p, obs: fns.greedy_step(p, obs, key).action)
+
+    env = envs.make_one(env_id, render_mode="rgb_array" if video else None)
+    folder = None
+    if video:
+        import gymnasium as gym
+        folder = os.path.join(run_dir, VIDEO_DIR, f"checkpoint-{restored.step}")
+        env = gym.wrappers.RecordVideo(env, folder, episode_trigger=lambda _: True,
+                                       name_prefix="eval", disable_logger=True)
+    returns, lengths = [], []
+    try:
+        for i in range(episodes):
+            observation, _ = env.reset(seed=seed + i)
+            total, length, done = 0.0, 0, False
+            while not done:
+                action = np.asarray(policy(params, observation[None]))[0]
+                observation, reward, terminated, truncated, _ = env.step(action)
+                total, length, done = total + float(reward), length + 1, terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+    finally:
+        env.close()
+    videos = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                    if f.endswith(".mp4")) if folder else []
+    return {"run_dir": run_dir, "checkpoint": restored.step, "episodes": episodes,
+            "mean_return": float(np.mean(returns)), "returns": returns, "lengths": lengths,
+            "videos": videos}
