@@ -12,6 +12,7 @@ resume then falls back to the next newest and names what it skipped.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import json
@@ -179,34 +180,59 @@ def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
     skipped = [(name, "cut off mid-write") for name in incomplete]
     template, key_impl = _template(init)
     reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
-    try:
-        for candidate in steps:
-            path = os.path.join(directory, str(candidate))
-            try:
-                restored = reader.restore(path, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(template),
-                    counters=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
-                state = TrainState(*restored.state)
-                _check_like(state, template)
-            except Exception as e:  # noqa: BLE001 -- any failure to read means "damaged"
-                _forget_failed_reads()
-                text = str(e).strip().splitlines()
-                reason = f"{type(e).__name__}: {text[0][:200] if text else ''}"
-                if step is not None:
-                    raise CheckpointError(f"checkpoint {path} cannot be read ({reason})") from None
-                skipped.append((str(candidate), f"corrupt, {reason}"))
-                continue
-            for name, why in skipped:
-                _warn(f"skipping checkpoint {os.path.join(directory, name)} ({why})")
-            state = state._replace(key=jax.random.wrap_key_data(state.key, impl=key_impl))
-            return Restored(candidate, state, dict(restored.counters), dict(restored.config),
-                            path, tuple(name for name, _ in skipped))
-    finally:
+    # NOTE: the reader is closed only after a good read. Closing it right after a failed one
+    # shuts its event loop while that read's callbacks are still arriving, and asyncio then
+    # prints tracebacks after the one-line error; an unclosed reader ends with the process.
+    for candidate in steps:
+        path = os.path.join(directory, str(candidate))
+        try:
+            with _native_stderr_muted():
+                try:
+                    restored = reader.restore(path, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(template),
+                        counters=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
+                except Exception:
+                    # tensorstore's callbacks for the failed read land on orbax's closed event
+                    # loop and print tracebacks from native threads; let them land here
+                    time.sleep(0.2)
+                    raise
+            state = TrainState(*restored.state)
+            _check_like(state, template)
+        except Exception as e:  # noqa: BLE001 -- any failure to read means "damaged"
+            _forget_failed_reads()
+            text = str(e).strip().splitlines()
+            reason = f"{type(e).__name__}: {text[0][:200] if text else ''}"
+            if step is not None:
+                raise CheckpointError(f"checkpoint {path} cannot be read ({reason})") from None
+            skipped.append((str(candidate), f"corrupt, {reason}"))
+            continue
         reader.close()
+        for name, why in skipped:
+            _warn(f"skipping checkpoint {os.path.join(directory, name)} ({why})")
+        state = state._replace(key=jax.random.wrap_key_data(state.key, impl=key_impl))
+        return Restored(candidate, state, dict(restored.counters), dict(restored.config),
+                        path, tuple(name for name, _ in skipped))
     raise CheckpointError(
         f"no complete checkpoint in {directory}"
         + (f" (skipped {', '.join(f'{name}: {why}' for name, why in skipped)})" if skipped else "")
         + "; nothing was changed")
+
+
+@contextlib.contextmanager
+def _native_stderr_muted():
+    """Sends file descriptor 2 to /dev/null for the block: the noise of a damaged
+    checkpoint's read comes from native threads that Python's own hooks cannot silence.
+    The reason for skipping it is reported once, by the caller."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _forget_failed_reads() -> None:

@@ -168,7 +168,9 @@ def test_sporadic_nan_losses_and_bad_unrolls_are_counted_and_the_run_goes_on(tmp
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["skipped_updates"] == skipped and rows[-1]["rejected_unrolls"] == 4
     assert summary["actor_restarts"] == 0 and summary["dropped_unrolls"] == 0
-    assert "Token authentication is enabled for this Ray cluster" in err  # Ray's default, kept
+    # Ray's default, kept (Ray says "enabled" when it turns it on by default, and nothing
+    # when the environment already asks for it, as after an earlier ray.init in this process)
+    assert "Token authentication is disabled" not in err
 
 
 def test_actors_out_of_restarts_stop_the_run_with_one_line(tmp_path, ray_dir):
@@ -181,11 +183,14 @@ def test_actors_out_of_restarts_stop_the_run_with_one_line(tmp_path, ray_dir):
     assert err.strip().splitlines()[-1] == (
         "rltpu: error: every rollout actor failed more than --max-actor-restarts 2 times; the run "
         "stopped (see the lines above); the last good checkpoint is none")
-    assert len(re.findall(r"actor 0 env raised EnvCrashed: the simulator crashed on step 3 "
-                          r"\(envs.fake.CrashingEnv\); Ray restarts it \(restart \d of at most 2\)",
-                          err)) == 2
-    assert re.search(r"actor 0 env raised EnvCrashed: .*; it has used its 2 restarts, going on "
-                     r"without it \(0 left\)", err)
+    # The env crash is reported; the request queued behind it may fail as "died" when the
+    # restart takes it down (which Ray counts as the same or the next restart): either way
+    # restarts 1 and 2 are reported, then the actor is retired.
+    assert re.search(r"actor 0 env raised EnvCrashed: the simulator crashed on step 3 "
+                     r"\(envs.fake.CrashingEnv\); Ray restarts it \(restart 1 of at most 2\)", err)
+    assert re.findall(r"Ray restarts it \(restart (\d) of at most 2\)", err) == ["1", "2"]
+    assert re.search(r"actor 0 (env raised EnvCrashed: .*|died .*); it has used its 2 restarts, "
+                     r"going on without it \(0 left\)", err)
 
 
 def rollout_actor_pids(root_pid):

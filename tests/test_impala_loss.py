@@ -61,7 +61,7 @@ def random_batch(fns, spec, params, T, B, seed=0):
             return rng.random(s.shape) < 0.1
         if np.issubdtype(s.dtype, np.integer):
             return rng.integers(0, 2, s.shape).astype(s.dtype)
-        return rng.normal(size=s.shape).astype(s.dtype)
+        return (0.5 * rng.normal(size=s.shape)).astype(s.dtype)  # behaviour outputs near the policy's
     batch = jax.tree.map(fill, example)
     return batch._replace(valid=~batch.valid, policy_version=np.zeros((T, B), np.int32))
 

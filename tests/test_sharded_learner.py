@@ -43,6 +43,8 @@ def test_eight_devices_equal_one(agent_name, env_id, network_lib):
     for m1, m8 in zip(metrics_1, metrics_8):
         for name in m1:
             np.testing.assert_allclose(m1[name], m8[name], rtol=2e-5, atol=2e-6, err_msg=name)
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(params_8))
+    assert not any(m["update_skipped"] for m in metrics_8)
     # and the updates did something
     initial = devices.to_host(jax.jit(fns.init)(jax.random.key(3)).params)
     assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(initial),

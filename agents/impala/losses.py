@@ -73,7 +73,9 @@ def impala_targets(log_pi_t, log_mu_t, values, r_t, terminated_t, valid_t, *,
     valid_t = valid_t.astype(jnp.float32)
     # An autoreset step was not chosen by any policy: weight 0 zeroes its TD error and
     # cuts the trace there, so the step before it bootstraps from V(its next observation).
-    rho_tm1 = jnp.exp(jax.lax.stop_gradient(log_pi_t - log_mu_t)) * valid_t
+    # (where, not a product: exp may overflow on a step that is masked anyway, and inf * 0
+    # would be NaN.)
+    rho_tm1 = jnp.where(valid_t > 0, jnp.exp(jax.lax.stop_gradient(log_pi_t - log_mu_t)), 0.0)
     discount_t = discount * (1.0 - terminated_t.astype(jnp.float32)) * valid_t
     vt = vtrace(values[:-1], values[1:], r_t, discount_t, rho_tm1, lambda_,
                 clip_rho_threshold, clip_pg_rho_threshold)
