@@ -4,11 +4,9 @@ import json
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 
@@ -101,20 +99,6 @@ def test_nonfinite_guard_stops_after_the_limit_in_a_row():
     assert guard.skipped == 4 and guard.in_a_row == 2
     with pytest.raises(NonFiniteUpdatesError, match="3 updates in a row had a non-finite loss"):
         guard.record(True, version=9)
-
-
-@pytest.fixture
-def ray_dir():
-    """A short RAY_TMPDIR; afterwards any Ray process still using it is ended."""
-    path = tempfile.mkdtemp(prefix="ckpt-ray-")
-    yield path
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(path in arg for arg in proc.info["cmdline"] or ()):
-                proc.kill()
-        except psutil.Error:
-            pass
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def train_cli(args, tmp_path, ray_dir, timeout=600, **popen):

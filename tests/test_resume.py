@@ -5,12 +5,9 @@ import os
 import re
 import signal
 import subprocess
-import shutil
 import sys
-import tempfile
 import time
 
-import psutil
 
 import pytest
 
@@ -19,22 +16,6 @@ import envs
 from rltpu import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture
-def ray_dir():
-    """A short RAY_TMPDIR (Ray's socket paths must stay under 108 bytes). Afterwards the Ray
-    processes a kill -9 orphaned (Ray starts them in sessions of their own) are ended, found
-    by this folder in their command line, and the folder is removed."""
-    path = tempfile.mkdtemp(prefix="ckpt-ray-")
-    yield path
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(path in arg for arg in proc.info["cmdline"] or ()):
-                proc.kill()
-        except psutil.Error:
-            pass
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def cli_env(tmp_path):
