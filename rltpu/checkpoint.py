@@ -61,7 +61,8 @@ class Restored(NamedTuple):
 
 
 def checkpoint_dir(run_dir: str) -> str:
-    return os.path.join(run_dir, CHECKPOINT_DIR)
+    """Absolute, as orbax requires (run directories are often given relative, runs/...)."""
+    return os.path.join(os.path.abspath(run_dir), CHECKPOINT_DIR)
 
 
 def _warn(message: str) -> None:
