@@ -198,11 +198,12 @@ def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray
     kills, stop = [], threading.Event()
 
     def killer():
-        # Every 3 s, SIGKILL a rollout actor that has been up for 8 s (acting, not starting).
+        # Every 3 s, SIGKILL a rollout actor that has been up for 6 s (acting, not starting).
+        # On an idle machine the run may reach 475 after a kill or two; loaded, after many.
         while not stop.wait(3.0):
             try:
                 ready = [p for p in rollout_actor_pids(proc.pid)
-                         if time.time() - p.create_time() > 8]
+                         if time.time() - p.create_time() > 6]
                 if ready:
                     victim = random.choice(ready)
                     victim.send_signal(signal.SIGKILL)
@@ -225,7 +226,7 @@ def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray
     restarts = re.findall(r"rltpu: actor (\d) (env raised|died) .*; Ray restarts it", err)
     crashes = [r for r in restarts if r[1] == "env raised"]
     deaths = [r for r in restarts if r[1] == "died"]
-    assert len(kills) >= 2, "the killer did not get to kill"
+    assert len(kills) >= 1, "the killer did not get to kill"
     # Every kill and every crash is one restart (a kill as the run ends may not be counted
     # yet); a process killed while Ray was still starting it is counted but has no line.
     assert len(kills) + len(crashes) - 1 <= summary["actor_restarts"] <= len(kills) + len(crashes)
