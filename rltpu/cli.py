@@ -121,14 +121,7 @@ def train_main(argv: list[str]) -> int:
         if saved is not None:
             restored = checkpoint.restore(run.run_dir, agent.build(plan.spec, agent_config, run).init)
     except ValueError as e:
-        status = _fail(str(e))
-        if saved is not None:
-            # A failed orbax read leaves tensorstore threads that, at interpreter teardown,
-            # print tracebacks after our one line; nothing was started, so leave now.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(status)
-        return status
+        return _fail(str(e))
     from rltpu.faults import ActorsExhaustedError
     from rltpu.validation import NonFiniteUpdatesError
     try:

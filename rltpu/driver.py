@@ -121,21 +121,22 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
     # The learner initialises and compiles its update while Ray and the actors start:
     # both take seconds, and neither needs the other.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        learner = pool.submit(Learner, agent.build(plan.spec, agent_config, run),
+        fns = agent.build(plan.spec, agent_config, run)
+        learner = pool.submit(Learner, fns,
                               plan.spec, devices.make_mesh(plan.num_devices), run.seed,
                               run.unroll_length, run.batch_size)
         started_ray = _start_ray(run.num_actors)
         try:
             # After ray.init, which installs a SIGTERM handler of its own.
             with StopRequest() as stop:
-                return _train(agent, agent_config, run, plan, learner, t_start, quiet, config,
-                              resume, stop)
+                return _train(agent, agent_config, fns, run, plan, learner, t_start, quiet,
+                              config, resume, stop)
         finally:
             if started_ray:
                 ray.shutdown()
 
 
-def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_start: float,
+def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future, t_start: float,
            quiet: bool, config: dict, resume: checkpoint.Restored | None, stop: StopRequest) -> dict:
     if type(agent).__module__ != "__main__" and not type(agent).__module__.startswith("agents."):
         # A user's agent travels to the actors by value, so its module need not be
@@ -155,7 +156,6 @@ def _train(agent, agent_config, run: RunConfig, plan: Plan, learner_future, t_st
         print(f"rltpu: resumed from {resume.path} (update {resume.step:,}, "
               f"{resumed.get('env_steps', 0):,} env steps; params sha256 "
               f"{checkpoint.params_digest(learner.state.params)})", file=sys.stderr, flush=True)
-    fns = agent.build(plan.spec, agent_config, run)
     params = ParamStore()
     params.publish(learner.version, learner.host_params())
     memory = MemoryMonitor()

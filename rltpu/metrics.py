@@ -5,7 +5,6 @@ import collections
 import json
 import math
 import os
-import time
 from typing import Iterable
 
 import numpy as np
@@ -93,7 +92,3 @@ def _plain(obj):
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-
-
-def now() -> float:
-    return time.time()
