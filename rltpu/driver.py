@@ -92,9 +92,24 @@ def _start_ray(num_actors: int) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"])
         return True
-    ray.init(num_cpus=max(num_actors, os.cpu_count() or 1), include_dashboard=False,
-             _node_ip_address="127.0.0.1", configure_logging=False)
+    start_local_ray(max(num_actors, os.cpu_count() or 1))
     return True
+
+
+def start_local_ray(num_cpus: int) -> None:
+    """Starts a Ray of this machine alone, with every port on loopback and no dashboard.
+
+    Ray rewrites a node address of 127.0.0.1 to the machine's routable address and binds its
+    gRPC servers to all interfaces; its switch for single-machine Ray (the default on macOS
+    and Windows) keeps every listening socket on loopback instead. The switch is read when
+    ``ray`` is imported, hence the module attribute too; the environment carries it to Ray's
+    processes.
+    """
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
 
 
 def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
@@ -111,6 +126,7 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
       resume: a checkpoint of ``run.run_dir`` (``checkpoint.restore``) to continue from.
     """
     t_start = process_start_time()
+    startup = {"imports": time.time() - t_start}  # seconds since process start, per phase
     plan = validate(agent, agent_config, run, resume=resume is not None)
     if resume is None:
         os.makedirs(plan.run_dir)
@@ -126,18 +142,20 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
                               plan.spec, devices.make_mesh(plan.num_devices), run.seed,
                               run.unroll_length, run.batch_size)
         started_ray = _start_ray(run.num_actors)
+        startup["ray"] = time.time() - t_start
         try:
             # After ray.init, which installs a SIGTERM handler of its own.
             with StopRequest() as stop:
                 return _train(agent, agent_config, fns, run, plan, learner, t_start, quiet,
-                              config, resume, stop)
+                              config, resume, stop, startup)
         finally:
             if started_ray:
                 ray.shutdown()
 
 
 def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future, t_start: float,
-           quiet: bool, config: dict, resume: checkpoint.Restored | None, stop: StopRequest) -> dict:
+           quiet: bool, config: dict, resume: checkpoint.Restored | None, stop: StopRequest,
+           startup: dict) -> dict:
     if type(agent).__module__ != "__main__" and not type(agent).__module__.startswith("agents."):
         # A user's agent travels to the actors by value, so its module need not be
         # importable there (it may live in a script or a folder only the driver sees).
@@ -151,6 +169,7 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
               for i in range(run.num_actors)]
     pids = [a.pid.remote() for a in actors]  # answered once each actor is up
     learner = learner_future.result()
+    startup["learner"] = time.time() - t_start
     if resume is not None:
         learner.restore(resume.state, resume.step)
         print(f"rltpu: resumed from {resume.path} (update {resume.step:,}, "
@@ -168,6 +187,7 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
 
     for pid in pids:
         watch(pid)
+    startup["actors"] = time.time() - t_start
     supervisor = ActorSupervisor(actors, run.max_actor_restarts, on_restart=watch)
     queue = UnrollQueue(actors, params, run.max_in_flight, on_policy=run.on_policy,
                         supervisor=supervisor)
@@ -223,7 +243,7 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
         return batch, arrivals
 
     batch, arrivals = next_batch()
-    startup_s = time.time() - t_start
+    startup_s = startup["first_batch"] = time.time() - t_start
     last_log = t_train = time.time()
     timer.start()  # waiting for the first unrolls was start-up
     while True:
@@ -303,6 +323,7 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
         "num_devices": plan.num_devices, "platform": devices.platform(),
         "num_actors": run.num_actors, "envs_per_actor": run.envs_per_actor,
         "env_steps": env_steps, "wall_s": t_end - t_start, "startup_s": startup_s,
+        "startup_phases_s": startup,  # when each phase of start-up was done
         "time_to_target_s": time_to_target, "target_return": run.target_return,
         "final_return": episodes.mean, "episodes": episodes.count,
         "env_sps": (env_steps - start_env_steps) / train_s,

@@ -13,8 +13,9 @@ jax.config.update("jax_num_cpu_devices", 8)
 def ray_local():
     """A real local Ray (loopback, no dashboard) shared by the tests that need one."""
     import ray
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             configure_logging=False)
+
+    from rltpu.driver import start_local_ray
+    start_local_ray(num_cpus=2)
     yield ray
     ray.shutdown()
 
