@@ -12,7 +12,21 @@ import sys
 import threading
 from typing import Callable, Sequence
 
+import psutil
 import ray
+
+
+def rollout_actor_processes(driver_pid: int) -> list[psutil.Process]:
+    """The processes of the rollout actors of the run whose driver is ``driver_pid`` (on
+    this machine): for fault injection and for watching their memory."""
+    found = []
+    for proc in psutil.Process(driver_pid).children(recursive=True):
+        try:
+            if "RayRolloutActor" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.Error:
+            pass  # ended meanwhile
+    return found
 
 
 class ActorsExhaustedError(RuntimeError):

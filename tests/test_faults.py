@@ -20,6 +20,7 @@ import envs
 from rltpu import checkpoint, devices
 from rltpu.actor import RolloutActor
 from rltpu.config import RunConfig
+from rltpu.faults import rollout_actor_processes
 from rltpu.learner import Learner, example_trajectory, stack_unrolls
 from rltpu.validation import (NonFiniteGuard, NonFiniteUpdatesError, UnrollValidator,
                               unroll_example)
@@ -177,17 +178,6 @@ def test_actors_out_of_restarts_stop_the_run_with_one_line(tmp_path, ray_dir):
                      r"going on without it \(0 left\)", err)
 
 
-def rollout_actor_pids(root_pid):
-    found = []
-    for proc in psutil.Process(root_pid).children(recursive=True):
-        try:
-            if "RayRolloutActor" in " ".join(proc.cmdline()):
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
-
-
 @pytest.mark.slow
 def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray_dir):
     run_dir = tmp_path / "run"
@@ -202,7 +192,7 @@ def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray
         # On an idle machine the run may reach 475 after a kill or two; loaded, after many.
         while not stop.wait(3.0):
             try:
-                ready = [p for p in rollout_actor_pids(proc.pid)
+                ready = [p for p in rollout_actor_processes(proc.pid)
                          if time.time() - p.create_time() > 6]
                 if ready:
                     victim = random.choice(ready)
