@@ -78,6 +78,25 @@ def finish(procs, timeout):
     return outputs
 
 
+def test_settings_a_pod_cannot_run_are_refused_on_every_host(tmp_path, ray_tmpdir):
+    """Checked after the processes join (the device count is the pod's), before Ray starts."""
+    port = free_port()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4", "PYTHONPATH": ROOT,
+           "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmpdir}
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "rltpu.cli", "train", "--coordinator", f"127.0.0.1:{port}",
+         "--num-processes", "2", "--process-id", str(i), "--run-dir", str(tmp_path / "run"),
+         "--envs-per-actor", "8", "--num-actors", "1"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        for i in range(2)]
+    for p in procs:
+        _, stderr = p.communicate(timeout=180)
+        assert p.returncode == 2, stderr
+        assert stderr.strip() == ("rltpu: error: --num-actors 1 is fewer than the 2 learner "
+                                  "processes; each needs at least one actor"), stderr
+    assert not os.listdir(ray_tmpdir) and not (tmp_path / "run").exists()
+
+
 def digests(record_dir, i):
     return (record_dir / f"process{i}.digests").read_text().split()
 
