@@ -140,9 +140,12 @@ def train_main(argv: list[str]) -> int:
     except ValueError as e:
         return _fail(str(e))
     from rltpu.faults import ActorsExhaustedError
+    from rltpu.hosts import HostsDisagreeError
     from rltpu.validation import NonFiniteUpdatesError
     try:
         summary = train(agent, agent_config, run, quiet=quiet, resume=restored)
+    except HostsDisagreeError as e:
+        return _fail(str(e))
     except (NonFiniteUpdatesError, ActorsExhaustedError) as e:
         # Every checkpoint is good (a skipped update never changes the state).
         last = checkpoint.list_checkpoints(plan.run_dir)[0]

@@ -26,6 +26,10 @@ import numpy as np
 from rltpu import devices
 
 
+class HostsDisagreeError(ValueError):
+    """The learner processes of a run were started with settings that differ."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Agreed:
     """What every learner process knows after ``agree`` (the same on all of them)."""
@@ -95,8 +99,9 @@ class LearnerHosts:
                       np.concatenate([padded[i, :n] for i, n in enumerate(counts[:, 2])]))
 
     def check_same(self, settings: dict) -> None:
-        """Raises ``ValueError`` unless every process passed the same ``settings`` (those
-        that shape the batch or decide when the run ends): a mismatch would hang the pod."""
+        """Raises ``HostsDisagreeError`` unless every process passed the same ``settings``
+        (those that shape the batch or decide when the run ends): a mismatch would hang the
+        pod."""
         if self.count == 1:
             return
         text = json.dumps(settings, sort_keys=True, default=str)
@@ -104,9 +109,10 @@ class LearnerHosts:
         gathered = devices.all_processes(digest)
         differ = [i for i in range(self.count) if not np.array_equal(gathered[i], gathered[0])]
         if differ:
-            raise ValueError(f"learner processes {differ} were started with settings that "
-                             f"differ from process 0's; every host must run the same flags "
-                             f"(these must match: {', '.join(sorted(settings))})")
+            raise HostsDisagreeError(
+                f"learner processes {differ} were started with settings that differ from "
+                f"process 0's; every host must run the same flags (these must match: "
+                f"{', '.join(sorted(settings))})")
 
 
 class UpdateRecorder:
