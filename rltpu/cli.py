@@ -154,7 +154,7 @@ def train_main(argv: list[str]) -> int:
                         if last else "none"), status=1)
     print(json.dumps({k: summary[k] for k in ("run_dir", "env_steps", "time_to_target_s",
                                                 "final_return", "env_sps")}))
-    if summary["stopped_by"] is not None:
+    if summary["stopped_by"] is not None and summary["checkpoint"] is not None:
         print(f"rltpu: stopped by {summary['stopped_by']} after update "
               f"{summary['learner_updates']:,}; checkpoint {summary['checkpoint']} is complete. "
               f"Resume with: rltpu train --resume {summary['run_dir']}", file=sys.stderr)

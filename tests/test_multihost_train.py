@@ -101,6 +101,7 @@ def digests(record_dir, i):
     return (record_dir / f"process{i}.digests").read_text().split()
 
 
+@pytest.mark.slow
 def test_uneven_actors_keep_the_hosts_in_lockstep_and_a_signal_stops_both(
         two_node_cluster, tmp_path):
     """Host 1's envs sleep 5 ms a step (its actor makes unrolls several times slower than
