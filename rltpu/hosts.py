@@ -83,11 +83,11 @@ class LearnerHosts:
             must have one shape on every process).
         """
         returns = np.asarray(episode_returns, np.float32)
+        if self.count == 1:  # no bound needed (a replay agent's batch may follow many unrolls)
+            return Agreed((0,) if stop_requested else (), int(env_steps), returns)
         if len(returns) > max_episodes:
             raise ValueError(f"{len(returns)} episodes ended in one batch share, more than "
                              f"the bound {max_episodes}")
-        if self.count == 1:
-            return Agreed((0,) if stop_requested else (), int(env_steps), returns)
         padded = np.zeros(max_episodes, np.float32)
         padded[:len(returns)] = returns
         # int32 is exact here: these are one batch's counts, not the run's totals.

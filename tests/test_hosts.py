@@ -1,8 +1,6 @@
 """What each learner process owns, and the single-process case of their agreement (the
 multi-process one runs in tests/test_multihost_train.py)."""
 import numpy as np
-import pytest
-
 from rltpu import devices
 from rltpu.hosts import LearnerHosts
 
@@ -20,8 +18,8 @@ def test_one_process_agrees_with_itself():
     assert agreed.stop_by == (0,) and agreed.env_steps == 120
     np.testing.assert_array_equal(agreed.episode_returns, [9.0, 21.0])
     assert host.agree(False, 0, np.zeros(0), max_episodes=4).stop_by == ()
-    with pytest.raises(ValueError, match="5 episodes ended in one batch share, more than the bound 4"):
-        host.agree(False, 10, np.ones(5), max_episodes=4)
+    # the bound is for the gathered arrays of several processes; one has none to gather
+    assert len(host.agree(False, 10, np.ones(5), max_episodes=4).episode_returns) == 5
     host.check_same({"batch_size": 16})  # nothing to compare with
 
 
