@@ -62,7 +62,8 @@ def worker(args) -> None:
                 return rng.integers(0, 2, shape).astype(s.dtype)
             return (0.5 * rng.normal(size=shape)).astype(s.dtype)
         batch = jax.tree.map(fill, learner.example)
-        batch = batch._replace(valid=~batch.valid, policy_version=np.zeros_like(batch.policy_version))
+        batch = batch._replace(valid=~batch.valid,
+                               policy_version=np.zeros_like(batch.policy_version))
         for _ in range(3):  # compile and warm up
             metrics = learner.update(learner.put(batch))
         devices.wait(metrics)
@@ -89,8 +90,8 @@ def run_workers(args, num_processes: int, local_devices: int, devices: list[int]
     env.pop("XLA_FLAGS", None)
     port = free_port()
     procs = [subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--worker", "--num-processes", str(num_processes),
-         "--process-id", str(i), "--port", str(port), "--local-devices", str(local_devices),
+        [sys.executable, os.path.abspath(__file__), "--worker",
+         "--num-processes", str(num_processes), "--process-id", str(i), "--port", str(port), "--local-devices", str(local_devices),
          "--devices", *map(str, devices), "--batch-size", str(args.batch_size),
          "--unroll-length", str(args.unroll_length), "--updates", str(args.updates),
          "--repeats", str(args.repeats)],

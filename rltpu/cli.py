@@ -122,8 +122,8 @@ def train_main(argv: list[str]) -> int:
     quiet = values.pop("quiet", False)
     resume = values.pop("resume", None)
     try:
-        distributed = _distributed(values.pop("distributed", None), values.pop("coordinator", None),
-                                   values.pop("num_processes", None), values.pop("process_id", None))
+        distributed = _distributed(*(values.pop(name, None) for name in (
+            "distributed", "coordinator", "num_processes", "process_id")))
         if distributed is not None:
             # Before anything asks JAX for its devices: the mesh spans every host's.
             from rltpu import devices

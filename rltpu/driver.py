@@ -355,7 +355,8 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
     # This host's view: its actors, its share of the batches and of the devices.
     multi = hosts.count > 1
     bottleneck = report.analyse(timer.measurements(
-        num_actors=len(actors), num_devices=devices.local_device_count() if multi else plan.num_devices,
+        num_actors=len(actors),
+        num_devices=devices.local_device_count() if multi else plan.num_devices,
         env_steps=local_env_steps if multi else env_steps - start_env_steps,
         train_s=train_s, cpus=os.cpu_count() or 1, on_policy=run.on_policy))
     summary = {

@@ -87,7 +87,8 @@ def test_settings_a_pod_cannot_run_are_refused_on_every_host(tmp_path, ray_tmpdi
     procs = [subprocess.Popen(
         [sys.executable, "-m", "rltpu.cli", "train", "--coordinator", f"127.0.0.1:{port}",
          "--num-processes", "2", "--process-id", str(i), "--run-dir", str(tmp_path / "run"),
-         "--envs-per-actor", "8", "--num-actors", "1"], env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+         "--envs-per-actor", "8", "--num-actors", "1"],
+        env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
     for p in procs:
         _, stderr = p.communicate(timeout=180)
