@@ -9,6 +9,7 @@ same (concatenated) batches computes the same params.
 """
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ def two_node_cluster():
     yield cluster, tmp
     cluster.shutdown()
     os.environ.pop("RAY_TMPDIR", None)
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def start_learners(cluster, tmp, run_dir, record_dir, args_per_process):
