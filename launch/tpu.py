@@ -337,12 +337,24 @@ def ray_steps(cfg: LaunchConfig) -> list[Step]:
 
 
 def train_steps(cfg: LaunchConfig, train_args: tuple[str, ...]) -> list[Step]:
-    """Starts ``rltpu train`` on worker 0 against the cluster, detached from the SSH session
-    (a dropped connection must not end a pod run); its output goes to ~/rltpu-train.log."""
+    """Starts ``rltpu train`` against the cluster, detached from the SSH session (a dropped
+    connection must not end a pod run); its output goes to ~/rltpu-train.log.
+
+    On a slice of several hosts it starts one learner process on every host, with the same
+    flags and ``--distributed auto``: they join with ``jax.distributed`` (the TPU runtime
+    tells them where the others are) and learn over every chip of the slice; worker 0's
+    process writes the run directory."""
+    hosts = cfg.slice.hosts
+    if hosts > 1:
+        train_args = (*train_args, "--distributed", "auto")
     args = " ".join(shlex.quote(a) for a in train_args)
     command = f"{_venv_bin('rltpu')} train{' ' + args if args else ''}"
     remote = (f"cd ~/rltpu && RAY_AUTH_MODE=token RAY_ADDRESS=auto nohup setsid {command} "
               f"> {TRAIN_LOG} 2>&1 < /dev/null &")
+    if hosts > 1:
+        return [Step(f"start a learner process on each of the {hosts} TPU workers (output: "
+                     f"{TRAIN_LOG} on each; worker 0's is the run's, see the logs command)",
+                     _ssh(cfg, "all", remote))]
     return [Step(f"start training on worker 0 (output: {TRAIN_LOG} there; see the logs command)",
                  _ssh(cfg, "0", remote))]
 

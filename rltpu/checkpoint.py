@@ -92,9 +92,19 @@ def _manager(run_dir: str, run: RunConfig) -> ocp.CheckpointManager:
         policies.append(ocp.checkpoint_managers.BestN(
             get_metric_fn=lambda m: m["mean_return"], n=1,
             keep_checkpoints_without_metrics=False))
+    kwargs = {}
+    if jax.process_count() > 1:
+        # Only learner process 0 saves: the state is replicated and saved from host memory,
+        # so its copy is the whole checkpoint, and the other hosts need no shared file
+        # system. orbax then syncs process 0 with itself alone; the folder is made here
+        # (orbax cannot create it for a subset of processes).
+        os.makedirs(checkpoint_dir(run_dir), exist_ok=True)
+        kwargs["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+            primary_host=0, active_processes={0})
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(policies),
-        enable_async_checkpointing=True, create=True, cleanup_tmp_directories=False)
+        enable_async_checkpointing=True, create=jax.process_count() == 1,
+        cleanup_tmp_directories=False, **kwargs)
     return ocp.CheckpointManager(checkpoint_dir(run_dir), options=options,
                                  item_names=("state", "counters", "config"))
 
@@ -141,6 +151,24 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+
+
+class NoCheckpoints:
+    """What learner processes other than 0 have instead of a ``Checkpointer``."""
+
+    last_step = None
+
+    def due(self, step: int) -> bool:
+        return False
+
+    def save(self, *args) -> bool:
+        return False
+
+    def wait(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def list_checkpoints(run_dir: str) -> tuple[list[int], list[str]]:

@@ -107,10 +107,27 @@ def train_main(argv: list[str]) -> int:
                         help="continue the run in RUN_DIR from its newest complete checkpoint "
                         "(its saved settings; only step budget, target, logging, actor count "
                         "and checkpointing flags may change)")
+    hosts = parser.add_argument_group(
+        "multi-host learner (one rltpu train per host of a pod slice, all with the same flags)")
+    hosts.add_argument("--distributed", choices=["auto"], default=argparse.SUPPRESS,
+                       help="join the other hosts' learner processes with jax.distributed, "
+                       "the TPU runtime telling where they are (Cloud TPU)")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", default=argparse.SUPPRESS,
+                       help="join them at this address (process 0's host) instead")
+    hosts.add_argument("--num-processes", type=int, metavar="N", default=argparse.SUPPRESS,
+                       help="learner processes in all (with --coordinator)")
+    hosts.add_argument("--process-id", type=int, metavar="I", default=argparse.SUPPRESS,
+                       help="this one's index, 0 to N-1; process 0 writes the run directory")
     values = vars(parser.parse_args(argv))
     quiet = values.pop("quiet", False)
     resume = values.pop("resume", None)
     try:
+        distributed = _distributed(*(values.pop(name, None) for name in (
+            "distributed", "coordinator", "num_processes", "process_id")))
+        if distributed is not None:
+            # Before anything asks JAX for its devices: the mesh spans every host's.
+            from rltpu import devices
+            devices.initialize_distributed(**distributed)
         if saved is not None:
             values = _resumed(saved, values, agent, resume)
         run = _build(RunConfig, values)
@@ -123,9 +140,12 @@ def train_main(argv: list[str]) -> int:
     except ValueError as e:
         return _fail(str(e))
     from rltpu.faults import ActorsExhaustedError
+    from rltpu.hosts import HostsDisagreeError
     from rltpu.validation import NonFiniteUpdatesError
     try:
         summary = train(agent, agent_config, run, quiet=quiet, resume=restored)
+    except HostsDisagreeError as e:
+        return _fail(str(e))
     except (NonFiniteUpdatesError, ActorsExhaustedError) as e:
         # Every checkpoint is good (a skipped update never changes the state).
         last = checkpoint.list_checkpoints(plan.run_dir)[0]
@@ -134,11 +154,41 @@ def train_main(argv: list[str]) -> int:
                         if last else "none"), status=1)
     print(json.dumps({k: summary[k] for k in ("run_dir", "env_steps", "time_to_target_s",
                                                 "final_return", "env_sps")}))
-    if summary["stopped_by"] is not None:
+    if summary["stopped_by"] is not None and summary["checkpoint"] is not None:
         print(f"rltpu: stopped by {summary['stopped_by']} after update "
               f"{summary['learner_updates']:,}; checkpoint {summary['checkpoint']} is complete. "
               f"Resume with: rltpu train --resume {summary['run_dir']}", file=sys.stderr)
     return 0
+
+
+def _distributed(mode: str | None, coordinator: str | None, num_processes: int | None,
+                 process_id: int | None) -> dict | None:
+    """``initialize_distributed``'s arguments from the multi-host flags (None: one process).
+
+    Raises:
+      ValueError: the flags are incomplete, contradict each other or are out of range.
+    """
+    explicit = (coordinator, num_processes, process_id)
+    if mode == "auto":
+        if any(x is not None for x in explicit):
+            raise ValueError("--distributed auto takes no --coordinator, --num-processes or "
+                             "--process-id (the TPU runtime supplies them); give one or the other")
+        return {}
+    if all(x is None for x in explicit):
+        return None
+    if any(x is None for x in explicit):
+        raise ValueError("a multi-host learner needs all of --coordinator HOST:PORT, "
+                         "--num-processes N and --process-id I (or --distributed auto on Cloud TPU)")
+    host, _, port = coordinator.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--coordinator {coordinator!r} is not HOST:PORT with a port "
+                         "from 1 to 65535")
+    if num_processes < 1:
+        raise ValueError(f"--num-processes must be a positive integer, got {num_processes}")
+    if not 0 <= process_id < num_processes:
+        raise ValueError(f"--process-id {process_id} is not in 0..{num_processes - 1} "
+                         f"(--num-processes {num_processes})")
+    return {"coordinator": coordinator, "num_processes": num_processes, "process_id": process_id}
 
 
 def _resumed(saved: dict, given: dict, agent, run_dir: str) -> dict:

@@ -14,13 +14,15 @@ class RunConfig:
     env: str = "CartPole-v1"
     """Gymnasium env id or a module:Class path."""
     num_actors: int = 2
-    """Ray rollout actors, one CPU each."""
+    """Ray rollout actors, one CPU each (in all: a multi-host learner splits them over
+    its hosts)."""
     envs_per_actor: int = 16
     """Envs each actor steps together (trajectory columns per unroll)."""
     unroll_length: int = 16
     """Steps per trajectory (T)."""
     batch_size: int = 16
-    """Trajectories per learner update; a multiple of --envs-per-actor and of the device count."""
+    """Trajectories per learner update (the global batch: each of N learner hosts feeds
+    1/N); a multiple of --envs-per-actor and of the device count."""
     total_env_steps: int = 2_000_000
     """Stop after this many env steps."""
     target_return: float | None = 475.0

@@ -72,6 +72,19 @@ def device_count() -> int:
     return jax.device_count()
 
 
+def all_processes(local):
+    """Every learner process's ``local`` pytree (numpy leaves of the same shapes and dtypes
+    in each), stacked in process order: each leaf gains a leading ``[num_processes]`` axis.
+
+    A collective: every process must call it, at the same point of the same step, or the
+    callers wait for the missing one for ever. With one process it is a reshape.
+    """
+    if jax.process_count() == 1:
+        return jax.tree.map(lambda x: np.asarray(x)[None], local)
+    from jax.experimental import multihost_utils
+    return jax.tree.map(np.asarray, multihost_utils.process_allgather(local))
+
+
 def local_device_count() -> int:
     return jax.local_device_count()
 

@@ -1,7 +1,9 @@
 """``train``: envs -> actors -> trajectory queue -> learner -> versioned params -> actors.
 
-This is the driver of a single-host run; the driver process is the learner. Everything
-is checked (``validate``) before Ray starts, so a bad setting costs nothing.
+The driver process is the learner. On a pod slice every host runs one (see
+``rltpu.hosts``): each owns its share of the actors and of every batch, they decide
+together when to stop, and only process 0 writes the run directory. Everything is checked
+(``validate``) before Ray starts, so a bad setting costs nothing.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+import jax
 import numpy as np
 import psutil
 import ray
@@ -24,6 +27,7 @@ from rltpu.agent import Agent
 from rltpu.config import RunConfig
 from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
+from rltpu.hosts import LearnerHosts, UpdateRecorder
 from rltpu.learner import Learner
 from rltpu.metrics import EpisodeWindow, MemoryMonitor, process_start_time, write_json
 from rltpu.transport import ParamStore, UnrollQueue
@@ -57,13 +61,34 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = Fal
     if num_devices > available:
         raise ValueError(f"--num-devices {num_devices} but only {available} "
                          f"{devices.platform()} devices are present")
+    processes = devices.process_count()
+    if processes > 1:
+        if resume:
+            raise ValueError("--resume: a multi-host run cannot be resumed yet (every host "
+                             "would need the checkpoint); resume it with one learner process")
+        if fns.replay is not None:
+            raise ValueError(f"--agent {agent.name} learns from a replay buffer, which is not "
+                             "split over learner processes yet; use a trajectory agent "
+                             "(impala, ppo) or one learner process")
+        if num_devices != available:
+            raise ValueError(f"--num-devices {num_devices}: {processes} learner processes use "
+                             f"every device of every host, {available}")
+        if run.batch_size % (processes * run.envs_per_actor):
+            raise ValueError(f"--batch-size {run.batch_size} must be a multiple of "
+                             f"{processes} learner processes x --envs-per-actor "
+                             f"{run.envs_per_actor} (each host feeds whole unrolls)")
+        if run.num_actors < processes:
+            raise ValueError(f"--num-actors {run.num_actors} is fewer than the {processes} "
+                             f"learner processes; each needs at least one actor")
     if fns.replay is not None and fns.replay.sample_size % num_devices:
         raise ValueError(f"--sample-size {fns.replay.sample_size} is not divisible by the "
                          f"{num_devices} learner devices; use a multiple of {num_devices}")
     if run.batch_size % num_devices:
         raise ValueError(f"--batch-size {run.batch_size} is not divisible by the {num_devices} "
                          f"learner devices; use a multiple of {num_devices}")
-    if run.run_dir is not None:
+    if devices.process_index() != 0:
+        run_dir = run.run_dir or "(process 0's run directory)"  # only process 0 writes it
+    elif run.run_dir is not None:
         run_dir = run.run_dir
         if resume:
             if not os.path.isdir(run_dir):
@@ -128,12 +153,13 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
     t_start = process_start_time()
     startup = {"imports": time.time() - t_start}  # seconds since process start, per phase
     plan = validate(agent, agent_config, run, resume=resume is not None)
-    if resume is None:
-        os.makedirs(plan.run_dir)
-    else:
-        checkpoint.set_aside(plan.run_dir, resume)
     config = {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)}
-    write_json(os.path.join(plan.run_dir, "config.json"), config)
+    if devices.process_index() == 0:
+        if resume is None:
+            os.makedirs(plan.run_dir)
+        else:
+            checkpoint.set_aside(plan.run_dir, resume)
+        write_json(os.path.join(plan.run_dir, "config.json"), config)
     # The learner initialises and compiles its update while Ray and the actors start:
     # both take seconds, and neither needs the other.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -160,21 +186,34 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
         # A user's agent travels to the actors by value, so its module need not be
         # importable there (it may live in a script or a folder only the driver sees).
         ray.cloudpickle.register_pickle_by_value(sys.modules[type(agent).__module__])
+    hosts = LearnerHosts.current()
     resumed = {} if resume is None else resume.counters
     # A resumed run's actors get new seeds, so they do not replay the envs of the first leg.
     seed_offset = 0 if resume is None else resume.step
+    # Actors ask for a CPU only (never a TPU): Ray may place them on any host of the
+    # cluster, CPU-only ones included, and they pin their JAX to the CPU.
     actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
     actors = [actor_class.remote(i, agent, agent_config, run,
                                  (run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31)
-              for i in range(run.num_actors)]
+              for i in hosts.actor_ids(run.num_actors)]
     pids = [a.pid.remote() for a in actors]  # answered once each actor is up
     learner = learner_future.result()
     startup["learner"] = time.time() - t_start
+    # Every host must feed batches of one shape and stop on the same rule; the env itself
+    # may differ in speed (a host whose actors are slow holds the others, never skips).
+    hosts.check_same({"agent": agent.name, "agent_config": config["agent"],
+                      "batch": jax.tree.map(lambda x: (x.shape, str(x.dtype)), learner.example),
+                      **{k: config["run"][k] for k in (
+                          "batch_size", "unroll_length", "envs_per_actor", "num_actors", "seed",
+                          "total_env_steps", "target_return", "on_policy", "publish_every")}})
+    recorder = UpdateRecorder.from_environment(hosts.index)
     if resume is not None:
         learner.restore(resume.state, resume.step)
         print(f"rltpu: resumed from {resume.path} (update {resume.step:,}, "
               f"{resumed.get('env_steps', 0):,} env steps; params sha256 "
               f"{checkpoint.params_digest(learner.state.params)})", file=sys.stderr, flush=True)
+    # Each host publishes its own (bitwise identical) params to its own actors: no host
+    # waits on another's ray.put, and no params travel between learner hosts.
     params = ParamStore()
     params.publish(learner.version, learner.host_params())
     memory = MemoryMonitor()
@@ -194,13 +233,19 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
     validator = None
     if fns.replay is None:
         validator = UnrollValidator(unroll_example(learner.example, run.envs_per_actor))
-        feed = TrajectoryFeed(queue, learner, run.unrolls_per_batch,
+        feed = TrajectoryFeed(queue, learner, hosts.share(run.batch_size) // run.envs_per_actor,
                               run.unroll_length * run.batch_size, validator, params)
     else:
         feed = ReplayFeed(queue, learner, fns.replay, run.seed)
     nonfinite = NonFiniteGuard(run.max_nonfinite_updates)
-    checkpoints = checkpoint.Checkpointer(plan.run_dir, run, config)
-    writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
+    if hosts.primary:
+        checkpoints = checkpoint.Checkpointer(plan.run_dir, run, config)
+        writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
+    else:  # the params are the same everywhere: process 0's checkpoints and metrics suffice
+        checkpoints, writer = checkpoint.NoCheckpoints(), None
+    # An upper bound on the episodes that end in one host's share of a batch: each column
+    # ends at most one per step.
+    max_episodes = run.unroll_length * hosts.share(run.batch_size)
     episodes = EpisodeWindow(20)
     episodes.returns.extend(resumed.get("recent_returns", []))
     episodes.count = resumed.get("episodes", 0)
@@ -224,7 +269,7 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
     env_steps = resumed.get("env_steps", 0)
     samples = resumed.get("samples", 0)
     start_env_steps, start_samples, start_version = env_steps, samples, learner.version
-    lags, acting_s, acting_steps = [], 0.0, 0
+    lags, acting_s, acting_steps, local_env_steps = [], 0.0, 0, 0
     time_to_target = None
     interval_steps, interval_lags = 0, []
 
@@ -242,6 +287,8 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
         timer.mark("copied")
         return batch, arrivals
 
+    if recorder is not None:
+        learner.put = recorder.recording(learner.put)
     batch, arrivals = next_batch()
     startup_s = startup["first_batch"] = time.time() - t_start
     last_log = t_train = time.time()
@@ -251,12 +298,16 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
                if arrivals else None)
         if run.on_policy and lag != 0:
             raise RuntimeError(f"on-policy run got a batch {lag} versions old")
+        agreed = hosts.agree(stop.requested, sum(a.env_steps for a in arrivals),
+                             np.concatenate([np.zeros(0, np.float32)]
+                                            + [a.episode_returns for a in arrivals]),
+                             max_episodes)
         timer.mark("dispatch")
         metrics = learner.update(batch)
         update_done = update_watch.submit(devices.ready_at, metrics)
         consumed = arrivals
-        done_by_steps = env_steps + sum(a.env_steps for a in consumed) >= run.total_env_steps
-        stopping = stop.requested
+        done_by_steps = env_steps + agreed.env_steps >= run.total_env_steps
+        stopping = bool(agreed.stop_by)
         done = done_by_steps or stopping
         if not done and not run.on_policy:
             batch, arrivals = next_batch()  # overlaps with the update running on the devices
@@ -274,13 +325,17 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
         if not done and run.on_policy:
             batch, arrivals = next_batch()  # acted with the params just published
         timer.end_update(update_done.result())
+        if recorder is not None:
+            recorder.updated(learner.version, learner.host_params())
 
-        for a in consumed:
-            episodes.add(a.episode_returns)
-            env_steps += a.env_steps
+        # Counts and returns of every host's share, the same on every host.
+        episodes.add(agreed.episode_returns)
+        env_steps += agreed.env_steps
+        interval_steps += agreed.env_steps
+        for a in consumed:  # what this host's actors measured, for its bottleneck report
             acting_s += a.acting_s
             acting_steps += a.env_steps
-            interval_steps += a.env_steps
+            local_env_steps += a.env_steps
             timer.add_unroll(a.timings)
         samples += feed.samples_per_batch
         if lag is not None:
@@ -293,7 +348,7 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
         if checkpoints.due(learner.version):
             checkpoints.save(learner.version, learner.state, counters(), episodes.mean)
         now = time.time()
-        if now - last_log >= run.log_every_s or reached or done:
+        if writer is not None and (now - last_log >= run.log_every_s or reached or done):
             writer.write({"time_s": now - t_start, "env_steps": env_steps,
                           "env_sps": interval_steps / max(now - last_log, 1e-9),
                           "mean_return": episodes.mean, "episodes": episodes.count,
@@ -315,12 +370,19 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
     for actor in actors:
         ray.kill(actor)
     train_s = t_end - t_train
+    if recorder is not None:
+        recorder.close()
+    # This host's view: its actors, its share of the batches and of the devices.
+    multi = hosts.count > 1
     bottleneck = report.analyse(timer.measurements(
-        num_actors=run.num_actors, num_devices=plan.num_devices, env_steps=env_steps - start_env_steps,
+        num_actors=len(actors),
+        num_devices=devices.local_device_count() if multi else plan.num_devices,
+        env_steps=local_env_steps if multi else env_steps - start_env_steps,
         train_s=train_s, cpus=os.cpu_count() or 1, on_policy=run.on_policy))
     summary = {
         "agent": agent.name, "env": run.env, "seed": run.seed,
         "num_devices": plan.num_devices, "platform": devices.platform(),
+        "num_processes": hosts.count, "process_index": hosts.index,
         "num_actors": run.num_actors, "envs_per_actor": run.envs_per_actor,
         "env_steps": env_steps, "wall_s": t_end - t_start, "startup_s": startup_s,
         "startup_phases_s": startup,  # when each phase of start-up was done
@@ -333,14 +395,18 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
         "mean_policy_lag": float(np.mean(lags)) if lags else 0.0, "peak_rss_mb": memory.peak_mb,
         "run_dir": plan.run_dir, **faults(),
         "resumed_from_update": None if resume is None else start_version,
-        "stopped_by": stop.signal_name,
-        "checkpoint": os.path.join(checkpoint.checkpoint_dir(plan.run_dir), str(checkpoints.last_step)),
+        "stopped_by": stop.signal_name or (f"a signal to learner process {agreed.stop_by[0]}"
+                                            if agreed.stop_by else None),
+        "checkpoint": None if checkpoints.last_step is None else
+        os.path.join(checkpoint.checkpoint_dir(plan.run_dir), str(checkpoints.last_step)),
         "actor_sps_each": bottleneck["actor_sps_each"],
         "learner_sps_per_device": bottleneck["learner_sps_per_device"],
         "bottleneck": bottleneck,
     }
     if run.plan_steps is not None:
         summary["plan"] = report.plan(run.plan_steps, summary["env_sps"], startup_s)
+    if writer is None:
+        return summary
     write_json(os.path.join(plan.run_dir, "summary.json"), summary)
     writer.close(summary)
     if not quiet:

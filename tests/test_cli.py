@@ -26,11 +26,25 @@ CASES = [
     (["--plan-steps", "0"], "--plan-steps must be a positive integer, got 0"),
     (["--num-actors", "two"], "invalid int value: 'two'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--coordinator", "127.0.0.1:8476"], "needs all of --coordinator HOST:PORT, --num-processes"),
+    (["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"],
+     "--coordinator 'localhost' is not HOST:PORT"),
+    (["--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"],
+     "--process-id 2 is not in 0..1 (--num-processes 2)"),
+    (["--coordinator", "h:1", "--num-processes", "0", "--process-id", "0"],
+     "--num-processes must be a positive integer, got 0"),
+    (["--distributed", "auto", "--process-id", "1"], "--distributed auto takes no --coordinator"),
+    (["--distributed", "manual"], "invalid choice: 'manual'"),
 ]
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def run_cli(args, tmp_path, ray_tmpdir):
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmpdir}
+    # PYTHONPATH: this checkout's rltpu, whichever one the venv has installed.
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmpdir,
+           "PYTHONPATH": ROOT}
     return subprocess.run([sys.executable, "-m", "rltpu.cli", "train", *args], env=env,
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
 

@@ -206,8 +206,8 @@ HEAD_IP=$(gcloud compute tpus tpu-vm describe rl '--format=value(networkEndpoint
 gcloud compute tpus tpu-vm ssh rl --worker=1,2,3 {JOIN} {z}
 # join CPU host actors-1 to the head (rollout actors only)
 gcloud compute ssh actors-1 {z} {JOIN}
-# start training on worker 0 (output: ~/rltpu-train.log there; see the logs command)
-gcloud compute tpus tpu-vm ssh rl --worker=0 "--command=cd ~/rltpu && RAY_AUTH_MODE=token RAY_ADDRESS=auto nohup setsid ~/rltpu-venv/bin/rltpu train --env Acrobot-v1 --run-dir 'runs/my run' > ~/rltpu-train.log 2>&1 < /dev/null &" {z}
+# start a learner process on each of the 4 TPU workers (output: ~/rltpu-train.log on each; worker 0's is the run's, see the logs command)
+gcloud compute tpus tpu-vm ssh rl --worker=all "--command=cd ~/rltpu && RAY_AUTH_MODE=token RAY_ADDRESS=auto nohup setsid ~/rltpu-venv/bin/rltpu train --env Acrobot-v1 --run-dir 'runs/my run' --distributed auto > ~/rltpu-train.log 2>&1 < /dev/null &" {z}
 """
 
 
@@ -251,6 +251,12 @@ def test_ray_token_auth_everywhere_and_no_public_dashboard(accelerator_type, das
     assert "f00dfeedcafe4242" not in script, "the token itself must never be printed"
     copies = [s for s in steps if any(a.endswith(":.ray/auth_token") for a in s.argv)]
     assert len(copies) == 1 + 2  # every TPU host at once (--worker=all), each CPU host
+    # one learner process on every TPU host of a pod, joined by jax.distributed
+    pod = tpu.parse_accelerator_type(accelerator_type).hosts > 1
+    train = steps[-1].argv
+    assert ("--worker=all" if pod else "--worker=0") in train
+    command = next(a for a in train if a.startswith("--command="))
+    assert command.count(" --distributed auto ") == pod
 
 
 # --- dry run and real run do the same ------------------------------------------------------
@@ -340,8 +346,9 @@ def test_dry_run_script_and_real_run_make_the_same_calls(exists, fake_path, tmp_
                                       ["gcloud", "compute", "ssh", "cpu-a"]]
     assert all(any(a.endswith("--address=10.164.0.7:6379") for a in c) for c in joins)
     train = bash_calls[-1]
-    assert train[:7] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "rl", "--worker=0"]
-    assert train[7].endswith("rltpu train --env CartPole-v1 --run-dir 'runs/a b' > "
+    assert train[:7] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "rl", "--worker=all"]
+    assert train[7].endswith("rltpu train --env CartPole-v1 --run-dir 'runs/a b' "
+                             "--distributed auto > "
                              "~/rltpu-train.log 2>&1 < /dev/null &")
 
 
