@@ -40,7 +40,7 @@ _TMP_DIR = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 # Run settings a resumed run may change; every other run setting and every agent setting
 # must stay as saved (they shape the params, the batch or the data the agent learns from).
 RESUMABLE_RUN_FIELDS = frozenset({
-    "total_env_steps", "target_return", "log_every_s", "num_actors", "max_in_flight",
+    "total_env_steps", "target_return", "log_every_s", "updates_per_call", "num_actors", "max_in_flight",
     "publish_every", "num_devices", "checkpoint_every_updates", "checkpoint_every_minutes",
     "keep_checkpoints", "keep_best", "max_actor_restarts", "max_nonfinite_updates"})
 
@@ -118,7 +118,10 @@ class Checkpointer:
     def due(self, step: int) -> bool:
         if step == self.last_step:
             return False
-        if self._every_updates is not None and step % self._every_updates == 0:
+        # Due when a multiple of the period was reached since the last save (Anakin mode
+        # advances several updates at a time, so it may step over the multiple itself).
+        if (self._every_updates is not None
+                and step // self._every_updates > (self.last_step or 0) // self._every_updates):
             return True
         return self._every_s is not None and time.monotonic() - self._last_time >= self._every_s
 

@@ -18,6 +18,7 @@ import psutil
 import ray
 
 import envs
+from envs import jax_envs
 from rltpu import checkpoint, devices, report, sinks
 from rltpu.actor import RayRolloutActor
 from rltpu.agent import Agent
@@ -49,9 +50,25 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = Fal
     if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
         raise ValueError("RAY_AUTH_MODE=disabled: rltpu runs Ray only with token authentication "
                          "(anyone who can reach a Ray cluster can run code on it); unset it")
-    spec = envs.make_spec(run.env)
+    if run.mode == "anakin":
+        if not jax_envs.is_jax_env(run.env):
+            raise ValueError(f"--mode anakin needs a JAX env, {jax_envs.PREFIX}NAME (e.g. "
+                             f"{jax_envs.PREFIX}CartPole-v1); got --env {run.env!r}, which "
+                             "--mode ray steps")
+        if run.normalize_observations:
+            raise ValueError("--normalize-observations is not supported in --mode anakin; "
+                             "use --mode ray")
+        _, spec = jax_envs.make(run.env)
+    elif jax_envs.is_jax_env(run.env):
+        raise ValueError(f"--env {run.env!r} is a JAX env: train it with --mode anakin "
+                         "(--mode ray steps gymnasium envs, e.g. CartPole-v1)")
+    else:
+        spec = envs.make_spec(run.env)
     agent.check_spec(spec)
     fns = agent.build(spec, agent_config, run)  # cheap (nothing compiles); raises on bad combinations
+    if run.mode == "anakin" and fns.replay is not None:
+        raise ValueError(f"--agent {agent.name} learns from a replay buffer, which --mode anakin "
+                         "does not have; train it with --mode ray")
     available = devices.device_count()
     num_devices = run.num_devices or available
     if num_devices > available:
@@ -62,7 +79,9 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = Fal
                          f"{num_devices} learner devices; use a multiple of {num_devices}")
     if run.batch_size % num_devices:
         raise ValueError(f"--batch-size {run.batch_size} is not divisible by the {num_devices} "
-                         f"learner devices; use a multiple of {num_devices}")
+                         f"learner devices; use a multiple of {num_devices}"
+                         + (" (in --mode anakin it is the number of envs, split over them)"
+                            if run.mode == "anakin" else ""))
     if run.run_dir is not None:
         run_dir = run.run_dir
         if resume:
@@ -99,7 +118,8 @@ def _start_ray(num_actors: int) -> bool:
 
 def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
           resume: checkpoint.Restored | None = None) -> dict:
-    """Trains ``agent`` with rollout actors on Ray and a learner on this process's devices.
+    """Trains ``agent`` with rollout actors on Ray and a learner on this process's devices,
+    or, with ``run.mode == "anakin"``, in one compiled program (``rltpu.anakin``).
 
     Stops when the mean return of the last 20 finished training episodes reaches
     ``run.target_return``, after ``run.total_env_steps``, or on SIGTERM/SIGINT (after the
@@ -112,6 +132,9 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
     """
     t_start = process_start_time()
     plan = validate(agent, agent_config, run, resume=resume is not None)
+    if run.mode == "anakin":
+        from rltpu import anakin
+        return anakin.train(agent, agent_config, run, plan, quiet, resume)
     if resume is None:
         os.makedirs(plan.run_dir)
     else:
