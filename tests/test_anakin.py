@@ -18,7 +18,7 @@ pytest.importorskip("gymnax")
 
 import agents  # noqa: E402
 from envs import jax_envs  # noqa: E402
-from rltpu import anakin, checkpoint, devices, driver  # noqa: E402
+from rltpu import anakin, checkpoint, devices, driver, evaluate  # noqa: E402
 from rltpu.agent import AgentFns  # noqa: E402
 from rltpu.config import RunConfig  # noqa: E402
 
@@ -182,6 +182,10 @@ def test_checkpoint_and_resume(tmp_path, capsys):
     assert [r["learner_updates"] for r in rows][-1] == 10
     assert rows[0]["learner_updates"] <= 6 < rows[-1]["learner_updates"]
     assert checkpoint.list_checkpoints(first["run_dir"])[0][0] == 10
+    # rltpu eval plays the run's own JAX env with the newest checkpoint
+    report = evaluate.evaluate(agent, config, "gymnax:CartPole-v1", first["run_dir"], episodes=2)
+    assert report["checkpoint"] == 10 and report["returns"] == report["lengths"]  # +1 a step
+    assert min(report["lengths"]) >= 1
 
 
 def test_impala_runs_with_the_ray_modes_outputs(tmp_path):
