@@ -113,15 +113,18 @@ class Checkpointer:
         self._config = config
         self._manager = _manager(run_dir, run)
         self.last_step = self._manager.latest_step()
+        self._checked = self.last_step or 0  # the step of the previous ``due`` call
         self._last_time = time.monotonic()
 
     def due(self, step: int) -> bool:
+        """Whether to save at ``step``; call it after every update (or every Anakin call)."""
+        previous, self._checked = self._checked, step
         if step == self.last_step:
             return False
-        # Due when a multiple of the period was reached since the last save (Anakin mode
-        # advances several updates at a time, so it may step over the multiple itself).
+        # Due when a multiple of the period was reached since the previous check (Anakin
+        # mode advances several updates at a time, so it may step over the multiple itself).
         if (self._every_updates is not None
-                and step // self._every_updates > (self.last_step or 0) // self._every_updates):
+                and step // self._every_updates > previous // self._every_updates):
             return True
         return self._every_s is not None and time.monotonic() - self._last_time >= self._every_s
 
