@@ -5,6 +5,8 @@ Prints a markdown table of:
     a jitted vmapped step in a ``lax.scan``: env steps/s (the ceiling of any agent);
   - Anakin PPO training on the same env and env count: env steps/s while training (after
     compiling), and its ratio to the bare rate (the issue's goal: at least 30%);
+  - the Anakin loop acting only (PPO's policy, an update that does nothing): where the
+    training time goes;
   - time from process start to a mean return of 475 (last 20 training episodes): Anakin PPO
     on gymnax CartPole-v1 against Ray-mode PPO on gymnasium CartPole-v1 (default settings,
     2 actors), median of --seeds runs each.
@@ -39,9 +41,11 @@ SOLVE_RAY = ["--agent", "ppo", "--env", "CartPole-v1", "--total-env-steps", "500
 
 def rltpu_run(args: list[str], tmp: str) -> dict:
     run_dir = os.path.join(tmp, f"run-{time.time_ns()}")
-    subprocess.run([sys.executable, "-m", "rltpu.cli", "train", "--quiet", "--run-dir", run_dir,
-                    *args], check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, env={**os.environ, "RAY_ADDRESS": ""})
+    result = subprocess.run([sys.executable, "-m", "rltpu.cli", "train", "--quiet", "--run-dir",
+                             run_dir, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "RAY_ADDRESS": ""})
+    if result.returncode != 0:
+        raise RuntimeError(f"rltpu train {' '.join(args)} failed:\n{result.stderr[-3000:]}")
     with open(os.path.join(run_dir, "summary.json")) as f:
         return json.load(f)
 
@@ -77,6 +81,32 @@ def bare_gymnax_sps(num_envs: int, steps: int, repeats: int = 3) -> float:
     return best
 
 
+def anakin_acting_sps(num_envs: int, unroll_length: int = 16, calls: int = 3) -> float:
+    """The Anakin loop with PPO's policy but an update that does nothing: env steps/s of
+    acting alone, to show how training's time splits between acting and learning."""
+    import jax
+    import agents
+    from envs import jax_envs
+    from rltpu import anakin, devices
+    from rltpu.agent import AgentFns
+    from rltpu.config import RunConfig
+
+    agent = agents.get("ppo")
+    env, spec = jax_envs.make("gymnax:CartPole-v1")
+    fns = agent.build(spec, agent.Config(), RunConfig(mode="anakin", batch_size=num_envs))
+    fns = AgentFns(init=fns.init, actor_step=fns.actor_step,
+                   update=lambda state, trajectory: (state, {"valid": trajectory.valid.mean()}))
+    program = anakin.Program(fns, env, devices.make_mesh(1), 0, 1, num_envs, unroll_length,
+                             updates_per_call=8)
+    program.run()  # compiled already; this warms up
+    best = 0.0
+    for _ in range(calls):
+        start = time.perf_counter()
+        outputs = program.run()
+        best = max(best, int(outputs.env_steps.sum()) / (time.perf_counter() - start))
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-envs", type=int, default=2048)
@@ -89,6 +119,7 @@ def main() -> None:
           f"load {os.getloadavg()[0]:.1f} at start", flush=True)
 
     bare = bare_gymnax_sps(args.num_envs, steps=100)
+    acting = anakin_acting_sps(args.num_envs)
     updates = 8 if args.quick else 32
     with tempfile.TemporaryDirectory() as tmp:
         train = rltpu_run(["--mode", "anakin", "--agent", "ppo", "--env", "gymnax:CartPole-v1",
@@ -111,6 +142,8 @@ def main() -> None:
     print(f"| env steps/s, gymnax CartPole-v1, {args.num_envs} envs: PPO training vs bare "
           f"random-action stepping | {train['env_sps']:,.0f} | {bare:,.0f} | {ratio:.1%} "
           f"(goal >= 30%: {'met' if ratio >= 0.3 else 'not met'}) |")
+    print(f"| env steps/s, same env and envs: Anakin acting only (PPO policy, no update) vs "
+          f"bare stepping | {acting:,.0f} | {bare:,.0f} | {acting / bare:.1%} |")
     anakin_t, anakin_all = median_time(solve["anakin"])
     ray_t, ray_all = median_time(solve["ray"])
     fmt = lambda t: "not reached" if t is None else f"{t:.1f} s"
