@@ -148,7 +148,7 @@ def main() -> None:
     ray_t, ray_all = median_time(solve["ray"])
     fmt = lambda t: "not reached" if t is None else f"{t:.1f} s"
     peer = "not run (--quick)" if args.quick else f"{fmt(ray_t)} (Ray mode, 2 actors)"
-    speedup = f"{ray_t / anakin_t:.1f}x faster" if anakin_t and ray_t else "n/a"
+    speedup = f"{anakin_t / ray_t:.2f}x (Anakin / Ray)" if anakin_t and ray_t else "n/a"
     print(f"| time to 475 from process start, PPO (median of {args.seeds}) | {fmt(anakin_t)} "
           f"| {peer} | {speedup} |")
     print(f"\nAnakin training run: {train['env_steps']:,} env steps, {train['learner_updates']} "
