@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 COMPAT := .venv-compat
 COMPAT_STAMP := $(COMPAT)/.installed
 
-.PHONY: train test test-fast test-compat bench clean
+.PHONY: train test test-fast test-compat bench bench-anakin clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ test-compat: $(COMPAT_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/cartpole.py $(ARGS)
+
+bench-anakin: $(STAMP)
+	$(BIN)/python bench/anakin.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) $(COMPAT) *.egg-info

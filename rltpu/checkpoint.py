@@ -40,7 +40,7 @@ _TMP_DIR = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 # Run settings a resumed run may change; every other run setting and every agent setting
 # must stay as saved (they shape the params, the batch or the data the agent learns from).
 RESUMABLE_RUN_FIELDS = frozenset({
-    "total_env_steps", "target_return", "log_every_s", "num_actors", "max_in_flight",
+    "total_env_steps", "target_return", "log_every_s", "updates_per_call", "num_actors", "max_in_flight",
     "publish_every", "num_devices", "checkpoint_every_updates", "checkpoint_every_minutes",
     "keep_checkpoints", "keep_best", "max_actor_restarts", "max_nonfinite_updates"})
 
@@ -123,12 +123,18 @@ class Checkpointer:
         self._config = config
         self._manager = _manager(run_dir, run)
         self.last_step = self._manager.latest_step()
+        self._checked = self.last_step or 0  # the step of the previous ``due`` call
         self._last_time = time.monotonic()
 
     def due(self, step: int) -> bool:
+        """Whether to save at ``step``; call it after every update (or every Anakin call)."""
+        previous, self._checked = self._checked, step
         if step == self.last_step:
             return False
-        if self._every_updates is not None and step % self._every_updates == 0:
+        # Due when a multiple of the period was reached since the previous check (Anakin
+        # mode advances several updates at a time, so it may step over the multiple itself).
+        if (self._every_updates is not None
+                and step // self._every_updates > previous // self._every_updates):
             return True
         return self._every_s is not None and time.monotonic() - self._last_time >= self._every_s
 

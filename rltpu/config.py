@@ -3,16 +3,25 @@ from __future__ import annotations
 
 import dataclasses
 
+MODES = ("ray", "anakin")
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Defaults are tuned for time to 475 on CartPole-v1 on a 2-core machine: small, frequent
     updates. For larger envs raise --envs-per-actor and --batch-size."""
 
+    mode: str = "ray"
+    """ray: Ray actors step gymnasium envs on CPUs and feed the learner. anakin: a JAX env
+    (gymnax:NAME) is stepped, acted in and learned from inside one compiled program on the
+    learner's devices, no Ray (--batch-size envs, split over the devices)."""
     agent: str = "impala"
     """Built-in agent name or a module:Agent path."""
     env: str = "CartPole-v1"
-    """Gymnasium env id or a module:Class path."""
+    """Gymnasium env id or a module:Class path; in Anakin mode a JAX env, gymnax:NAME."""
+    updates_per_call: int = 8
+    """Anakin mode: learner updates per compiled call; stops, metrics and checkpoints are
+    checked between calls."""
     num_actors: int = 2
     """Ray rollout actors, one CPU each (in all: a multi-host learner splits them over
     its hosts)."""
@@ -22,7 +31,8 @@ class RunConfig:
     """Steps per trajectory (T)."""
     batch_size: int = 16
     """Trajectories per learner update (the global batch: each of N learner hosts feeds
-    1/N); a multiple of --envs-per-actor and of the device count."""
+    1/N); a multiple of --envs-per-actor and of the device count. In Anakin mode, the
+    number of envs."""
     total_env_steps: int = 2_000_000
     """Stop after this many env steps."""
     target_return: float | None = 475.0
@@ -64,7 +74,9 @@ class RunConfig:
     (each such update is skipped)."""
 
     def __post_init__(self):
-        for name in ("num_actors", "envs_per_actor", "unroll_length", "batch_size",
+        if self.mode not in MODES:
+            raise ValueError(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
+        for name in ("updates_per_call", "num_actors", "envs_per_actor", "unroll_length", "batch_size",
                      "total_env_steps", "publish_every", "max_in_flight", "keep_checkpoints",
                      "max_nonfinite_updates"):
             value = getattr(self, name)
@@ -85,7 +97,7 @@ class RunConfig:
                              f"got {self.checkpoint_every_minutes}")
         if not self.log_every_s > 0:
             raise ValueError(f"--log-every-s must be > 0, got {self.log_every_s}")
-        if self.batch_size % self.envs_per_actor:
+        if self.mode == "ray" and self.batch_size % self.envs_per_actor:
             raise ValueError(f"--batch-size {self.batch_size} must be a multiple of "
                              f"--envs-per-actor {self.envs_per_actor} (a batch is whole unrolls)")
 

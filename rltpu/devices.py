@@ -184,3 +184,21 @@ def ready_at(tree) -> float:
 def to_actor_device(tree):
     """Puts params on an actor's (CPU) device once, so each policy step does not copy them."""
     return jax.device_put(tree, jax.devices("cpu")[0])
+
+
+def anakin_loop(loop: Callable, mesh: Mesh, state, env_batch, runner):
+    """Compiles an Anakin loop ``loop(state, env_batch, runner) -> (state, env_batch,
+    runner, outputs)`` over the mesh, ahead of time.
+
+    The env batch (env states, observations, per-env episode counters: every leaf
+    ``[B, ...]``) is split on the data axis, so each device steps its share of the envs and
+    acts and learns on it; the train state, the runner (RNG key, policy version) and the
+    outputs (metrics, episode statistics) are replicated. Inputs are donated: the loop
+    owns them, and XLA updates the env batch in place.
+    """
+    envs = batch_sharding(mesh, batch_axis=0)
+    jitted = jax.jit(loop,
+                     in_shardings=(replicated(mesh), envs, replicated(mesh)),
+                     out_shardings=(replicated(mesh), envs, replicated(mesh), replicated(mesh)),
+                     donate_argnums=(0, 1, 2))
+    return jitted.lower(state, env_batch, runner).compile()

@@ -21,6 +21,7 @@ import psutil
 import ray
 
 import envs
+from envs import jax_envs
 from rltpu import checkpoint, devices, report, sinks
 from rltpu.actor import RayRolloutActor
 from rltpu.agent import Agent
@@ -53,9 +54,25 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = Fal
     if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
         raise ValueError("RAY_AUTH_MODE=disabled: rltpu runs Ray only with token authentication "
                          "(anyone who can reach a Ray cluster can run code on it); unset it")
-    spec = envs.make_spec(run.env)
+    if run.mode == "anakin":
+        if not jax_envs.is_jax_env(run.env):
+            raise ValueError(f"--mode anakin needs a JAX env, {jax_envs.PREFIX}NAME (e.g. "
+                             f"{jax_envs.PREFIX}CartPole-v1); got --env {run.env!r}, which "
+                             "--mode ray steps")
+        if run.normalize_observations:
+            raise ValueError("--normalize-observations is not supported in --mode anakin; "
+                             "use --mode ray")
+        _, spec = jax_envs.make(run.env)
+    elif jax_envs.is_jax_env(run.env):
+        raise ValueError(f"--env {run.env!r} is a JAX env: train it with --mode anakin "
+                         "(--mode ray steps gymnasium envs, e.g. CartPole-v1)")
+    else:
+        spec = envs.make_spec(run.env)
     agent.check_spec(spec)
     fns = agent.build(spec, agent_config, run)  # cheap (nothing compiles); raises on bad combinations
+    if run.mode == "anakin" and fns.replay is not None:
+        raise ValueError(f"--agent {agent.name} learns from a replay buffer, which --mode anakin "
+                         "does not have; train it with --mode ray")
     available = devices.device_count()
     num_devices = run.num_devices or available
     if num_devices > available:
@@ -85,7 +102,12 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = Fal
                          f"{num_devices} learner devices; use a multiple of {num_devices}")
     if run.batch_size % num_devices:
         raise ValueError(f"--batch-size {run.batch_size} is not divisible by the {num_devices} "
-                         f"learner devices; use a multiple of {num_devices}")
+                         f"learner devices; use a multiple of {num_devices}"
+                         + (" (in --mode anakin it is the number of envs, split over them)"
+                            if run.mode == "anakin" else ""))
+    if run.mode == "anakin" and devices.process_count() > 1:
+        raise ValueError(f"--mode anakin runs on one host; {devices.process_count()} learner "
+                         "processes were started (use --mode ray for a multi-host learner)")
     if devices.process_index() != 0:
         run_dir = run.run_dir or "(process 0's run directory)"  # only process 0 writes it
     elif run.run_dir is not None:
@@ -139,7 +161,8 @@ def start_local_ray(num_cpus: int) -> None:
 
 def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
           resume: checkpoint.Restored | None = None) -> dict:
-    """Trains ``agent`` with rollout actors on Ray and a learner on this process's devices.
+    """Trains ``agent`` with rollout actors on Ray and a learner on this process's devices,
+    or, with ``run.mode == "anakin"``, in one compiled program (``rltpu.anakin``).
 
     Stops when the mean return of the last 20 finished training episodes reaches
     ``run.target_return``, after ``run.total_env_steps``, or on SIGTERM/SIGINT (after the
@@ -153,6 +176,9 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
     t_start = process_start_time()
     startup = {"imports": time.time() - t_start}  # seconds since process start, per phase
     plan = validate(agent, agent_config, run, resume=resume is not None)
+    if run.mode == "anakin":
+        from rltpu import anakin
+        return anakin.train(agent, agent_config, run, plan, quiet, resume)
     config = {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)}
     if devices.process_index() == 0:
         if resume is None:

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 import envs
+from envs import jax_envs
 from rltpu import checkpoint, devices
 from rltpu.agent import Agent
 
@@ -47,7 +48,14 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
       ValueError (``checkpoint.CheckpointError``): no such or no usable checkpoint, or an
         agent without ``greedy_step``.
     """
-    spec = envs.make_spec(env_id)
+    jax_env = None
+    if jax_envs.is_jax_env(env_id):  # an Anakin run: play its own JAX env
+        if video:
+            raise ValueError(f"--video records gymnasium envs; {env_id} is a JAX env, which "
+                             "rltpu cannot render")
+        jax_env, spec = jax_envs.make(env_id)
+    else:
+        spec = envs.make_spec(env_id)
     from rltpu.config import RunConfig
     fns = agent.build(spec, agent_config, run if run is not None else RunConfig(env=env_id))
     if fns.greedy_step is None:
@@ -57,6 +65,11 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
     key = jax.random.key(seed)  # a greedy policy should not use it; passed all the same
     policy = jax.jit(lambda p, obs: fns.greedy_step(p, obs, key).action)
 
+    if jax_env is not None:
+        returns, lengths = _play_jax(jax_env, fns.greedy_step, params, episodes, seed)
+        return {"run_dir": run_dir, "checkpoint": restored.step, "episodes": episodes,
+                "mean_return": float(np.mean(returns)), "returns": returns, "lengths": lengths,
+                "videos": []}
     env = envs.make_one(env_id, render_mode="rgb_array" if video else None)
     folder = None
     if video:
@@ -82,3 +95,27 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
     return {"run_dir": run_dir, "checkpoint": restored.step, "episodes": episodes,
             "mean_return": float(np.mean(returns)), "returns": returns, "lengths": lengths,
             "videos": videos}
+
+
+def _play_jax(env: jax_envs.JaxEnv, greedy_step, params, episodes: int, seed: int):
+    """Greedy episodes of a JAX env, one jitted step at a time; episode ``i`` resets with
+    ``jax.random.key(seed + i)``."""
+    @jax.jit
+    def step(key, state, observation):
+        action = greedy_step(params, observation[None], key).action[0]
+        return env.step(key, state, action)
+
+    returns, lengths = [], []
+    for i in range(episodes):
+        key = jax.random.key(seed + i)
+        observation, state = env.reset(key)
+        total, length, done = 0.0, 0, False
+        while not done:
+            key, step_key = jax.random.split(key)
+            out = step(step_key, state, observation)
+            observation, state = out.observation, out.state
+            total, length = total + float(out.reward), length + 1
+            done = bool(out.terminated) or bool(out.truncated)
+        returns.append(total)
+        lengths.append(length)
+    return returns, lengths

@@ -25,6 +25,8 @@ CASES = [
     (["--discount", "1.5"], "--discount must be in [0, 1], got 1.5"),
     (["--plan-steps", "0"], "--plan-steps must be a positive integer, got 0"),
     (["--num-actors", "two"], "invalid int value: 'two'"),
+    (["--mode", "anakin"], "--mode anakin needs a JAX env, gymnax:NAME (e.g. gymnax:CartPole-v1); "
+                           "got --env 'CartPole-v1'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
     (["--coordinator", "127.0.0.1:8476"], "needs all of --coordinator HOST:PORT, --num-processes"),
     (["--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"],

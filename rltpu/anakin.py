@@ -1,0 +1,336 @@
+"""Anakin mode: env steps, acting and learning in one compiled program, no Ray.
+
+For JAX-native envs (``envs.jax_envs``: gymnax). The env batch is vmapped and split over
+the device mesh; each update unrolls ``T`` steps with ``lax.scan``, building the same
+``Trajectory`` the Ray actors send, and applies the agent's own ``update`` to it; one
+compiled call runs ``updates_per_call`` updates (``lax.scan`` again), so Python runs once
+per call. (Hessel et al. 2021, "Podracer architectures for scalable RL": Anakin.)
+
+The runtime knows nothing about the algorithm: it uses the agent's ``init``,
+``actor_step`` and ``update`` (``rltpu.agent.AgentFns``), as the Ray mode does.
+
+gymnax resets an ended episode within the step that ended it. Ray mode's trajectories
+follow gymnasium's "next step" autoreset instead (the step after an episode's end ignores
+its action, shows the new episode's first observation and is marked invalid), and agents
+rely on ``observation[t + 1]`` being the true successor on every valid step. The loop
+keeps those semantics: it records the true last observation and shows the reset one on an
+extra, invalid step. That costs one env step per episode (as it does in Ray mode) and
+makes the agents' ``update`` consume Anakin trajectories unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from envs import jax_envs
+from rltpu import checkpoint, devices, sinks
+from rltpu.agent import AgentFns
+from rltpu.config import RunConfig
+from rltpu.faults import StopRequest
+from rltpu.metrics import EpisodeWindow, MemoryMonitor, process_start_time, write_json
+from rltpu.types import Trajectory
+from rltpu.validation import NonFiniteGuard, NonFiniteUpdatesError, skip_nonfinite
+
+EPISODE_WINDOW = 20  # as the Ray driver: the target is the mean of the last 20 returns
+
+
+class EnvBatch(NamedTuple):
+    """The envs' side of the loop; every leaf is ``[B, ...]``, split over the mesh."""
+
+    state: Any  # the JAX env's states
+    observation: Any  # what the policy acts on next
+    reset_observation: Any  # the first observation of the next episode, shown after its autoreset step
+    episode_ended: Any  # bool: the next step is the autoreset step (invalid)
+    episode_return: Any  # float32: return of the running episode so far
+    episode_length: Any  # int32
+
+
+class Runner(NamedTuple):
+    """Replicated loop state besides the agent's: the acting/env RNG key and the version of
+    the params (updates applied), which every trajectory step carries."""
+
+    key: Any
+    version: Any  # int32 scalar
+
+
+class CallOutputs(NamedTuple):
+    """What one compiled call returns to the host (replicated)."""
+
+    metrics: Any  # the agent's metrics and ``update_skipped``, each [K]
+    env_steps: Any  # [K] int32: valid transitions of each update's trajectory
+    episodes: Any  # int32: episodes that finished during the call
+    recent_returns: Any  # [EPISODE_WINDOW] float32 ring: returns of the last episodes of the call
+    recent_lengths: Any  # [EPISODE_WINDOW] int32
+
+
+def _where(condition, old, new):
+    """``old`` where ``condition`` ([B]) holds, else ``new``; any trailing shape."""
+    condition = condition.reshape(condition.shape + (1,) * (jnp.ndim(new) - 1))
+    return jnp.where(condition, old, new).astype(jnp.asarray(new).dtype)
+
+
+def make_reset(env: jax_envs.JaxEnv, num_envs: int) -> Callable[[Any], EnvBatch]:
+    """``key -> EnvBatch`` of ``num_envs`` freshly reset envs."""
+    def reset(key) -> EnvBatch:
+        observation, state = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+        return EnvBatch(state, observation, observation, jnp.zeros(num_envs, bool),
+                        jnp.zeros(num_envs, jnp.float32), jnp.zeros(num_envs, jnp.int32))
+    return reset
+
+
+def make_loop(fns: AgentFns, env: jax_envs.JaxEnv, unroll_length: int, updates_per_call: int):
+    """Returns ``loop(state, env_batch, runner) -> (state, env_batch, runner, CallOutputs)``:
+    ``updates_per_call`` times, unroll ``unroll_length`` steps and apply ``fns.update``.
+
+    An update whose loss or gradients are not finite keeps the old state (as in Ray mode).
+    """
+    update = skip_nonfinite(fns.update)
+    step_envs = jax.vmap(env.step)
+    window = EPISODE_WINDOW
+
+    def _record_episodes(ring, count, done, value):
+        """Writes ``value[done]`` (env order) into the ring after ``count`` episodes; only
+        the last ``window`` of them, so no two writes land on the same slot."""
+        position = count + jnp.cumsum(done) - 1
+        total = count + done.sum()
+        slot = jnp.where(done & (position >= total - window), position % window, window)
+        return ring.at[slot].set(value.astype(ring.dtype), mode="drop")
+
+    def _env_step(carry, _):
+        params, version, key, batch, episodes = carry
+        acted_on = batch.observation
+        key, act_key, env_key = jax.random.split(key, 3)
+        out = fns.actor_step(params, batch.observation, act_key)
+        num_envs = batch.episode_ended.shape[0]
+        step = step_envs(jax.random.split(env_key, num_envs), batch.state, out.action)
+        autoreset = batch.episode_ended  # this step ignores its action (see the module doc)
+        valid = ~autoreset
+        reward = jnp.where(autoreset, 0.0, step.reward)
+        terminated = valid & step.terminated
+        truncated = valid & step.truncated
+        done = terminated | truncated
+        episode_return = batch.episode_return + reward
+        episode_length = batch.episode_length + valid.astype(jnp.int32)
+        returns, lengths, count = episodes
+        returns = _record_episodes(returns, count, done, episode_return)
+        lengths = _record_episodes(lengths, count, done, episode_length)
+        batch = EnvBatch(
+            # On the autoreset step the env was reset already (by gymnax, a step ago).
+            state=jax.tree.map(lambda old, new: _where(autoreset, old, new), batch.state, step.state),
+            observation=_where(autoreset, batch.reset_observation, step.final_observation),
+            reset_observation=_where(done, step.observation, batch.reset_observation),
+            episode_ended=done,
+            episode_return=jnp.where(done, 0.0, episode_return),
+            episode_length=jnp.where(done, 0, episode_length))
+        record = {"observation": acted_on, "action": out.action, "reward": reward,
+                  "terminated": terminated, "truncated": truncated, "valid": valid,
+                  "extras": dict(out.extras),
+                  "policy_version": jnp.full(num_envs, version, jnp.int32)}
+        return (params, version, key, batch, (returns, lengths, count + done.sum())), record
+
+    def _update(carry, _):
+        state, batch, runner, episodes = carry
+        (_, _, key, batch, episodes), steps = jax.lax.scan(
+            _env_step, (state.params, runner.version, runner.key, batch, episodes), None,
+            length=unroll_length)
+        observation = jnp.concatenate([steps["observation"], batch.observation[None]])
+        trajectory = Trajectory(observation=observation, action=steps["action"],
+                                reward=steps["reward"], terminated=steps["terminated"],
+                                truncated=steps["truncated"], valid=steps["valid"],
+                                extras=steps["extras"], policy_version=steps["policy_version"])
+        state, metrics = update(state, trajectory)
+        runner = Runner(key, runner.version + 1)
+        return (state, batch, runner, episodes), (metrics, steps["valid"].sum(dtype=jnp.int32))
+
+    def loop(state, batch: EnvBatch, runner: Runner):
+        episodes = (jnp.zeros(window, jnp.float32), jnp.zeros(window, jnp.int32),
+                    jnp.zeros((), jnp.int32))
+        (state, batch, runner, (returns, lengths, count)), (metrics, env_steps) = jax.lax.scan(
+            _update, (state, batch, runner, episodes), None, length=updates_per_call)
+        return state, batch, runner, CallOutputs(metrics, env_steps, count, returns, lengths)
+
+    return loop
+
+
+def finished_returns(outputs: CallOutputs) -> np.ndarray:
+    """The returns of the last (at most ``EPISODE_WINDOW``) episodes of a call, oldest first."""
+    count = int(outputs.episodes)
+    first = max(count - EPISODE_WINDOW, 0)
+    return np.asarray([outputs.recent_returns[i % EPISODE_WINDOW] for i in range(first, count)],
+                      np.float32)
+
+
+class Program:
+    """The compiled Anakin loop and its state on the mesh.
+
+    Args:
+      fns: the agent's functions.
+      env: the JAX env's functions.
+      mesh: the devices (``devices.make_mesh``).
+      seed: seeds the initial train state (as the Ray learner does).
+      env_seed: seeds the envs' resets and the acting keys.
+      num_envs: envs in the batch (trajectory columns ``B``), split over the mesh.
+      unroll_length: ``T``.
+      updates_per_call: updates per compiled call.
+    """
+
+    def __init__(self, fns: AgentFns, env: jax_envs.JaxEnv, mesh, seed: int, env_seed: int,
+                 num_envs: int, unroll_length: int, updates_per_call: int):
+        self.mesh = mesh
+        self.state = devices.replicate(jax.jit(fns.init)(jax.random.key(seed)), mesh)
+        reset_key, run_key = jax.random.split(jax.random.key(env_seed))
+        self.env_batch = devices.shard_batch(jax.jit(make_reset(env, num_envs))(reset_key), mesh,
+                                             batch_axis=0)
+        self.runner = devices.replicate(Runner(run_key, jnp.zeros((), jnp.int32)), mesh)
+        self._loop = devices.anakin_loop(make_loop(fns, env, unroll_length, updates_per_call),
+                                         mesh, self.state, self.env_batch, self.runner)
+        self.version = 0
+
+    def restore(self, state, version: int) -> None:
+        """Takes a (host) train state read from a checkpoint saved after ``version`` updates."""
+        self.state = devices.replicate(state, self.mesh)
+        self.runner = devices.replicate(Runner(self.runner.key, jnp.asarray(version, jnp.int32)),
+                                        self.mesh)
+        self.version = version
+
+    def run(self) -> CallOutputs:
+        """Runs one compiled call (``updates_per_call`` updates); returns its outputs on the host."""
+        self.state, self.env_batch, self.runner, outputs = self._loop(
+            self.state, self.env_batch, self.runner)
+        outputs = devices.to_host(outputs)
+        self.version += len(outputs.env_steps)
+        return outputs
+
+
+def train(agent, agent_config: Any, run: RunConfig, plan, quiet: bool = False,
+          resume: checkpoint.Restored | None = None) -> dict:
+    """Trains ``agent`` in Anakin mode; the same stopping rules, run directory, metrics,
+    checkpoints and summary as ``rltpu.driver.train`` (which validates and calls this).
+
+    Stops are checked between compiled calls, so a run may overshoot
+    ``run.total_env_steps`` by up to ``run.updates_per_call`` updates.
+    """
+    t_start = process_start_time()
+    if resume is None:
+        os.makedirs(plan.run_dir)
+    else:
+        checkpoint.set_aside(plan.run_dir, resume)
+    config = {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)}
+    write_json(os.path.join(plan.run_dir, "config.json"), config)
+    with StopRequest() as stop:
+        return _train(agent, agent_config, run, plan, quiet, resume, config, stop, t_start)
+
+
+def _train(agent, agent_config, run: RunConfig, plan, quiet: bool,
+           resume: checkpoint.Restored | None, config: dict, stop: StopRequest,
+           t_start: float) -> dict:
+    resumed = {} if resume is None else resume.counters
+    env, spec = jax_envs.make(run.env)
+    fns = agent.build(spec, agent_config, run)
+    # A resumed run's envs get a new seed, so they do not replay the first leg's episodes.
+    env_seed = (run.seed * 10_000 + 1000 + 7919 * (0 if resume is None else resume.step)) % 2**31
+    program = Program(fns, env, devices.make_mesh(plan.num_devices), run.seed, env_seed,
+                      run.batch_size, run.unroll_length, run.updates_per_call)
+    if resume is not None:
+        program.restore(resume.state, resume.step)
+        print(f"rltpu: resumed from {resume.path} (update {resume.step:,}, "
+              f"{resumed.get('env_steps', 0):,} env steps; params sha256 "
+              f"{checkpoint.params_digest(program.state.params)})", file=sys.stderr, flush=True)
+    memory = MemoryMonitor()
+    nonfinite = NonFiniteGuard(run.max_nonfinite_updates)
+    checkpoints = checkpoint.Checkpointer(plan.run_dir, run, config)
+    writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
+    episodes = EpisodeWindow(EPISODE_WINDOW)
+    episodes.returns.extend(resumed.get("recent_returns", []))
+    episodes.count = resumed.get("episodes", 0)
+    env_steps = resumed.get("env_steps", 0)
+    samples = resumed.get("samples", 0)
+    start_env_steps, start_samples, start_version = env_steps, samples, program.version
+    samples_per_update = run.unroll_length * run.batch_size
+
+    def faults() -> dict:
+        # No actors and no incoming data in this mode: only skipped updates can happen.
+        now = {"actor_restarts": 0, "dropped_unrolls": 0, "rejected_unrolls": 0,
+               "skipped_updates": nonfinite.skipped}
+        return {k: v + resumed.get(k, 0) for k, v in now.items()}
+
+    def counters() -> dict:
+        return {"learner_updates": program.version, "env_steps": env_steps,
+                "episodes": episodes.count, "recent_returns": list(episodes.returns),
+                "samples": samples, **faults()}
+
+    devices.wait(program.state)
+    startup_s = time.time() - t_start  # the program is compiled and the envs reset
+    last_log = t_train = time.time()
+    time_to_target, interval_steps = None, 0
+    while True:
+        outputs = program.run()
+        metrics = dict(outputs.metrics)
+        try:
+            for i, skipped in enumerate(metrics.pop("update_skipped")):
+                nonfinite.record(bool(skipped), program.version - len(outputs.env_steps) + i + 1)
+        except NonFiniteUpdatesError:
+            checkpoints.wait()  # the last good checkpoint is complete on disk
+            raise
+        steps = int(outputs.env_steps.sum())
+        env_steps += steps
+        interval_steps += steps
+        samples += samples_per_update * len(outputs.env_steps)
+        episodes.add(finished_returns(outputs))
+        episodes.count += int(outputs.episodes) - min(int(outputs.episodes), EPISODE_WINDOW)
+        reached = (run.target_return is not None and episodes.full
+                   and episodes.mean >= run.target_return)
+        if reached and time_to_target is None:
+            time_to_target = time.time() - t_start
+        done = env_steps >= run.total_env_steps or stop.requested
+        if checkpoints.due(program.version):
+            checkpoints.save(program.version, program.state, counters(), episodes.mean)
+        now = time.time()
+        if now - last_log >= run.log_every_s or reached or done:
+            # The latest update's metrics, as a Ray-mode row carries its latest update's.
+            writer.write({"time_s": now - t_start, "env_steps": env_steps,
+                          "env_sps": interval_steps / max(now - last_log, 1e-9),
+                          "mean_return": episodes.mean, "episodes": episodes.count,
+                          "policy_lag": 0.0, "learner_updates": program.version,
+                          "rss_mb": memory.sample(), **faults(),
+                          **{k: float(v[-1]) for k, v in metrics.items()}})
+            last_log, interval_steps = now, 0
+        if reached or done:
+            break
+
+    t_end = time.time()
+    checkpoints.save(program.version, program.state, counters(), episodes.mean)
+    checkpoints.wait()
+    checkpoints.close()
+    memory.sample()
+    train_s = t_end - t_train
+    env_sps = (env_steps - start_env_steps) / train_s
+    summary = {
+        "agent": agent.name, "env": run.env, "seed": run.seed, "mode": "anakin",
+        "num_devices": plan.num_devices, "platform": devices.platform(),
+        "num_actors": 0, "num_envs": run.batch_size,
+        "env_steps": env_steps, "wall_s": t_end - t_start, "startup_s": startup_s,
+        "time_to_target_s": time_to_target, "target_return": run.target_return,
+        "final_return": episodes.mean, "episodes": episodes.count,
+        "env_sps": env_sps, "actor_sps": None,
+        "learner_updates": program.version,
+        "learner_samples_per_s": (samples - start_samples) / train_s,
+        "mean_policy_lag": 0.0, "peak_rss_mb": memory.peak_mb,
+        "run_dir": plan.run_dir, **faults(),
+        "resumed_from_update": None if resume is None else start_version,
+        "stopped_by": stop.signal_name,
+        "checkpoint": os.path.join(checkpoint.checkpoint_dir(plan.run_dir), str(checkpoints.last_step)),
+        "actor_sps_each": None,
+        "learner_sps_per_device": env_sps / plan.num_devices,
+        "bottleneck": None,  # one program: nothing waits for anything
+    }
+    write_json(os.path.join(plan.run_dir, "summary.json"), summary)
+    writer.close(summary)
+    return summary
