@@ -49,7 +49,7 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = Fal
     if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
         raise ValueError("RAY_AUTH_MODE=disabled: rltpu runs Ray only with token authentication "
                          "(anyone who can reach a Ray cluster can run code on it); unset it")
-    spec = envs.make_spec(run.env)
+    spec = envs.make_spec(run.env, **envs.run_options(run))
     agent.check_spec(spec)
     fns = agent.build(spec, agent_config, run)  # cheap (nothing compiles); raises on bad combinations
     available = devices.device_count()

@@ -47,9 +47,10 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
       ValueError (``checkpoint.CheckpointError``): no such or no usable checkpoint, or an
         agent without ``greedy_step``.
     """
-    spec = envs.make_spec(env_id)
     from rltpu.config import RunConfig
-    fns = agent.build(spec, agent_config, run if run is not None else RunConfig(env=env_id))
+    run = run if run is not None else RunConfig(env=env_id)
+    spec = envs.make_spec(env_id, full_action_space=run.full_action_space)
+    fns = agent.build(spec, agent_config, run)
     if fns.greedy_step is None:
         raise ValueError(f"agent {agent.name!r} has no greedy_step to evaluate with")
     restored = checkpoint.restore(run_dir, fns.init, step)
@@ -57,7 +58,8 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
     key = jax.random.key(seed)  # a greedy policy should not use it; passed all the same
     policy = jax.jit(lambda p, obs: fns.greedy_step(p, obs, key).action)
 
-    env = envs.make_one(env_id, render_mode="rgb_array" if video else None)
+    env = envs.make_one(env_id, render_mode="rgb_array" if video else None,
+                        full_action_space=run.full_action_space)
     folder = None
     if video:
         import gymnasium as gym
