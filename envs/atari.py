@@ -24,7 +24,6 @@ import dataclasses
 import importlib.util
 
 import gymnasium as gym
-import numpy as np
 
 BACKENDS = ("ale", "gymnasium", "envpool")
 
@@ -100,11 +99,11 @@ def make_vector(env_id: str, num_envs: int, backend: str,
     """``num_envs`` preprocessed copies of the game as one vector env (autoreset on the
     step after an episode ends, as every rltpu env), not yet reset."""
     check_backend(backend)
-    game = _game(env_id)
     if backend == "gymnasium":
         return gym.vector.SyncVectorEnv([lambda: make_one(env_id, settings)] * num_envs)
     if backend == "ale":
         from ale_py.vector_env import AtariVectorEnv
+        game = _game(env_id)
         # One thread: a rollout actor holds one CPU, and the actor's policy step runs
         # between env steps anyway.
         return AtariVectorEnv(
@@ -115,17 +114,12 @@ def make_vector(env_id: str, num_envs: int, backend: str,
             episodic_life=False, reward_clipping=False,
             max_num_frames_per_episode=settings.max_episode_frames)
     import envpool  # not tested here: envpool has no wheel for this project's Python 3.11 lane
-    task = gym.envs.registry[env_id].id.split("/", 1)[1]  # "Pong-v5"
+    _game(env_id)
+    task = env_id.split("/", 1)[1]  # "Pong-v5"
     env = envpool.make_gymnasium(
         task, num_envs=num_envs, num_threads=1, repeat_action_probability=settings.sticky_actions,
         full_action_space=settings.full_action_space, frame_skip=settings.frame_skip,
         img_height=settings.screen_size, img_width=settings.screen_size, gray_scale=True,
         stack_num=settings.stack, noop_max=1, use_fire_reset=False, episodic_life=False,
         reward_clip=False, max_episode_steps=settings.max_episode_frames // settings.frame_skip)
-    del game
     return env
-
-
-def observation_space(settings: AtariSettings = AtariSettings()) -> gym.spaces.Box:
-    shape = (settings.stack, settings.screen_size, settings.screen_size)
-    return gym.spaces.Box(0, 255, shape, np.uint8)

@@ -26,6 +26,10 @@ CASES = [
     (["--plan-steps", "0"], "--plan-steps must be a positive integer, got 0"),
     (["--num-actors", "two"], "invalid int value: 'two'"),
     (["--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+    (["--preset", "atari"], "unknown preset 'atari'; valid: dqn-atari, impala-atari, ppo-atari"),
+    (["--preset", "dqn-atari", "--agent", "ppo"], "--preset dqn-atari is for agent dqn, not 'ppo'"),
+    (["--torso", "nature"], "--torso nature needs image observations [C, H, W]; these are (4,)"),
+    (["--env-backend", "ale"], "--env-backend ale is for Atari games (ALE/...), not 'CartPole-v1'"),
 ]
 
 
