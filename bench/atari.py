@@ -123,7 +123,7 @@ def main() -> int:
     parser.add_argument("--envs", type=int, default=16, help="envs per actor (and in the bare loop)")
     parser.add_argument("--unroll-length", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3, help="alternations of actor and bare loop")
-    parser.add_argument("--run-steps", type=int, default=10_000, help="env steps of the real run")
+    parser.add_argument("--run-steps", type=int, default=3_200, help="env steps of the real run")
     parser.add_argument("--quick", action="store_true", help="no real run")
     opts = parser.parse_args()
     from rltpu import devices

@@ -33,8 +33,13 @@ CASES = [
 ]
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def run_cli(args, tmp_path, ray_tmpdir):
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmpdir}
+    # PYTHONPATH: this checkout's code, whichever checkout the venv has installed.
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmpdir,
+           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "rltpu.cli", "train", *args], env=env,
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
