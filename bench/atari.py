@@ -33,18 +33,25 @@ sys.path.insert(0, ROOT)
 GAME = "ALE/Pong-v5"
 
 
-def env_only_sps(backend: str, num_envs: int, steps: int) -> float:
+def env_only_sps(num_envs: int, steps: int, rounds: int) -> dict:
+    """Env steps/s of each backend alone (random actions), alternately ``rounds`` times
+    after a warm-up; medians."""
     import numpy as np
 
     import envs
-    env, spec = envs.make(GAME, num_envs, seed=0, backend=backend)
-    actions = np.random.default_rng(0).integers(0, spec.num_actions, (steps, num_envs))
-    start = time.perf_counter()
-    for action in actions:
-        env.step(action)
-    sps = steps * num_envs / (time.perf_counter() - start)
-    env.close()
-    return sps
+    made = {b: envs.make(GAME, num_envs, seed=0, backend=b)[0] for b in ("ale", "gymnasium")}
+    actions = np.random.default_rng(0).integers(0, 6, (steps, num_envs))
+    sps = {b: [] for b in made}
+    for round_ in range(rounds + 1):
+        for backend, env in made.items():
+            start = time.perf_counter()
+            for action in actions:
+                env.step(action)
+            if round_:  # round 0 warms up
+                sps[backend].append(steps * num_envs / (time.perf_counter() - start))
+    for env in made.values():
+        env.close()
+    return {b: statistics.median(v) for b, v in sps.items()}
 
 
 def actor_efficiency(torso: str, num_envs: int, unroll_length: int, rounds: int) -> dict:
@@ -129,7 +136,7 @@ def main() -> int:
     from rltpu import devices
     devices.pin_process_to_cpu()  # as in a rollout actor
 
-    env_sps = {b: env_only_sps(b, opts.envs, 200) for b in ("ale", "gymnasium")}
+    env_sps = env_only_sps(opts.envs, 100, opts.rounds)
     efficiency = [actor_efficiency(t, opts.envs, opts.unroll_length, opts.rounds)
                   for t in ("nature", "impala_resnet")]
     run = None if opts.quick else run_actor_sps(opts.envs, opts.run_steps)
