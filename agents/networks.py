@@ -1,17 +1,21 @@
-"""Actor-critic MLPs shared by the built-in agents, in Flax (linen) and in Haiku.
+"""Actor-critic networks shared by the built-in agents, in Flax (linen) and in Haiku.
 
-``actor_critic(spec, hidden_sizes, lib)`` returns a policy network (logits, or a Gaussian's
-``{"mean", "log_std"}`` with a state-independent ``log_std``) and a value network, as
-``rltpu.networks.Network``s, so agents are written once for both libraries.
+``actor_critic(spec, hidden_sizes, lib, torso)`` returns a policy (logits, or a Gaussian's
+``{"mean", "log_std"}`` with a state-independent ``log_std``) and a value function, so
+agents are written once for both libraries and every torso. With ``torso="mlp"`` policy
+and value are separate MLPs (params ``{"policy", "value"}``); with a convolutional torso
+(``agents.torsos``: ``nature``, ``impala_resnet``) both heads share one torso, as in the
+IMPALA and PPO papers' Atari networks.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from agents import torsos
 from rltpu.networks import Network, as_network
 from rltpu.types import EnvSpec, TrainState
 
@@ -19,8 +23,19 @@ NETWORK_LIBS = ("flax", "haiku")
 
 
 class ActorCriticNetworks(NamedTuple):
-    policy: Network
-    value: Network
+    """Pure functions of one params pytree.
+
+    Attributes:
+      init: ``(key, example_observation) -> params``.
+      policy: ``(params, observation [..., *obs_shape]) -> policy outputs [..., ...]``.
+      value: ``(params, observation) -> values [...]``.
+      policy_and_value: both, with one pass through a shared torso.
+    """
+
+    init: Callable[[Any, Any], Any]
+    policy: Callable[[Any, Any], Any]
+    value: Callable[[Any, Any], Any]
+    policy_and_value: Callable[[Any, Any], tuple[Any, Any]]
 
 
 def _flatten(observation, obs_ndim: int):
@@ -78,20 +93,70 @@ def mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int, lib: str,
     raise ValueError(f"unknown network library {lib!r}; valid: {', '.join(NETWORK_LIBS)}")
 
 
-def actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str) -> ActorCriticNetworks:
-    """Separate policy and value MLPs for ``spec``'s observations and actions."""
+class FlaxConvHeads(nn.Module):
+    """A convolutional torso with a policy head and a value head on top."""
+
+    torso: str
+    output_size: int
+    gaussian: bool = False
+
+    @nn.compact
+    def __call__(self, observation):
+        hidden = torsos.FLAX_TORSOS[self.torso]()(observation)
+        last_init = nn.initializers.variance_scaling(0.01 ** 2, "fan_in", "normal")
+        out = nn.Dense(self.output_size, kernel_init=last_init)(hidden)
+        log_std = self.param("log_std", nn.initializers.zeros, (self.output_size,)) if self.gaussian else None
+        return _head(out, self.gaussian, log_std), nn.Dense(1)(hidden)[..., 0]
+
+
+def haiku_conv_heads(torso: str, output_size: int, gaussian: bool = False):
+    def forward(observation):
+        import haiku as hk
+        hidden = torsos.HAIKU_TORSOS[torso](observation)
+        last_init = hk.initializers.VarianceScaling(0.01 ** 2, "fan_in", "truncated_normal")
+        out = hk.Linear(output_size, w_init=last_init)(hidden)
+        log_std = hk.get_parameter("log_std", (output_size,), init=jnp.zeros) if gaussian else None
+        return _head(out, gaussian, log_std), hk.Linear(1)(hidden)[..., 0]
+    return forward
+
+
+def _check_lib(lib: str) -> None:
+    if lib not in NETWORK_LIBS:
+        raise ValueError(f"unknown network library {lib!r}; valid: {', '.join(NETWORK_LIBS)}")
+
+
+def actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str,
+                 torso: str = "mlp") -> ActorCriticNetworks:
+    """Policy and value networks for ``spec``'s observations and actions: separate MLPs
+    (``torso="mlp"``), or two heads on one convolutional torso."""
+    torsos.check_torso(torso, spec.observation_space.shape)
+    _check_lib(lib)
+    if torso != "mlp":
+        module = (FlaxConvHeads(torso, spec.num_actions, not spec.discrete) if lib == "flax"
+                  else haiku_conv_heads(torso, spec.num_actions, not spec.discrete))
+        network = as_network(module)
+        return ActorCriticNetworks(
+            init=network.init, policy=lambda params, obs: network.apply(params, obs)[0],
+            value=lambda params, obs: network.apply(params, obs)[1],
+            policy_and_value=network.apply)
     obs_ndim = len(spec.observation_space.shape)
-    policy = mlp(hidden_sizes, spec.num_actions, obs_ndim, lib, output_scale=0.01,
-                 gaussian=not spec.discrete)
-    value = mlp(hidden_sizes, 1, obs_ndim, lib)
-    value = Network(value.init, lambda params, obs, _apply=value.apply: _apply(params, obs)[..., 0])
-    return ActorCriticNetworks(policy, value)
+    policy_net = mlp(hidden_sizes, spec.num_actions, obs_ndim, lib, output_scale=0.01,
+                     gaussian=not spec.discrete)
+    value_net = mlp(hidden_sizes, 1, obs_ndim, lib)
 
+    def init(key, example_observation):
+        policy_key, value_key = jax.random.split(key)
+        return {"policy": policy_net.init(policy_key, example_observation),
+                "value": value_net.init(value_key, example_observation)}
 
-def init_actor_critic(networks: ActorCriticNetworks, key, example_observation):
-    policy_key, value_key = jax.random.split(key)
-    return {"policy": networks.policy.init(policy_key, example_observation),
-            "value": networks.value.init(value_key, example_observation)}
+    def policy(params, observation):
+        return policy_net.apply(params["policy"], observation)
+
+    def value(params, observation):
+        return value_net.apply(params["value"], observation)[..., 0]
+
+    return ActorCriticNetworks(init, policy, value,
+                               lambda params, obs: (policy(params, obs), value(params, obs)))
 
 
 def make_actor_critic_init(networks: ActorCriticNetworks, optimizer, spec: EnvSpec):
@@ -99,6 +164,31 @@ def make_actor_critic_init(networks: ActorCriticNetworks, optimizer, spec: EnvSp
     def init(key) -> TrainState:
         init_key, key = jax.random.split(key)
         dummy = jnp.zeros((1, *spec.observation_space.shape), spec.observation_space.dtype)
-        params = init_actor_critic(networks, init_key, dummy)
+        params = networks.init(init_key, dummy)
         return TrainState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
     return init
+
+
+class FlaxConvQ(nn.Module):
+    torso: str
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, observation):
+        return nn.Dense(self.num_actions)(torsos.FLAX_TORSOS[self.torso]()(observation))
+
+
+def q_network(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, torso: str = "mlp") -> Network:
+    """Observations -> one value per action: an MLP, or a convolutional torso and a linear
+    layer (the Nature DQN network with ``torso="nature"``)."""
+    torsos.check_torso(torso, spec.observation_space.shape)
+    _check_lib(lib)
+    if torso == "mlp":
+        return mlp(hidden_sizes, spec.num_actions, len(spec.observation_space.shape), lib)
+    if lib == "flax":
+        return as_network(FlaxConvQ(torso, spec.num_actions))
+
+    def forward(observation):
+        import haiku as hk
+        return hk.Linear(spec.num_actions)(torsos.HAIKU_TORSOS[torso](observation))
+    return as_network(forward)

@@ -8,7 +8,7 @@ from rltpu.types import ActorOutput
 
 def make_actor_step(networks: ActorCriticNetworks, distribution):
     def actor_step(params, observation, key) -> ActorOutput:
-        policy_out = networks.policy.apply(params["policy"], observation)
+        policy_out = networks.policy(params, observation)
         return ActorOutput(distribution.sample(key, policy_out), {"policy": policy_out})
     return actor_step
 
@@ -16,6 +16,6 @@ def make_actor_step(networks: ActorCriticNetworks, distribution):
 def make_greedy_step(networks: ActorCriticNetworks, distribution):
     def greedy_step(params, observation, key) -> ActorOutput:
         del key
-        policy_out = networks.policy.apply(params["policy"], observation)
+        policy_out = networks.policy(params, observation)
         return ActorOutput(distribution.mode(policy_out), {"policy": policy_out})
     return greedy_step

@@ -7,11 +7,16 @@ import importlib
 import gymnasium as gym
 import numpy as np
 
+from envs import atari
 from rltpu.types import EnvSpec
+
+BACKENDS = ("auto", "gymnasium", "ale", "envpool")
 
 
 def _resolve(env_id: str):
     """Returns a zero-argument env constructor for ``module:Class`` ids, else None."""
+    if atari.is_atari(env_id):
+        atari.register()
     if ":" not in env_id:
         if env_id not in gym.envs.registry:
             close = difflib.get_close_matches(env_id, list(gym.envs.registry), n=3)
@@ -29,8 +34,22 @@ def _resolve(env_id: str):
     return cls
 
 
-def make(env_id: str, num_envs: int, seed: int,
-         normalize_observations: bool = False) -> tuple[gym.vector.VectorEnv, EnvSpec]:
+def _atari_backend(env_id: str, backend: str, full_action_space: bool) -> str | None:
+    """The Atari backend for ``env_id`` (None if it is not an Atari game); checks the options."""
+    if backend not in BACKENDS:
+        raise ValueError(f"--env-backend {backend!r} is not one of {', '.join(BACKENDS)}")
+    if not atari.is_atari(env_id):
+        if backend not in ("auto", "gymnasium"):
+            raise ValueError(f"--env-backend {backend} is for Atari games (ALE/...), not {env_id!r}")
+        if full_action_space:
+            raise ValueError(f"--full-action-space is for Atari games (ALE/...), not {env_id!r}")
+        return None
+    return "ale" if backend == "auto" else backend
+
+
+def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = False,
+         backend: str = "auto", full_action_space: bool = False,
+         ) -> tuple[gym.vector.VectorEnv, EnvSpec]:
     """Makes ``num_envs`` copies of an env as one vector env, reset with ``seed``.
 
     Registered ids use the env's numpy-vectorised form when it has one (CartPole,
@@ -41,14 +60,23 @@ def make(env_id: str, num_envs: int, seed: int,
     lengths are reported in ``info["episode"]`` (RecordEpisodeStatistics), in the env's
     own reward units.
 
+    Atari games (``ALE/Pong-v5``) get the preprocessing of ``envs.atari`` (uint8 frame
+    stacks ``[4, 84, 84]``) from ``backend``: ``ale`` (ale-py's C++ vector env, what
+    ``auto`` picks), ``gymnasium`` (the reference wrappers) or ``envpool``;
+    ``full_action_space`` gives them all 18 actions.
+
     Returns:
       The vector env (already reset; its first observation is ``env.first_observation``)
       and the spec of one env.
     """
     if num_envs < 1:
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+    atari_backend = _atari_backend(env_id, backend, full_action_space)
     factory = _resolve(env_id)
-    if factory is None:
+    if atari_backend is not None:
+        env = atari.make_vector(env_id, num_envs, atari_backend,
+                                atari.AtariSettings(full_action_space=full_action_space))
+    elif factory is None:
         spec = gym.envs.registry[env_id]
         mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
         env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
@@ -68,19 +96,29 @@ def make(env_id: str, num_envs: int, seed: int,
     return env, EnvSpec(env_id, env.single_observation_space, env.single_action_space)
 
 
-def make_spec(env_id: str) -> EnvSpec:
+def make_spec(env_id: str, backend: str = "auto", full_action_space: bool = False) -> EnvSpec:
     """The spec of ``env_id`` without keeping an env (used to validate before Ray starts)."""
-    env, spec = make(env_id, 1, seed=0)  # (normalisation keeps the observation space)
+    # (normalisation keeps the observation space)
+    env, spec = make(env_id, 1, seed=0, backend=backend, full_action_space=full_action_space)
     env.close()
     return spec
 
 
-def make_one(env_id: str, render_mode: str | None = None) -> gym.Env:
+def run_options(run) -> dict:
+    """The env options of a ``RunConfig``, as keyword arguments of ``make`` and ``make_spec``."""
+    return {"backend": run.env_backend, "full_action_space": run.full_action_space}
+
+
+def make_one(env_id: str, render_mode: str | None = None, full_action_space: bool = False) -> gym.Env:
     """One (unvectorised) env, for evaluation; ``render_mode="rgb_array"`` to record video.
+    Atari games get the same preprocessing as in training (gymnasium's wrappers).
 
     Raises:
       ValueError: unknown env, or one that cannot render in ``render_mode``.
     """
+    if _atari_backend(env_id, "auto", full_action_space) is not None:
+        return atari.make_one(env_id, atari.AtariSettings(full_action_space=full_action_space),
+                              render_mode)
     factory = _resolve(env_id)
     kwargs = {} if render_mode is None else {"render_mode": render_mode}
     try:

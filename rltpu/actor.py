@@ -35,7 +35,8 @@ class RolloutActor:
     def __init__(self, actor_id: int, agent: Any, agent_config: Any, run: RunConfig, seed: int):
         self.actor_id = actor_id
         self.unroll_length = run.unroll_length
-        self.env, spec = envs.make(run.env, run.envs_per_actor, seed, run.normalize_observations)
+        self.env, spec = envs.make(run.env, run.envs_per_actor, seed, run.normalize_observations,
+                                   **envs.run_options(run))
         fns = agent.build(spec, agent_config, run)
         policy = fns.actor_step if fns.actor_step_for is None else fns.actor_step_for(
             actor_id, run.num_actors)

@@ -1,5 +1,5 @@
-"""``rltpu train`` (flags from the run config and the chosen agent's config), ``rltpu train
---resume RUN_DIR``, ``rltpu eval RUN_DIR`` and ``rltpu plot RUN_DIR ...``.
+"""``rltpu train`` (flags from the run config and the chosen agent's config, optionally
+starting from a ``--preset``), ``rltpu train --resume RUN_DIR``, ``rltpu eval RUN_DIR`` and ``rltpu plot RUN_DIR ...``.
 
 Every bad setting is one line on stderr naming the value and what is valid, and exit
 status 2, before any process starts.
@@ -85,16 +85,26 @@ def _build(cls, values: dict):
 
 def train_main(argv: list[str]) -> int:
     import agents
+    from agents import presets
     from rltpu import checkpoint
     from rltpu.config import RunConfig
 
     pre = _Parser(add_help=False)
-    pre.add_argument("--agent", default=RunConfig.agent)
+    pre.add_argument("--agent", default=None)
     pre.add_argument("--resume", default=None)
+    pre.add_argument("--preset", default=None)
     known, _ = pre.parse_known_args(argv)
     try:
+        preset = None if known.preset is None else presets.get(known.preset)
+        if preset is not None and known.resume is not None:
+            raise ValueError("--preset cannot be combined with --resume (a resumed run keeps "
+                             "its saved settings)")
+        if preset is not None and known.agent not in (None, preset.agent):
+            raise ValueError(f"--preset {known.preset} is for agent {preset.agent}, "
+                             f"not {known.agent!r}")
         saved = None if known.resume is None else checkpoint.read_run_config(known.resume)
-        agent = agents.get(known.agent if saved is None else saved["run"]["agent"])
+        name = known.agent or (preset.agent if preset is not None else RunConfig.agent)
+        agent = agents.get(name if saved is None else saved["run"]["agent"])
     except ValueError as e:
         return _fail(str(e))
 
@@ -103,6 +113,9 @@ def train_main(argv: list[str]) -> int:
     _add_fields(parser, RunConfig, "run")
     _add_fields(parser, agent.Config, f"agent {agent.name}")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--preset", default=argparse.SUPPRESS,
+                        help="start from a named set of run and agent settings (flags given "
+                        f"override them): {', '.join(sorted(presets.PRESETS))}; see README.md")
     parser.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
                         help="continue the run in RUN_DIR from its newest complete checkpoint "
                         "(its saved settings; only step budget, target, logging, actor count "
@@ -121,6 +134,9 @@ def train_main(argv: list[str]) -> int:
     values = vars(parser.parse_args(argv))
     quiet = values.pop("quiet", False)
     resume = values.pop("resume", None)
+    values.pop("preset", None)
+    if preset is not None:  # the preset's settings, then the flags given
+        values = {"agent": preset.agent, **preset.run, **preset.agent_config, **values}
     try:
         distributed = _distributed(*(values.pop(name, None) for name in (
             "distributed", "coordinator", "num_processes", "process_id")))

@@ -39,6 +39,11 @@ class RunConfig:
     """Stop when the mean return of the last 20 training episodes reaches this (None: never)."""
     normalize_observations: bool = False
     """Normalise observations by running statistics in each actor (for MuJoCo envs)."""
+    env_backend: str = "auto"
+    """Atari (ALE/...) backend: ale (ale-py's C++ vector env; what auto picks), gymnasium
+    (gymnasium's preprocessing wrappers) or envpool (if installed). Others: auto or gymnasium."""
+    full_action_space: bool = False
+    """Atari: act with all 18 joystick actions instead of the game's minimal set."""
     seed: int = 0
     """Seeds params, envs and sampling."""
     run_dir: str | None = None

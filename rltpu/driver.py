@@ -67,7 +67,7 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = Fal
         raise ValueError(f"--env {run.env!r} is a JAX env: train it with --mode anakin "
                          "(--mode ray steps gymnasium envs, e.g. CartPole-v1)")
     else:
-        spec = envs.make_spec(run.env)
+        spec = envs.make_spec(run.env, **envs.run_options(run))
     agent.check_spec(spec)
     fns = agent.build(spec, agent_config, run)  # cheap (nothing compiles); raises on bad combinations
     if run.mode == "anakin" and fns.replay is not None:

@@ -48,6 +48,8 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
       ValueError (``checkpoint.CheckpointError``): no such or no usable checkpoint, or an
         agent without ``greedy_step``.
     """
+    from rltpu.config import RunConfig
+    run = run if run is not None else RunConfig(env=env_id)
     jax_env = None
     if jax_envs.is_jax_env(env_id):  # an Anakin run: play its own JAX env
         if video:
@@ -55,9 +57,8 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
                              "rltpu cannot render")
         jax_env, spec = jax_envs.make(env_id)
     else:
-        spec = envs.make_spec(env_id)
-    from rltpu.config import RunConfig
-    fns = agent.build(spec, agent_config, run if run is not None else RunConfig(env=env_id))
+        spec = envs.make_spec(env_id, full_action_space=run.full_action_space)
+    fns = agent.build(spec, agent_config, run)
     if fns.greedy_step is None:
         raise ValueError(f"agent {agent.name!r} has no greedy_step to evaluate with")
     restored = checkpoint.restore(run_dir, fns.init, step)
@@ -70,7 +71,8 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
         return {"run_dir": run_dir, "checkpoint": restored.step, "episodes": episodes,
                 "mean_return": float(np.mean(returns)), "returns": returns, "lengths": lengths,
                 "videos": []}
-    env = envs.make_one(env_id, render_mode="rgb_array" if video else None)
+    env = envs.make_one(env_id, render_mode="rgb_array" if video else None,
+                        full_action_space=run.full_action_space)
     folder = None
     if video:
         import gymnasium as gym

@@ -37,6 +37,10 @@ CASES = [
      "--num-processes must be a positive integer, got 0"),
     (["--distributed", "auto", "--process-id", "1"], "--distributed auto takes no --coordinator"),
     (["--distributed", "manual"], "invalid choice: 'manual'"),
+    (["--preset", "atari"], "unknown preset 'atari'; valid: dqn-atari, impala-atari, ppo-atari"),
+    (["--preset", "dqn-atari", "--agent", "ppo"], "--preset dqn-atari is for agent dqn, not 'ppo'"),
+    (["--torso", "nature"], "--torso nature needs image observations [C, H, W]; these are (4,)"),
+    (["--env-backend", "ale"], "--env-backend ale is for Atari games (ALE/...), not 'CartPole-v1'"),
 ]
 
 
@@ -44,9 +48,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_cli(args, tmp_path, ray_tmpdir):
-    # PYTHONPATH: this checkout's rltpu, whichever one the venv has installed.
+    # PYTHONPATH: this checkout's code, whichever checkout the venv has installed.
     env = {**os.environ, "JAX_NUM_CPU_DEVICES": "8", "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmpdir,
-           "PYTHONPATH": ROOT}
+           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "rltpu.cli", "train", *args], env=env,
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
 

@@ -30,7 +30,7 @@ class DQN:
 
     def build(self, spec: EnvSpec, config: DQNConfig, run) -> AgentFns:
         self.check_spec(spec)
-        network = q_network(spec, config.hidden_sizes, config.network_lib)
+        network = q_network(spec, config.hidden_sizes, config.network_lib, config.torso)
         optimizer = make_optimizer(config)
 
         def init(key) -> TrainState:
@@ -49,7 +49,8 @@ class DQN:
 
         replay = ReplaySpec(
             to_transitions=functools.partial(n_step_transitions, n=config.n_step,
-                                             discount=config.discount),
+                                             discount=config.discount,
+                                             clip_rewards=config.clip_rewards),
             capacity=config.replay_capacity, sample_size=config.sample_size,
             min_size=config.min_replay_size, priority_exponent=config.priority_exponent,
             importance_exponent=config.importance_exponent,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 from agents.networks import NETWORK_LIBS
+from agents.torsos import TORSOS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +42,11 @@ class DQNConfig:
     """Widths of the Q-network's hidden layers."""
     network_lib: str = "flax"
     """Library the network is written in: flax or haiku."""
+    torso: str = "mlp"
+    """Network torso: mlp (--hidden-sizes), nature (Mnih et al. 2015) or impala_resnet
+    (Espeholt et al. 2018); the convolutional ones read uint8 frame stacks [C, H, W]."""
+    clip_rewards: bool = False
+    """Clip rewards to [-1, 1] in the loss (Atari); returns are reported unclipped."""
 
     def __post_init__(self):
         for name in ("learning_rate", "huber_delta", "max_grad_norm"):
@@ -61,6 +67,8 @@ class DQNConfig:
             raise ValueError(f"--samples-per-insert must be >= 0, got {self.samples_per_insert}")
         if self.priority_exponent < 0:
             raise ValueError(f"--priority-exponent must be >= 0, got {self.priority_exponent}")
+        if self.torso not in TORSOS:
+            raise ValueError(f"--torso {self.torso!r} is not one of {', '.join(TORSOS)}")
         if self.network_lib not in NETWORK_LIBS:
             raise ValueError(f"--network-lib {self.network_lib!r} is not one of {', '.join(NETWORK_LIBS)}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:

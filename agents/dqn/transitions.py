@@ -6,7 +6,8 @@ import numpy as np
 from rltpu.types import Trajectory
 
 
-def n_step_transitions(trajectory: Trajectory, n: int, discount: float) -> dict:
+def n_step_transitions(trajectory: Trajectory, n: int, discount: float,
+                       clip_rewards: bool = False) -> dict:
     """One transition per valid step of a ``[T, B]`` trajectory.
 
     The return sums up to ``n`` rewards, ``R = sum_k gamma^k r_{t+k}``, stopping early where
@@ -18,9 +19,13 @@ def n_step_transitions(trajectory: Trajectory, n: int, discount: float) -> dict:
     Returns:
       ``observation [N, ...], action [N, ...], n_step_return [N], bootstrap_discount [N],
       next_observation [N, ...]`` (float32 scalars), N = number of valid steps.
+      Observations keep their dtype (uint8 frames stay uint8 in the replay). With
+      ``clip_rewards`` each reward is clipped to [-1, 1] before it is summed.
     """
     obs = np.asarray(trajectory.observation)
     reward = np.asarray(trajectory.reward, np.float64)
+    if clip_rewards:
+        reward = np.clip(reward, -1.0, 1.0)
     terminated = np.asarray(trajectory.terminated)
     ended = terminated | np.asarray(trajectory.truncated)
     valid = np.asarray(trajectory.valid)

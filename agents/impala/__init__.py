@@ -22,9 +22,11 @@ class IMPALA:
 
     def build(self, spec: EnvSpec, config: IMPALAConfig, run=None) -> AgentFns:
         self.check_spec(spec)
-        networks = actor_critic(spec, config.hidden_sizes, config.network_lib)
+        networks = actor_critic(spec, config.hidden_sizes, config.network_lib, config.torso)
         distribution = distributions.for_spec(spec)
-        optimizer = make_optimizer(config)
+        num_updates = (run.total_env_steps // (run.unroll_length * run.batch_size)
+                       if run is not None else 1)
+        optimizer = make_optimizer(config, num_updates)
         return AgentFns(init=make_actor_critic_init(networks, optimizer, spec),
                         actor_step=make_actor_step(networks, distribution),
                         update=make_update_fn(networks, distribution, optimizer, config),

@@ -4,12 +4,21 @@ from __future__ import annotations
 import dataclasses
 
 from agents.networks import NETWORK_LIBS
+from agents.torsos import TORSOS
 
 
 @dataclasses.dataclass(frozen=True)
 class IMPALAConfig:
     learning_rate: float = 2e-3
-    """Adam step size."""
+    """Step size (at the start, with --anneal-lr)."""
+    optimizer: str = "adam"
+    """adam, or rmsprop (the paper's: no momentum, --rmsprop-decay, --rmsprop-epsilon)."""
+    rmsprop_decay: float = 0.99
+    """RMSProp's decay of the mean squared gradient."""
+    rmsprop_epsilon: float = 0.01
+    """RMSProp's epsilon (added to the root mean square)."""
+    anneal_lr: bool = False
+    """Anneal the step size linearly to 0 over --total-env-steps."""
     discount: float = 0.99
     """Per-step discount gamma."""
     entropy_cost: float = 0.05
@@ -23,6 +32,11 @@ class IMPALAConfig:
     """Widths of the policy and value MLPs' hidden layers."""
     network_lib: str = "flax"
     """Library the networks are written in: flax or haiku."""
+    torso: str = "mlp"
+    """Network torso: mlp (--hidden-sizes), nature (Mnih et al. 2015) or impala_resnet
+    (Espeholt et al. 2018); the convolutional ones read uint8 frame stacks [C, H, W]."""
+    clip_rewards: bool = False
+    """Clip rewards to [-1, 1] in the loss (Atari); returns are reported unclipped."""
     clip_rho_threshold: float = 1.0
     """V-trace rho-bar: clip on importance weights in the value targets."""
     clip_pg_rho_threshold: float = 1.0
@@ -39,10 +53,18 @@ class IMPALAConfig:
         for name in ("entropy_cost", "baseline_cost"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.optimizer not in ("adam", "rmsprop"):
+            raise ValueError(f"--optimizer {self.optimizer!r} is not one of adam, rmsprop")
+        if not 0 <= self.rmsprop_decay < 1:
+            raise ValueError(f"--rmsprop-decay must be in [0, 1), got {self.rmsprop_decay}")
+        if not self.rmsprop_epsilon > 0:
+            raise ValueError(f"--rmsprop-epsilon must be > 0, got {self.rmsprop_epsilon}")
         if not 0 <= self.discount <= 1:
             raise ValueError(f"--discount must be in [0, 1], got {self.discount}")
         if not 0 <= self.vtrace_lambda <= 1:
             raise ValueError(f"--vtrace-lambda must be in [0, 1], got {self.vtrace_lambda}")
+        if self.torso not in TORSOS:
+            raise ValueError(f"--torso {self.torso!r} is not one of {', '.join(TORSOS)}")
         if self.network_lib not in NETWORK_LIBS:
             raise ValueError(f"--network-lib {self.network_lib!r} is not one of {', '.join(NETWORK_LIBS)}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:

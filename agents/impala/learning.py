@@ -14,9 +14,19 @@ from agents.networks import ActorCriticNetworks
 from rltpu.types import TrainState, Trajectory
 
 
-def make_optimizer(config: IMPALAConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                       optax.adam(config.learning_rate))
+def make_optimizer(config: IMPALAConfig, num_updates: int = 1) -> optax.GradientTransformation:
+    """Global-norm clipping, then Adam or RMSProp; with ``config.anneal_lr`` the step size
+    falls linearly to 0 over ``num_updates`` learner updates (as in the IMPALA paper)."""
+    lr = (optax.linear_schedule(config.learning_rate, 0.0, max(num_updates, 1))
+          if config.anneal_lr else config.learning_rate)
+    if config.optimizer == "rmsprop":
+        # Espeholt et al. 2018 (TensorFlow's RMSProp): epsilon inside the square root's
+        # sum, no momentum.
+        step = optax.rmsprop(lr, decay=config.rmsprop_decay, eps=config.rmsprop_epsilon,
+                             eps_in_sqrt=True)
+    else:
+        step = optax.adam(lr)
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), step)
 
 
 def make_update_fn(networks: ActorCriticNetworks, distribution,
@@ -28,12 +38,16 @@ def make_update_fn(networks: ActorCriticNetworks, distribution,
         clip_pg_rho_threshold=config.clip_pg_rho_threshold), in_axes=1, out_axes=1)
 
     def loss_fn(params, trajectory: Trajectory):
-        observation = trajectory.observation  # [T + 1, B, ...]
-        policy_out = networks.policy.apply(params["policy"], observation[:-1])
-        values = networks.value.apply(params["value"], observation)  # [T + 1, B]
+        # One pass over all T + 1 observations (a shared torso sees each frame once); the
+        # policy at the bootstrap observation is not used.
+        policy_out, values = networks.policy_and_value(params, trajectory.observation)
+        policy_out = jax.tree.map(lambda x: x[:-1], policy_out)  # [T, B, ...]; values [T + 1, B]
+        reward = trajectory.reward
+        if config.clip_rewards:
+            reward = jnp.clip(reward, -1.0, 1.0)
         log_pi_t = distribution.log_prob(policy_out, trajectory.action)
         log_mu_t = distribution.log_prob(trajectory.extras["policy"], trajectory.action)
-        vt, rho = targets(log_pi_t, log_mu_t, values, trajectory.reward, trajectory.terminated,
+        vt, rho = targets(log_pi_t, log_mu_t, values, reward, trajectory.terminated,
                           trajectory.valid)
         loss, metrics = impala_loss(log_pi_t, distribution.entropy(policy_out), vt,
                                     trajectory.valid, baseline_cost=config.baseline_cost,

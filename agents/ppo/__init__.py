@@ -34,7 +34,7 @@ class PPO:
     def build(self, spec: EnvSpec, config: PPOConfig, run) -> AgentFns:
         self.check_spec(spec)
         self.check_run(config, run)
-        networks = actor_critic(spec, config.hidden_sizes, config.network_lib)
+        networks = actor_critic(spec, config.hidden_sizes, config.network_lib, config.torso)
         distribution = distributions.for_spec(spec)
         num_updates = run.total_env_steps // (run.unroll_length * run.batch_size)
         optimizer = make_optimizer(config, num_updates)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 from agents.networks import NETWORK_LIBS
+from agents.torsos import TORSOS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,11 @@ class PPOConfig:
     """Widths of the policy and value MLPs' hidden layers."""
     network_lib: str = "flax"
     """Library the networks are written in: flax or haiku."""
+    torso: str = "mlp"
+    """Network torso: mlp (--hidden-sizes), nature (Mnih et al. 2015) or impala_resnet
+    (Espeholt et al. 2018); the convolutional ones read uint8 frame stacks [C, H, W]."""
+    clip_rewards: bool = False
+    """Clip rewards to [-1, 1] in the loss (Atari); returns are reported unclipped."""
 
     def __post_init__(self):
         for name in ("learning_rate", "clip_epsilon", "max_grad_norm"):
@@ -52,6 +58,8 @@ class PPOConfig:
         for name in ("num_epochs", "num_minibatches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.torso not in TORSOS:
+            raise ValueError(f"--torso {self.torso!r} is not one of {', '.join(TORSOS)}")
         if self.network_lib not in NETWORK_LIBS:
             raise ValueError(f"--network-lib {self.network_lib!r} is not one of {', '.join(NETWORK_LIBS)}")
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:

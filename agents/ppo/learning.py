@@ -33,8 +33,7 @@ def make_update_fn(networks: ActorCriticNetworks, distribution,
         normalize_advantages=config.normalize_advantages)
 
     def loss_fn(params, samples):
-        policy_out = networks.policy.apply(params["policy"], samples["observation"])
-        value = networks.value.apply(params["value"], samples["observation"])
+        policy_out, value = networks.policy_and_value(params, samples["observation"])
         return minibatch_loss(
             distribution.log_prob(policy_out, samples["action"]), samples["log_mu"],
             distribution.entropy(policy_out), value, samples["old_value"],
@@ -59,10 +58,12 @@ def make_update_fn(networks: ActorCriticNetworks, distribution,
 
     def update(state: TrainState, trajectory: Trajectory):
         observation = trajectory.observation  # [T + 1, B, ...]
-        values = networks.value.apply(state.params["value"], observation)  # [T + 1, B]
+        values = networks.value(state.params, observation)  # [T + 1, B]
         discount_t = config.discount * (1.0 - trajectory.terminated.astype(jnp.float32))
-        advantage = trajectory_gae(values[:-1], values[1:], trajectory.reward, discount_t,
-                                   trajectory.valid)
+        reward = trajectory.reward
+        if config.clip_rewards:
+            reward = jnp.clip(reward, -1.0, 1.0)
+        advantage = trajectory_gae(values[:-1], values[1:], reward, discount_t, trajectory.valid)
         flat = lambda x: x.reshape(-1, *x.shape[2:])  # [T, B, ...] -> [T * B, ...]
         samples = {
             "observation": flat(observation[:-1]), "action": flat(trajectory.action),

@@ -1,0 +1,78 @@
+"""Named sets of run and agent settings: ``rltpu train --preset NAME`` starts from them and
+explicit flags override any of them.
+
+The Atari presets take their hyperparameters from the papers (the source of each is on
+the preset). Where rltpu cannot do what the paper did, the preset says what it does
+instead in ``deviations``; README.md lists both, with the returns the papers report.
+All of them use the env preprocessing of ``envs.atari`` (Machado et al. 2018: sticky
+actions, no loss-of-life episodes), not the papers' own Atari settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    agent: str
+    run: Mapping[str, Any]
+    agent_config: Mapping[str, Any]
+    source: str
+    deviations: tuple[str, ...] = ()
+
+
+PRESETS = {
+    "impala-atari": Preset(
+        agent="impala",
+        run={"env": "ALE/Pong-v5", "num_actors": 2, "envs_per_actor": 16, "unroll_length": 20,
+             "batch_size": 32, "total_env_steps": 50_000_000, "target_return": None},
+        agent_config={"torso": "impala_resnet", "clip_rewards": True, "optimizer": "rmsprop",
+                      "learning_rate": 6e-4, "anneal_lr": True, "rmsprop_decay": 0.99,
+                      "rmsprop_epsilon": 0.01, "discount": 0.99, "entropy_cost": 0.01,
+                      "baseline_cost": 0.5, "max_grad_norm": 40.0},
+        source="Espeholt et al. 2018, IMPALA, Table G.1 (Atari): unroll 20, batch 32, "
+               "discount 0.99, baseline cost 0.5, entropy 0.01, RMSProp (decay 0.99, "
+               "epsilon 0.01, no momentum), learning rate 0.0006 annealed to 0, gradient "
+               "norm 40, rewards clipped to [-1, 1], 200M frames (50M agent steps)",
+        deviations=("no LSTM (a stack of 4 frames instead)",
+                    "2 actors of 16 envs, not 48 actors (raise --num-actors on a bigger machine)")),
+    "ppo-atari": Preset(
+        agent="ppo",
+        run={"env": "ALE/Pong-v5", "num_actors": 1, "envs_per_actor": 8, "unroll_length": 128,
+             "batch_size": 8, "on_policy": True, "total_env_steps": 10_000_000,
+             "target_return": None},
+        agent_config={"torso": "nature", "clip_rewards": True, "learning_rate": 2.5e-4,
+                      "anneal_lr": True, "num_epochs": 3, "num_minibatches": 4,
+                      "discount": 0.99, "gae_lambda": 0.95, "clip_epsilon": 0.1,
+                      "value_cost": 1.0, "entropy_cost": 0.01, "max_grad_norm": 0.5},
+        source="Schulman et al. 2017, PPO, Table 5 (Atari): horizon 128, 8 actors, Adam "
+               "2.5e-4 annealed linearly, 3 epochs, minibatch 32 x 8 = 256 (4 minibatches of "
+               "1024 samples), discount 0.99, GAE lambda 0.95, clip 0.1, value coefficient 1, "
+               "entropy coefficient 0.01, 40M frames (10M agent steps)",
+        deviations=("the clip range is not annealed with the step size (the paper anneals both)",
+                    "gradient norm clipped to 0.5 (OpenAI baselines' default; the paper gives none)")),
+    "dqn-atari": Preset(
+        agent="dqn",
+        run={"env": "ALE/Pong-v5", "num_actors": 2, "envs_per_actor": 16, "unroll_length": 20,
+             "batch_size": 16, "total_env_steps": 50_000_000, "target_return": None},
+        agent_config={"torso": "nature", "clip_rewards": True, "n_step": 3, "discount": 0.99,
+                      "learning_rate": 0.00025 / 4, "max_grad_norm": 40.0,
+                      "target_update_period": 2500, "sample_size": 512, "epsilon": 0.4,
+                      "epsilon_alpha": 7.0, "priority_exponent": 0.6, "importance_exponent": 0.4,
+                      "replay_capacity": 100_000, "min_replay_size": 50_000},
+        source="Horgan et al. 2018, Ape-X DQN (Atari): 3-step returns, discount 0.99, learning "
+               "rate 0.00025 / 4, gradient norm 40, target network every 2500 updates, batch "
+               "512, exploration ladder eps 0.4 alpha 7, prioritised replay alpha 0.6 beta 0.4, "
+               "learning from 50,000 transitions; the Nature DQN network (Mnih et al. 2015)",
+        deviations=("Adam, not centred RMSProp", "no dueling head",
+                    "replay holds 100,000 transitions, not 2M (uncompressed uint8 frames: "
+                    "about 56 KB per transition, 5.6 GB in all)",
+                    "2 actors of 16 envs, not 360 actors")),
+}
+
+
+def get(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(sorted(PRESETS))}")
+    return PRESETS[name]
