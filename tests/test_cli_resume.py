@@ -65,7 +65,7 @@ CASES = [
     (["train", "--resume", "{good}", "--batch-size", "32"],
      "--batch-size cannot change on --resume (saved 16, got 32)"),
     (["train", "--resume", "{good}", "--learning-rate", "0.1"],
-     "--learning-rate cannot change on --resume (saved 0.002, got 0.1)"),
+     "--learning-rate cannot change on --resume (saved 0.005, got 0.1)"),
     (["train", "--resume", "{good}", "--seed", "3"], "--seed cannot change on --resume"),
     (["train", "--resume", "{good}", "--run-dir", "elsewhere"],
      "--run-dir cannot be given with --resume; the run continues in {good}"),

@@ -9,21 +9,23 @@ from agents.torsos import TORSOS
 
 @dataclasses.dataclass(frozen=True)
 class IMPALAConfig:
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-3
     """Step size (at the start, with --anneal-lr)."""
-    optimizer: str = "adam"
-    """adam, or rmsprop (the paper's: no momentum, --rmsprop-decay, --rmsprop-epsilon)."""
+    optimizer: str = "rmsprop"
+    """rmsprop (the paper's: no momentum, --rmsprop-decay, --rmsprop-epsilon) or adam.
+    RMSProp's large epsilon keeps a solved policy where it is; Adam scales even the tiny,
+    noisy gradients of a solved CartPole up to full steps, and the policy random-walks into
+    a deterministic one (entropy 0, return 9) it cannot leave (bench/soak.py showed both)."""
     rmsprop_decay: float = 0.99
     """RMSProp's decay of the mean squared gradient."""
     rmsprop_epsilon: float = 0.01
-    """RMSProp's epsilon (added to the root mean square)."""
+    """RMSProp's epsilon (added to the mean square, inside the root)."""
     anneal_lr: bool = False
     """Anneal the step size linearly to 0 over --total-env-steps."""
     discount: float = 0.99
     """Per-step discount gamma."""
-    entropy_cost: float = 0.05
-    """Weight of the entropy bonus (0.05 keeps small, frequent CartPole updates from
-    collapsing the policy; 0.01 is the usual choice for larger batches)."""
+    entropy_cost: float = 0.01
+    """Weight of the entropy bonus."""
     baseline_cost: float = 0.5
     """Weight of the value (baseline) loss."""
     max_grad_norm: float = 40.0
