@@ -104,6 +104,8 @@ def main() -> int:
     parser.add_argument("--peers-python", default="/tmp/peers/bin/python")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="rltpu only, no peers")
+    parser.add_argument("--no-rllib", action="store_true",
+                        help="leave out RLlib (its PPO runs take minutes each)")
     opts = parser.parse_args()
     peers = not opts.quick and os.path.exists(opts.peers_python)
     if not opts.quick and not peers:
@@ -120,15 +122,17 @@ def main() -> int:
             if peers:
                 r["sb3_ppo"].append(peer_run(py, os.path.join(SHARED_PEERS, "sb3_cartpole.py"),
                                              ["475", "300000"], 600))
-                r["rllib_ppo"].append(peer_run(py, os.path.join(SHARED_PEERS, "rllib_cartpole.py"),
-                                               ["ppo", "475", "300", "2"], 420))
-                print(f"peers: {r['sb3_ppo'][-1]} {r['rllib_ppo'][-1]}", file=sys.stderr)
+                if not opts.no_rllib:
+                    r["rllib_ppo"].append(peer_run(py, os.path.join(SHARED_PEERS, "rllib_cartpole.py"),
+                                                   ["ppo", "475", "300", "2"], 420))
+                print(f"peers: {r['sb3_ppo'][-1]} {r['rllib_ppo'][-1:]}", file=sys.stderr)
         r["impala_throughput"] = rltpu_run(IMPALA_THROUGHPUT, tmp)
         r["dqn_throughput"] = rltpu_run(DQN_THROUGHPUT, tmp)
         r["one_actor"] = rltpu_run(ONE_ACTOR, tmp)
-        if peers:
+        if peers and not opts.no_rllib:
             r["rllib_impala"] = peer_run(py, os.path.join(SHARED_PEERS, "rllib_cartpole.py"),
                                          ["impala", "475", "90", "2"], 300)
+        if peers:
             r["sb3_dqn"] = peer_run(py, os.path.join(OUR_PEERS, "sb3_dqn_cartpole.py"),
                                     ["475", "50000"], 600)
         r["bare_sps"] = bare_loop_sps(64)
@@ -174,6 +178,10 @@ def main() -> int:
     print(f"\nper seed, time to 475 (s): IMPALA {[fmt(x['time_to_target_s']) for x in r['impala']]}, "
           f"PPO {[fmt(x['time_to_target_s']) for x in r['ppo']]}; start-up (s): IMPALA "
           f"{[fmt(x['startup_s']) for x in r['impala']]}")
+    phases = [x["startup_phases_s"] for x in r["impala"] + r["ppo"]]
+    print("start-up, seconds from process start to the end of each phase (median of the "
+          "IMPALA and PPO runs): " + ", ".join(
+              f"{name} {fmt(median([p[name] for p in phases]))}" for name in phases[0]))
     if peers:
         print(f"peers, time to 475 (s): SB3 PPO {[x and x.get('solved_s') for x in r['sb3_ppo']]}, "
               f"RLlib PPO {[x and x.get('solved_s') for x in r['rllib_ppo']]}")
