@@ -23,7 +23,7 @@ import os
 import jax
 import numpy as np
 
-from rltpu import devices
+from rltpu import checkpoint, devices
 
 
 class HostsDisagreeError(ValueError):
@@ -154,14 +154,10 @@ class UpdateRecorder:
         return recorded_put
 
     def updated(self, version: int, host_params) -> None:
-        leaves = jax.tree.leaves(host_params)
-        digest = hashlib.sha256()
-        for leaf in leaves:
-            digest.update(np.ascontiguousarray(leaf).tobytes())
-        self._digests.write(digest.hexdigest() + "\n")
+        self._digests.write(checkpoint.params_digest(host_params) + "\n")
         self._digests.flush()
         if version <= self.RECORDED_UPDATES:
-            for j, leaf in enumerate(leaves):
+            for j, leaf in enumerate(jax.tree.leaves(host_params)):
                 self._arrays[f"params{version - 1}_leaf{j}"] = np.array(leaf)
 
     def close(self) -> None:
