@@ -8,8 +8,16 @@ The public surface for writing and training an agent::
 from rltpu import networks
 from rltpu.agent import Agent, AgentFns
 from rltpu.config import RunConfig
-from rltpu.driver import train, validate
 from rltpu.types import ActorOutput, EnvSpec, TrainState, Trajectory, Unroll
 
 __all__ = ["networks", "Agent", "AgentFns", "RunConfig", "train", "validate", "ActorOutput", "EnvSpec",
            "TrainState", "Trajectory", "Unroll"]
+
+
+def __getattr__(name: str):
+    # The driver (and with it orbax and the metric sinks) loads on first use: a rollout
+    # actor's process imports rltpu.actor only, and starts a second sooner without them.
+    if name in ("train", "validate"):
+        from rltpu import driver
+        return getattr(driver, name)
+    raise AttributeError(f"module 'rltpu' has no attribute {name!r}")

@@ -135,6 +135,7 @@ class RolloutActor:
 
 @ray.remote(num_cpus=1)
 class RayRolloutActor(RolloutActor):
-    def __init__(self, *args, **kwargs):
+    def __init__(self, actor_id: int, agent: Any, agent_config: Any, run: RunConfig, seed: int):
         devices.pin_process_to_cpu()
-        super().__init__(*args, **kwargs)
+        devices.use_compilation_cache(run.compilation_cache)
+        super().__init__(actor_id, agent, agent_config, run, seed)

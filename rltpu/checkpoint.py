@@ -43,7 +43,7 @@ RESUMABLE_RUN_FIELDS = frozenset({
     "total_env_steps", "target_return", "log_every_s", "updates_per_call", "num_actors", "max_in_flight",
     "publish_every", "num_devices", "checkpoint_every_updates", "checkpoint_every_minutes",
     "keep_checkpoints", "keep_best", "max_actor_restarts", "max_nonfinite_updates",
-    "env_backend"})  # (every Atari backend gives the same observations)
+    "env_backend", "compilation_cache"})  # (every Atari backend gives the same observations)
 
 
 class CheckpointError(ValueError):

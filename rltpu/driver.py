@@ -54,6 +54,11 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = Fal
     if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
         raise ValueError("RAY_AUTH_MODE=disabled: rltpu runs Ray only with token authentication "
                          "(anyone who can reach a Ray cluster can run code on it); unset it")
+    cache = run.compilation_cache
+    if cache is not None and os.path.exists(os.path.expanduser(cache)) and not os.path.isdir(
+            os.path.expanduser(cache)):
+        raise ValueError(f"--compilation-cache {cache!r} is not a directory; give a directory "
+                         "(made if missing) or none")
     if run.mode == "anakin":
         if not jax_envs.is_jax_env(run.env):
             raise ValueError(f"--mode anakin needs a JAX env, {jax_envs.PREFIX}NAME (e.g. "
@@ -176,6 +181,7 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
     t_start = process_start_time()
     startup = {"imports": time.time() - t_start}  # seconds since process start, per phase
     plan = validate(agent, agent_config, run, resume=resume is not None)
+    devices.use_compilation_cache(run.compilation_cache)
     if run.mode == "anakin":
         from rltpu import anakin
         return anakin.train(agent, agent_config, run, plan, quiet, resume)

@@ -41,6 +41,7 @@ CASES = [
     (["--preset", "dqn-atari", "--agent", "ppo"], "--preset dqn-atari is for agent dqn, not 'ppo'"),
     (["--torso", "nature"], "--torso nature needs image observations [C, H, W]; these are (4,)"),
     (["--env-backend", "ale"], "--env-backend ale is for Atari games (ALE/...), not 'CartPole-v1'"),
+    (["--compilation-cache", "/dev/null"], "--compilation-cache '/dev/null' is not a directory"),
 ]
 
 
