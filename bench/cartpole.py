@@ -4,7 +4,7 @@ Peers: ../shared/peers (Stable-Baselines3 PPO, RLlib PPO and IMPALA) and bench/p
 (Stable-Baselines3 DQN). Prints markdown tables of:
   - time from process start to a mean return of 475 over the last 20 training episodes,
     median of --seeds runs: rltpu IMPALA and PPO (default settings) against SB3 PPO and
-    RLlib PPO;
+    RLlib PPO, with the compilation cache warm (filled by an earlier run) and cold;
   - env steps/s during training with 2 actors: rltpu IMPALA against RLlib IMPALA with 2 env
     runners, rltpu DQN against SB3 DQN;
   - actor efficiency: an actor's steps/s while acting (one actor, so it has a core) against
@@ -112,13 +112,23 @@ def main() -> int:
         print(f"no peer python at {opts.peers_python}: peers not run", file=sys.stderr)
     py = opts.peers_python
 
-    r: dict = {"impala": [], "ppo": [], "sb3_ppo": [], "rllib_ppo": []}
+    r: dict = {"impala": [], "ppo": [], "impala_cold": [], "ppo_cold": [], "sb3_ppo": [],
+               "rllib_ppo": []}
     with tempfile.TemporaryDirectory() as tmp:
+        # Warm runs load the compiled programs that an earlier run left in the compilation
+        # cache (what a user sees from the second run on; one untimed run fills it); cold
+        # runs compile everything (a first run, or --compilation-cache none).
+        warm = ["--compilation-cache", os.path.join(tmp, "xla")]
+        for agent in ("impala", "ppo"):
+            rltpu_run(["--agent", agent, "--seed", "99", *warm], tmp)
         # Interleave rltpu and peer runs so drift in machine load hits both alike.
         for seed in range(opts.seeds):
             for agent in ("impala", "ppo"):
-                r[agent].append(rltpu_run(["--agent", agent, "--seed", str(seed)], tmp))
-                print(f"rltpu {agent} seed {seed}: {r[agent][-1]['time_to_target_s']}", file=sys.stderr)
+                r[agent].append(rltpu_run(["--agent", agent, "--seed", str(seed), *warm], tmp))
+                r[f"{agent}_cold"].append(rltpu_run(["--agent", agent, "--seed", str(seed),
+                                                     "--compilation-cache", "none"], tmp))
+                print(f"rltpu {agent} seed {seed}: {r[agent][-1]['time_to_target_s']} warm, "
+                      f"{r[agent + '_cold'][-1]['time_to_target_s']} cold", file=sys.stderr)
             if peers:
                 r["sb3_ppo"].append(peer_run(py, os.path.join(SHARED_PEERS, "sb3_cartpole.py"),
                                              ["475", "300000"], 600))
@@ -151,7 +161,10 @@ def main() -> int:
           f"{platform.python_version()}; CartPole-v1; target 475 (mean of last 20 episodes).\n")
     print("| measure | rltpu | peer | ratio | goal |")
     print("| --- | --- | --- | --- | --- |")
-    for name, t in (("IMPALA", t_impala), ("PPO", t_ppo)):
+    t_impala_cold = median([x["time_to_target_s"] for x in r["impala_cold"]])
+    t_ppo_cold = median([x["time_to_target_s"] for x in r["ppo_cold"]])
+    for name, t in (("IMPALA", t_impala), ("PPO", t_ppo), ("IMPALA, cold compile", t_impala_cold),
+                    ("PPO, cold compile", t_ppo_cold)):
         print(f"| {name}: time to 475 from process start, median of {opts.seeds} (s) | {fmt(t)} "
               f"| SB3 PPO {fmt(t_sb3)} | {fmt(ratio(t, t_sb3), 2)}x | <= 0.75x |")
         print(f"| {name}: time to 475 from process start, median of {opts.seeds} (s) | {fmt(t)} "
@@ -175,13 +188,14 @@ def main() -> int:
         print(f"| {name} | {fmt(median([x['env_sps'] for x in runs]), 0)} | "
               f"{fmt(median([x['learner_samples_per_s'] for x in runs]), 0)} | "
               f"{fmt(median([x['mean_policy_lag'] for x in runs]), 1)} |")
-    print(f"\nper seed, time to 475 (s): IMPALA {[fmt(x['time_to_target_s']) for x in r['impala']]}, "
-          f"PPO {[fmt(x['time_to_target_s']) for x in r['ppo']]}; start-up (s): IMPALA "
-          f"{[fmt(x['startup_s']) for x in r['impala']]}")
-    phases = [x["startup_phases_s"] for x in r["impala"] + r["ppo"]]
-    print("start-up, seconds from process start to the end of each phase (median of the "
-          "IMPALA and PPO runs): " + ", ".join(
-              f"{name} {fmt(median([p[name] for p in phases]))}" for name in phases[0]))
+    print("\nper seed, time to 475 (s): " + "; ".join(
+        f"{name} {[fmt(x['time_to_target_s']) for x in r[name]]}"
+        for name in ("impala", "ppo", "impala_cold", "ppo_cold")))
+    for kind, runs in (("warm", r["impala"] + r["ppo"]), ("cold", r["impala_cold"] + r["ppo_cold"])):
+        phases = [x["startup_phases_s"] for x in runs]
+        print(f"start-up ({kind}), seconds from process start to the end of each phase (median "
+              "of the IMPALA and PPO runs): " + ", ".join(
+                  f"{name} {fmt(median([p[name] for p in phases]))}" for name in phases[0]))
     if peers:
         print(f"peers, time to 475 (s): SB3 PPO {[x and x.get('solved_s') for x in r['sb3_ppo']]}, "
               f"RLlib PPO {[x and x.get('solved_s') for x in r['rllib_ppo']]}")

@@ -215,7 +215,13 @@ def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
         steps, incomplete = [step], []
     skipped = [(name, "cut off mid-write") for name in incomplete]
     template, key_impl = _template(init)
-    reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
+    if jax.process_count() > 1:  # process 0 reads alone (restore_on_first_process)
+        alone = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+        reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler(
+            composite_options=ocp.CompositeOptions(multiprocessing_options=alone)),
+            multiprocessing_options=alone)
+    else:
+        reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler())
     # NOTE: the reader is closed only after a good read. Closing it right after a failed one
     # shuts its event loop while that read's callbacks are still arriving, and asyncio then
     # prints tracebacks after the one-line error; an unclosed reader ends with the process.
@@ -252,6 +258,62 @@ def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
         f"no complete checkpoint in {directory}"
         + (f" (skipped {', '.join(f'{name}: {why}' for name, why in skipped)})" if skipped else "")
         + "; nothing was changed")
+
+
+def restore_on_first_process(run_dir: str, init: Callable, step: int | None = None) -> Restored:
+    """``restore`` by learner process 0 alone, its result given to every learner process: the
+    other hosts of a pod need no copy of the run directory, which process 0 writes. A
+    collective (every process calls it); with one process it is ``restore``.
+
+    Raises:
+      CheckpointError: in every process, when process 0 finds no usable checkpoint.
+    """
+    if devices.process_count() == 1:
+        return restore(run_dir, init, step)
+    restored = None
+
+    def read() -> dict:
+        nonlocal restored
+        restored = restore(run_dir, init, step)
+        return {"step": restored.step, "counters": restored.counters, "config": restored.config,
+                "path": restored.path, "skipped": list(restored.skipped)}
+    meta = on_first_process(read)
+    template, key_impl = _template(init)
+    leaves, tree = jax.tree.flatten(template)
+    data = devices.bytes_from_first_process(
+        None if restored is None else b"".join(
+            np.ascontiguousarray(leaf).tobytes() for leaf in jax.tree.leaves(host_state(restored.state))))
+    offsets = np.cumsum([0] + [leaf.nbytes for leaf in leaves])
+    state = jax.tree.unflatten(tree, [
+        np.frombuffer(data[a:b], leaf.dtype).reshape(leaf.shape)
+        for leaf, a, b in zip(leaves, offsets[:-1], offsets[1:])])
+    state = state._replace(key=jax.random.wrap_key_data(state.key, impl=key_impl))
+    return Restored(meta["step"], state, meta["counters"], meta["config"], meta["path"],
+                    tuple(meta["skipped"]))
+
+
+def on_first_process(read: Callable[[], Any]) -> Any:
+    """``read()`` (a JSON-able result) by learner process 0 alone, given to every learner
+    process. If it raises, every process raises: process 0 the error itself, the others a
+    CheckpointError (for a ValueError) or a RuntimeError with its message; none is left
+    waiting for the others."""
+    if devices.process_count() == 1:
+        return read()
+    data, failure = None, None
+    if devices.process_index() == 0:
+        try:
+            data = json.dumps({"value": read()}).encode()
+        except Exception as e:  # noqa: BLE001 -- every host must hear of any failure
+            failure = e
+            data = json.dumps({"error": str(e), "value_error": isinstance(e, ValueError)}).encode()
+    result = json.loads(devices.bytes_from_first_process(data))
+    if failure is not None:
+        raise failure
+    if "error" in result:
+        if result["value_error"]:
+            raise CheckpointError(result["error"])
+        raise RuntimeError(f"learner process 0 failed: {result['error']}")
+    return result["value"]
 
 
 @contextlib.contextmanager

@@ -93,8 +93,19 @@ def train_main(argv: list[str]) -> int:
     pre.add_argument("--agent", default=None)
     pre.add_argument("--resume", default=None)
     pre.add_argument("--preset", default=None)
+    pre.add_argument("--distributed", default=None)
+    pre.add_argument("--coordinator", default=None)
+    pre.add_argument("--num-processes", type=int, default=None)
+    pre.add_argument("--process-id", type=int, default=None)
     known, _ = pre.parse_known_args(argv)
     try:
+        distributed = _distributed(known.distributed, known.coordinator, known.num_processes,
+                                   known.process_id)
+        if distributed is not None:
+            # Before anything asks JAX for its devices (the mesh spans every host's), and
+            # before a resumed run's settings are read (process 0 reads them for all).
+            from rltpu import devices
+            devices.initialize_distributed(**distributed)
         preset = None if known.preset is None else presets.get(known.preset)
         if preset is not None and known.resume is not None:
             raise ValueError("--preset cannot be combined with --resume (a resumed run keeps "
@@ -102,7 +113,8 @@ def train_main(argv: list[str]) -> int:
         if preset is not None and known.agent not in (None, preset.agent):
             raise ValueError(f"--preset {known.preset} is for agent {preset.agent}, "
                              f"not {known.agent!r}")
-        saved = None if known.resume is None else checkpoint.read_run_config(known.resume)
+        saved = None if known.resume is None else checkpoint.on_first_process(
+            lambda: checkpoint.read_run_config(known.resume))
         name = known.agent or (preset.agent if preset is not None else RunConfig.agent)
         agent = agents.get(name if saved is None else saved["run"]["agent"])
     except ValueError as e:
@@ -137,13 +149,9 @@ def train_main(argv: list[str]) -> int:
     values.pop("preset", None)
     if preset is not None:  # the preset's settings, then the flags given
         values = {"agent": preset.agent, **preset.run, **preset.agent_config, **values}
+    for name in ("distributed", "coordinator", "num_processes", "process_id"):
+        values.pop(name, None)  # used above
     try:
-        distributed = _distributed(*(values.pop(name, None) for name in (
-            "distributed", "coordinator", "num_processes", "process_id")))
-        if distributed is not None:
-            # Before anything asks JAX for its devices: the mesh spans every host's.
-            from rltpu import devices
-            devices.initialize_distributed(**distributed)
         if saved is not None:
             values = _resumed(saved, values, agent, resume)
         run = _build(RunConfig, values)
@@ -152,7 +160,8 @@ def train_main(argv: list[str]) -> int:
         plan = validate(agent, agent_config, run, resume=saved is not None)
         restored = None
         if saved is not None:
-            restored = checkpoint.restore(run.run_dir, agent.build(plan.spec, agent_config, run).init)
+            restored = checkpoint.restore_on_first_process(
+                run.run_dir, agent.build(plan.spec, agent_config, run).init)
     except ValueError as e:
         return _fail(str(e))
     from rltpu.faults import ActorsExhaustedError

@@ -101,6 +101,21 @@ def all_processes(local):
     return jax.tree.map(np.asarray, multihost_utils.process_allgather(local))
 
 
+def bytes_from_first_process(data: bytes | None) -> bytes:
+    """Learner process 0's ``data`` in every learner process (the others pass None).
+
+    A collective, like ``all_processes``. With one process it returns ``data``.
+    """
+    if jax.process_count() == 1:
+        return data
+    from jax.experimental import multihost_utils
+    first = jax.process_index() == 0
+    # Bytes, not typed arrays: the broadcast is a sum with zeros, which would turn -0.0 to 0.0.
+    size = multihost_utils.broadcast_one_to_all(np.array([len(data) if first else 0], np.int64))
+    buffer = np.frombuffer(data, np.uint8) if first else np.zeros(int(size[0]), np.uint8)
+    return np.asarray(multihost_utils.broadcast_one_to_all(buffer)).tobytes()
+
+
 def local_device_count() -> int:
     return jax.local_device_count()
 

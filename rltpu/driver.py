@@ -85,9 +85,6 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = Fal
                          f"{devices.platform()} devices are present")
     processes = devices.process_count()
     if processes > 1:
-        if resume:
-            raise ValueError("--resume: a multi-host run cannot be resumed yet (every host "
-                             "would need the checkpoint); resume it with one learner process")
         if fns.replay is not None:
             raise ValueError(f"--agent {agent.name} learns from a replay buffer, which is not "
                              "split over learner processes yet; use a trajectory agent "

@@ -48,7 +48,7 @@ def two_node_cluster():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def start_learners(cluster, tmp, run_dir, record_dir, args_per_process):
+def start_learners(cluster, tmp, run_dir, record_dir, args_per_process, run_dir_flag=True):
     port = free_port()
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4",
            "PYTHONPATH": ROOT, "RAY_ADDRESS": cluster.address, "RAY_TMPDIR": tmp,
@@ -59,7 +59,8 @@ def start_learners(cluster, tmp, run_dir, record_dir, args_per_process):
     env.pop("XLA_FLAGS", None)
     return [subprocess.Popen(
         [sys.executable, "-m", "rltpu.cli", "train", "--coordinator", f"127.0.0.1:{port}",
-         "--num-processes", "2", "--process-id", str(i), "--run-dir", str(run_dir), *args],
+         "--num-processes", "2", "--process-id", str(i),
+         *(["--run-dir", str(run_dir)] if run_dir_flag else []), *args],
         env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i, args in enumerate(args_per_process)]
 
@@ -100,16 +101,39 @@ def test_settings_a_pod_cannot_run_are_refused_on_every_host(tmp_path, ray_tmpdi
     assert not os.listdir(ray_tmpdir) and not (tmp_path / "run").exists()
 
 
+def test_a_bad_resume_is_refused_on_every_host(tmp_path, ray_tmpdir):
+    """Process 0 reads the run for both (host 1 has no copy): its error reaches host 1 too,
+    which would otherwise wait for process 0 for ever."""
+    port = free_port()
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4", "PYTHONPATH": ROOT,
+           "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmpdir}
+    env.pop("XLA_FLAGS", None)
+    (tmp_path / "run").mkdir()
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "rltpu.cli", "train", "--coordinator", f"127.0.0.1:{port}",
+         "--num-processes", "2", "--process-id", str(i), "--resume", str(tmp_path / where)],
+        env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+        for i, where in enumerate(["run", "elsewhere"])]
+    for p in procs:
+        _, stderr = p.communicate(timeout=180)
+        assert p.returncode == 2, stderr
+        assert stderr.strip().splitlines()[-1] == (
+            f"rltpu: error: --resume {tmp_path / 'run'}: cannot read its config.json ([Errno 2] "
+            f"No such file or directory: '{tmp_path / 'run' / 'config.json'}')"), stderr
+    assert not os.listdir(ray_tmpdir) and os.listdir(tmp_path / "run") == []
+
+
 def digests(record_dir, i):
     return (record_dir / f"process{i}.digests").read_text().split()
 
 
 @pytest.mark.slow
-def test_uneven_actors_keep_the_hosts_in_lockstep_and_a_signal_stops_both(
+def test_uneven_actors_keep_the_hosts_in_lockstep_a_signal_stops_both_and_both_resume(
         two_node_cluster, tmp_path):
     """Host 1's envs sleep 5 ms a step (its actor makes unrolls several times slower than
     host 0's): host 0 must wait for it at every update, never step alone. A SIGTERM to host
-    1 alone stops both at the same update, and only process 0 writes the run directory."""
+    1 alone stops both at the same update, and only process 0 writes the run directory.
+    Both then resume from process 0's checkpoint."""
     cluster, tmp = two_node_cluster
     run_dir, record_dir = tmp_path / "run", tmp_path / "record"
     common = [*RUN, "--target-return", "none", "--total-env-steps", "10000000"]
@@ -141,6 +165,24 @@ def test_uneven_actors_keep_the_hosts_in_lockstep_and_a_signal_stops_both(
         ["config.json", "metrics.jsonl", "summary.json", "checkpoints",
          *[n for n in os.listdir(run_dir) if n.startswith("events.")]])
     assert os.listdir(run_dir / "checkpoints") == [str(len(first))]  # the final one, by process 0
+
+    # Resume on both hosts. Host 1 is given a path it does not have (on a pod only host 0
+    # holds the run directory): process 0 reads the settings and the checkpoint for both.
+    record_dir = tmp_path / "record2"
+    budget = ["--total-env-steps", str(summary["env_steps"] + 1500)]
+    procs = start_learners(cluster, tmp, run_dir, record_dir, [
+        ["--resume", str(run_dir), *budget], ["--resume", str(tmp_path / "not-here"), *budget]],
+        run_dir_flag=False)
+    outputs = finish(procs, timeout=180)
+    for output in outputs:  # both start from the checkpoint's params, bitwise
+        assert f"(update {len(first):,}, {summary['env_steps']:,} env steps; params sha256 " \
+               f"{first[-1]})" in output, output[-3000:]
+    resumed = digests(record_dir, 0)
+    assert resumed and resumed == digests(record_dir, 1)
+    summary2 = json.loads((run_dir / "summary.json").read_text())
+    assert summary2["learner_updates"] == len(first) + len(resumed)
+    assert summary2["env_steps"] >= summary["env_steps"] + 1500
+    assert not (tmp_path / "not-here").exists()
 
 
 @pytest.mark.slow
