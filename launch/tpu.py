@@ -147,6 +147,9 @@ class LaunchConfig:
     """Ray's GCS port on worker 0 (reachable inside the VPC only)."""
     dashboard: bool = True
     """Start Ray's dashboard (bound to 127.0.0.1; see the tunnel command)."""
+    learners_by_ray: bool = False
+    """Multi-host slice: start one rltpu train --learner-hosts N on worker 0 and let Ray
+    place a learner process on every TPU host, instead of one per host over SSH."""
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", self.name):
@@ -343,14 +346,21 @@ def train_steps(cfg: LaunchConfig, train_args: tuple[str, ...]) -> list[Step]:
     On a slice of several hosts it starts one learner process on every host, with the same
     flags and ``--distributed auto``: they join with ``jax.distributed`` (the TPU runtime
     tells them where the others are) and learn over every chip of the slice; worker 0's
-    process writes the run directory."""
+    process writes the run directory. With ``learners_by_ray`` it starts one driver on worker
+    0 instead, and Ray places the learner processes (``--learner-hosts``)."""
     hosts = cfg.slice.hosts
+    by_ray = hosts > 1 and cfg.learners_by_ray
     if hosts > 1:
-        train_args = (*train_args, "--distributed", "auto")
+        train_args = (*train_args, *(("--learner-hosts", str(hosts)) if by_ray
+                                     else ("--distributed", "auto")))
     args = " ".join(shlex.quote(a) for a in train_args)
     command = f"{_venv_bin('rltpu')} train{' ' + args if args else ''}"
     remote = (f"cd ~/rltpu && RAY_AUTH_MODE=token RAY_ADDRESS=auto nohup setsid {command} "
               f"> {TRAIN_LOG} 2>&1 < /dev/null &")
+    if by_ray:
+        return [Step(f"start training on worker 0; Ray starts a learner process on each of the "
+                     f"{hosts} TPU hosts (output, all of theirs: {TRAIN_LOG} on worker 0)",
+                     _ssh(cfg, "0", remote))]
     if hosts > 1:
         return [Step(f"start a learner process on each of the {hosts} TPU workers (output: "
                      f"{TRAIN_LOG} on each; worker 0's is the run's, see the logs command)",

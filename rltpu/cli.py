@@ -97,8 +97,11 @@ def train_main(argv: list[str]) -> int:
     pre.add_argument("--coordinator", default=None)
     pre.add_argument("--num-processes", type=int, default=None)
     pre.add_argument("--process-id", type=int, default=None)
+    pre.add_argument("--learner-hosts", type=int, default=None)
+    pre.add_argument("--learner-resources", default=None)
     known, _ = pre.parse_known_args(argv)
     try:
+        placed = _placement(known)
         distributed = _distributed(known.distributed, known.coordinator, known.num_processes,
                                    known.process_id)
         if distributed is not None:
@@ -113,7 +116,8 @@ def train_main(argv: list[str]) -> int:
         if preset is not None and known.agent not in (None, preset.agent):
             raise ValueError(f"--preset {known.preset} is for agent {preset.agent}, "
                              f"not {known.agent!r}")
-        saved = None if known.resume is None else checkpoint.on_first_process(
+        # With Ray-placed learners the run directory is on learner 0's host, which reads it.
+        saved = None if known.resume is None or placed else checkpoint.on_first_process(
             lambda: checkpoint.read_run_config(known.resume))
         name = known.agent or (preset.agent if preset is not None else RunConfig.agent)
         agent = agents.get(name if saved is None else saved["run"]["agent"])
@@ -143,14 +147,24 @@ def train_main(argv: list[str]) -> int:
                        help="learner processes in all (with --coordinator)")
     hosts.add_argument("--process-id", type=int, metavar="I", default=argparse.SUPPRESS,
                        help="this one's index, 0 to N-1; process 0 writes the run directory")
+    hosts.add_argument("--learner-hosts", type=int, metavar="N", default=argparse.SUPPRESS,
+                       help="or: let Ray start the N learner processes, one on each of N hosts "
+                       "of the running cluster holding --learner-resources (run this once, "
+                       "on any node)")
+    hosts.add_argument("--learner-resources", metavar="JSON", default=argparse.SUPPRESS,
+                       help='what each learner host holds and reserves (default: all of a TPU '
+                       'host\'s chips, {"TPU": chips})')
     values = vars(parser.parse_args(argv))
     quiet = values.pop("quiet", False)
     resume = values.pop("resume", None)
     values.pop("preset", None)
     if preset is not None:  # the preset's settings, then the flags given
         values = {"agent": preset.agent, **preset.run, **preset.agent_config, **values}
-    for name in ("distributed", "coordinator", "num_processes", "process_id"):
+    for name in ("distributed", "coordinator", "num_processes", "process_id", "learner_hosts",
+                 "learner_resources"):
         values.pop(name, None)  # used above
+    if placed:
+        return _train_on_placed_learners(argv, placed, agent, values, resume)
     try:
         if saved is not None:
             values = _resumed(saved, values, agent, resume)
@@ -184,6 +198,60 @@ def train_main(argv: list[str]) -> int:
               f"{summary['learner_updates']:,}; checkpoint {summary['checkpoint']} is complete. "
               f"Resume with: rltpu train --resume {summary['run_dir']}", file=sys.stderr)
     return 0
+
+
+def _placement(known) -> tuple[int, dict | None] | None:
+    """``--learner-hosts N`` and its resources (None: not given).
+
+    Raises:
+      ValueError: N is not positive, the resources are not valid, or the flags are mixed
+        with those of learner processes started by hand.
+    """
+    if known.learner_hosts is None:
+        if known.learner_resources is not None:
+            raise ValueError("--learner-resources needs --learner-hosts N")
+        return None
+    if known.learner_hosts < 1:
+        raise ValueError(f"--learner-hosts must be a positive integer, got {known.learner_hosts}")
+    if any(x is not None for x in (known.distributed, known.coordinator, known.num_processes,
+                                   known.process_id)):
+        raise ValueError("--learner-hosts starts the learner processes itself; it takes no "
+                         "--distributed, --coordinator, --num-processes or --process-id")
+    from rltpu import placement
+    return known.learner_hosts, placement.parse_resources(known.learner_resources)
+
+
+def _train_on_placed_learners(argv: list[str], placed: tuple[int, dict | None], agent,
+                              values: dict, resume: str | None) -> int:
+    """Checks what can be checked here (the flags; a new run's env and agent: the devices
+    are the learners'), then has Ray start the learner processes and waits for them."""
+    from rltpu import placement
+    from rltpu.config import RunConfig
+    try:
+        if resume is None:  # (a resumed run's settings are on learner 0's host)
+            run = _build(RunConfig, values)
+            if run.mode == "anakin":
+                raise ValueError("--learner-hosts places Ray-mode learners; --mode anakin runs "
+                                 "on one host without Ray")
+            from rltpu.driver import check_env_and_agent
+            check_env_and_agent(agent, _build(agent.Config, values), run)
+        return placement.run_learners(_without(argv, ("--learner-hosts", "--learner-resources")),
+                                      *placed)
+    except ValueError as e:
+        return _fail(str(e))
+
+
+def _without(argv: list[str], flags: tuple[str, ...]) -> list[str]:
+    """``argv`` less the given flags (each with its value, as ``--flag V`` or ``--flag=V``)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        elif not arg.startswith(tuple(f + "=" for f in flags)):
+            out.append(arg)
+    return out
 
 
 def _distributed(mode: str | None, coordinator: str | None, num_processes: int | None,

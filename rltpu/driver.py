@@ -45,20 +45,9 @@ class Plan:
     run_dir: str
 
 
-def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = False) -> Plan:
-    """Checks the settings against the env, the agent and the devices; starts nothing.
-
-    Raises:
-      ValueError: naming the bad value and what would be valid.
-    """
-    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
-        raise ValueError("RAY_AUTH_MODE=disabled: rltpu runs Ray only with token authentication "
-                         "(anyone who can reach a Ray cluster can run code on it); unset it")
-    cache = run.compilation_cache
-    if cache is not None and os.path.exists(os.path.expanduser(cache)) and not os.path.isdir(
-            os.path.expanduser(cache)):
-        raise ValueError(f"--compilation-cache {cache!r} is not a directory; give a directory "
-                         "(made if missing) or none")
+def check_env_and_agent(agent: Agent, agent_config: Any, run: RunConfig):
+    """The env's spec and the agent's functions for it (nothing compiles, no device is
+    asked), or a ValueError naming what does not fit."""
     if run.mode == "anakin":
         if not jax_envs.is_jax_env(run.env):
             raise ValueError(f"--mode anakin needs a JAX env, {jax_envs.PREFIX}NAME (e.g. "
@@ -74,10 +63,28 @@ def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = Fal
     else:
         spec = envs.make_spec(run.env, **envs.run_options(run))
     agent.check_spec(spec)
-    fns = agent.build(spec, agent_config, run)  # cheap (nothing compiles); raises on bad combinations
+    fns = agent.build(spec, agent_config, run)  # raises on bad combinations
     if run.mode == "anakin" and fns.replay is not None:
         raise ValueError(f"--agent {agent.name} learns from a replay buffer, which --mode anakin "
                          "does not have; train it with --mode ray")
+    return spec, fns
+
+
+def validate(agent: Agent, agent_config: Any, run: RunConfig, resume: bool = False) -> Plan:
+    """Checks the settings against the env, the agent and the devices; starts nothing.
+
+    Raises:
+      ValueError: naming the bad value and what would be valid.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").strip().lower() == "disabled":
+        raise ValueError("RAY_AUTH_MODE=disabled: rltpu runs Ray only with token authentication "
+                         "(anyone who can reach a Ray cluster can run code on it); unset it")
+    cache = run.compilation_cache
+    if cache is not None and os.path.exists(os.path.expanduser(cache)) and not os.path.isdir(
+            os.path.expanduser(cache)):
+        raise ValueError(f"--compilation-cache {cache!r} is not a directory; give a directory "
+                         "(made if missing) or none")
+    spec, fns = check_env_and_agent(agent, agent_config, run)
     available = devices.device_count()
     num_devices = run.num_devices or available
     if num_devices > available:

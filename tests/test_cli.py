@@ -42,6 +42,15 @@ CASES = [
     (["--torso", "nature"], "--torso nature needs image observations [C, H, W]; these are (4,)"),
     (["--env-backend", "ale"], "--env-backend ale is for Atari games (ALE/...), not 'CartPole-v1'"),
     (["--compilation-cache", "/dev/null"], "--compilation-cache '/dev/null' is not a directory"),
+    (["--learner-hosts", "0"], "--learner-hosts must be a positive integer, got 0"),
+    (["--learner-hosts", "2", "--distributed", "auto"], "it takes no --distributed, --coordinator"),
+    (["--learner-hosts", "2", "--learner-resources", '{"TPU": -4}'],
+     """--learner-resources '{"TPU": -4}' is not a JSON object of positive Ray resource amounts"""),
+    (["--learner-resources", '{"TPU": 4}'], "--learner-resources needs --learner-hosts N"),
+    (["--learner-hosts", "2", "--env", "CartPole-v9"], "unknown env 'CartPole-v9'"),
+    (["--learner-hosts", "2", "--mode", "anakin", "--env", "gymnax:CartPole-v1"],
+     "--learner-hosts places Ray-mode learners"),
+    (["--learner-hosts", "2"], "--learner-hosts needs a running Ray cluster"),
 ]
 
 

@@ -211,6 +211,18 @@ gcloud compute tpus tpu-vm ssh rl --worker=all "--command=cd ~/rltpu && RAY_AUTH
 """
 
 
+def test_learners_placed_by_ray_start_from_worker_0_alone():
+    cfg = tpu.LaunchConfig(name="rl", accelerator_type="v4-32", learners_by_ray=True)
+    (step,) = tpu.train_steps(cfg, ("--env", "Acrobot-v1"))
+    assert step.argv == (
+        "gcloud", "compute", "tpus", "tpu-vm", "ssh", "rl", "--worker=0",
+        "--command=cd ~/rltpu && RAY_AUTH_MODE=token RAY_ADDRESS=auto nohup setsid "
+        "~/rltpu-venv/bin/rltpu train --env Acrobot-v1 --learner-hosts 4 > ~/rltpu-train.log "
+        "2>&1 < /dev/null &", "--zone=us-central2-b")
+    one_host = tpu.LaunchConfig(name="rl", accelerator_type="v4-8", learners_by_ray=True)
+    assert "--learner-hosts" not in " ".join(tpu.train_steps(one_host, ())[0].argv)
+
+
 def test_tunnel_logs_fetch_and_status_commands():
     cfg = tpu.LaunchConfig(name="rl", accelerator_type="v5litepod-16")
     z = "--zone=us-west4-a"

@@ -1,0 +1,66 @@
+"""Learner processes placed by Ray (``rltpu train --learner-hosts N``) on a Ray cluster of two
+nodes that each declare 4 TPU chips (CPU devices stand in for them): one learner per node,
+joined with jax.distributed, in lockstep, and the driver's signal reaches both."""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from tests.test_multihost import ROOT
+from tests.test_multihost_train import RUN, digests
+
+
+@pytest.fixture(scope="module")
+def two_tpu_hosts():
+    tmp = tempfile.mkdtemp(prefix="rtpl", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = tmp
+    from ray.cluster_utils import Cluster
+    node = {"num_cpus": 2, "resources": {"TPU": 4}, "node_ip_address": "127.0.0.1"}
+    cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
+    cluster.add_node(**node)
+    yield cluster, tmp
+    cluster.shutdown()
+    os.environ.pop("RAY_TMPDIR", None)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def driver(cluster, tmp, record_dir, *args):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4", "PYTHONPATH": ROOT,
+           "RAY_ADDRESS": cluster.address, "RAY_TMPDIR": tmp,
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RLTPU_RECORD_UPDATES": str(record_dir)}
+    env.pop("XLA_FLAGS", None)
+    return subprocess.Popen([sys.executable, "-m", "rltpu.cli", "train", "--learner-hosts", "2",
+                             *RUN, "--env", "envs.fake:CountingEnv", *args], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_ray_places_one_learner_per_tpu_host_and_a_signal_stops_both(two_tpu_hosts, tmp_path):
+    cluster, tmp = two_tpu_hosts
+    run_dir, record_dir = tmp_path / "run", tmp_path / "record"
+    proc = driver(cluster, tmp, record_dir, "--run-dir", str(run_dir), "--target-return", "none",
+                  "--total-env-steps", "10000000")
+    deadline = time.time() + 300
+    while not ((record_dir / "process1.digests").exists() and len(digests(record_dir, 1)) >= 3):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0][-4000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)  # to the driver alone: it tells both learners
+    output, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 0, output[-4000:]
+    (line,) = [x for x in output.splitlines() if "2 learner processes started by Ray on" in x]
+    nodes = re.findall(r"\(node (\w+)\)", line.split("; coordinator")[0])
+    assert len(nodes) == 2 and len(set(nodes)) == 2  # one per host, each holding its 4 "chips"
+    first, second = digests(record_dir, 0), digests(record_dir, 1)
+    assert len(first) >= 3 and first == second
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["num_processes"] == 2 and summary["num_devices"] == 8
+    assert summary["learner_updates"] == len(first)
+    assert summary["stopped_by"] is not None
+    assert os.listdir(run_dir / "checkpoints") == [str(len(first))]
