@@ -26,8 +26,9 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rltpu.faults import StopRequest
 
 # What the learner processes inherit from the driver's environment (JAX and XLA settings,
-# rltpu's own switches, how to reach Ray); Ray's workers otherwise have the raylet's.
-FORWARDED_ENV_PREFIXES = ("JAX_", "XLA_", "RLTPU_", "TPU_")
+# rltpu's own switches, how to reach Ray); Ray's workers otherwise have the raylet's. Not
+# TPU_*: Ray sets those per host (the chips it reserved) in the LearnerHost actor.
+FORWARDED_ENV_PREFIXES = ("JAX_", "XLA_", "RLTPU_")
 FORWARDED_RAY_ENV = ("RAY_AUTH_MODE", "RAY_TMPDIR", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
 # After one learner fails, how long the others get to end on their own before they are killed.
 FAILURE_GRACE_S = 30.0
