@@ -111,7 +111,7 @@ def connect() -> None:
       ValueError: there is none.
     """
     try:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", log_to_driver=True)
+        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", configure_logging=False)
     except ConnectionError:
         raise ValueError("--learner-hosts needs a running Ray cluster (RAY_ADDRESS, or `ray "
                          "start` on this machine); python -m launch.tpu ray starts one on a "

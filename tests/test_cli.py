@@ -50,7 +50,6 @@ CASES = [
     (["--learner-hosts", "2", "--env", "CartPole-v9"], "unknown env 'CartPole-v9'"),
     (["--learner-hosts", "2", "--mode", "anakin", "--env", "gymnax:CartPole-v1"],
      "--learner-hosts places Ray-mode learners"),
-    (["--learner-hosts", "2"], "--learner-hosts needs a running Ray cluster"),
 ]
 
 

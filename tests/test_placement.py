@@ -41,6 +41,20 @@ def driver(cluster, tmp, record_dir, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def test_a_cluster_without_tpu_hosts_is_one_line_and_exit_2(ray_local, tmp_path):
+    env = {**os.environ, "PYTHONPATH": ROOT,
+           "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    result = subprocess.run([sys.executable, "-m", "rltpu.cli", "train", "--learner-hosts", "2",
+                             "--run-dir", str(tmp_path / "run")], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        "rltpu: error: --learner-hosts: no node of the Ray cluster has TPU resources; start "
+        "Ray on the TPU hosts (python -m launch.tpu ray does) or name the resources a learner "
+        "host holds with --learner-resources")
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_ray_places_one_learner_per_tpu_host_and_a_signal_stops_both(two_tpu_hosts, tmp_path):
     cluster, tmp = two_tpu_hosts
