@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 
 import gymnasium as gym
 
@@ -94,6 +95,20 @@ def make_one(env_id: str, settings: AtariSettings = AtariSettings(),
     return gym.wrappers.FrameStackObservation(env, settings.stack, padding_type="zero")
 
 
+def _import_envpool():
+    """envpool, imported without the environment variables its import sets for the whole
+    process (MPLBACKEND=Agg, TPU_SKIP_MDS_QUERY=1, ...): they would reach the learner's TPU
+    runtime and every child process, and turn off a notebook's inline plots."""
+    before = dict(os.environ)
+    try:
+        import envpool
+    finally:
+        for name in set(os.environ) - set(before):
+            del os.environ[name]
+        os.environ.update(before)
+    return envpool
+
+
 def make_vector(env_id: str, num_envs: int, backend: str,
                 settings: AtariSettings = AtariSettings()) -> gym.vector.VectorEnv:
     """``num_envs`` preprocessed copies of the game as one vector env (autoreset on the
@@ -113,7 +128,7 @@ def make_vector(env_id: str, num_envs: int, backend: str,
             stack_num=settings.stack, maxpool=True, noop_max=0, use_fire_reset=False,
             episodic_life=False, reward_clipping=False,
             max_num_frames_per_episode=settings.max_episode_frames)
-    import envpool  # its frames differ from ALE's in a few pixels (tests/test_atari.py)
+    envpool = _import_envpool()  # its frames differ from ALE's in a few pixels (tests/test_atari.py)
     _game(env_id)
     task = env_id.split("/", 1)[1]  # "Pong-v5"
     env = envpool.make_gymnasium(

@@ -1,6 +1,8 @@
 """Atari on real ALE games: the preprocessing (shape, dtype, frame stacking, sticky actions),
 backends that agree, the convolutional torsos, uint8 trajectories, presets."""
 import dataclasses
+import importlib.util
+import os
 
 import jax
 import jax.numpy as jnp
@@ -71,10 +73,13 @@ def test_envpool_backend_agrees_with_the_reference_to_a_few_pixels():
     ALE's (a new episode's stack repeats the first frame where ALE's has zeros, and a frame
     differs in a few dozen of its 7,056 pixels), but the same settings give the same
     shapes, rewards and game: a wrong frame skip, size or colour would differ everywhere."""
-    pytest.importorskip("envpool")
+    if importlib.util.find_spec("envpool") is None:
+        pytest.skip("envpool is not installed")
     actions = np.random.default_rng(0).integers(0, 6, (60, 2))
     ref_obs, ref_rewards = _steps(atari.make_vector(GAME, 2, "gymnasium", NO_STICKY), actions)
+    environment = dict(os.environ)
     obs, rewards = _steps(atari.make_vector(GAME, 2, "envpool", NO_STICKY), actions)
+    assert dict(os.environ) == environment  # envpool's import sets MPLBACKEND and more
     assert obs.shape == ref_obs.shape == (61, 2, 4, 84, 84) and obs.dtype == ref_obs.dtype
     np.testing.assert_array_equal(rewards, ref_rewards)
     differing = (obs[:, :, -1] != ref_obs[:, :, -1]).mean(axis=(2, 3))  # newest frame

@@ -188,17 +188,23 @@ def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray
     kills, stop = [], threading.Event()
 
     def killer():
-        # Every 3 s, SIGKILL a rollout actor that has been up for 6 s (acting, not starting),
-        # 6 times at most: on an idle machine the run may reach 475 after a kill or two, and
-        # on a loaded one a restart takes so long that endless kills would starve the run.
-        while not stop.wait(3.0) and len(kills) < 6:
+        # SIGKILL a rollout actor that has been up for 3 s (acting, not starting; with its
+        # programs in the compilation cache an actor acts within about 2 s) at most every 3 s,
+        # 6 times at most: on an idle machine the run may reach 475 a few seconds after the
+        # actors start, and on a loaded one a restart takes so long that endless kills would
+        # starve the run.
+        last_kill = 0.0
+        while not stop.wait(0.5) and len(kills) < 6:
+            if time.time() - last_kill < 3.0:
+                continue
             try:
                 ready = [p for p in rollout_actor_processes(proc.pid)
-                         if time.time() - p.create_time() > 6]
+                         if time.time() - p.create_time() > 3]
                 if ready:
                     victim = random.choice(ready)
                     victim.send_signal(signal.SIGKILL)
                     kills.append(victim.pid)
+                    last_kill = time.time()
             except psutil.Error:
                 pass
 
