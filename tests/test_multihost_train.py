@@ -48,21 +48,47 @@ def two_node_cluster():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def start_learners(cluster, tmp, run_dir, record_dir, args_per_process, run_dir_flag=True):
-    port = free_port()
+def pod_env(ray_address: str, ray_tmpdir: str, record_dir=None) -> dict:
+    """The environment of a simulated pod's learner process: 4 CPU devices, this checkout,
+    the given Ray (and the update recording, with ``record_dir``)."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4",
-           "PYTHONPATH": ROOT, "RAY_ADDRESS": cluster.address, "RAY_TMPDIR": tmp,
+           "PYTHONPATH": ROOT, "RAY_ADDRESS": ray_address, "RAY_TMPDIR": ray_tmpdir,
            # Ray would swap the loopback address for this host's own, which a sandboxed
            # machine may not route; a loopback cluster is reached on loopback.
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-           "RLTPU_RECORD_UPDATES": str(record_dir)}
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    if record_dir is not None:
+        env["RLTPU_RECORD_UPDATES"] = str(record_dir)
     env.pop("XLA_FLAGS", None)
+    return env
+
+
+def learner_processes(args_per_process, env, cwd, **popen):
+    """One ``rltpu train`` learner process per entry, joined on a free loopback port."""
+    port = free_port()
     return [subprocess.Popen(
         [sys.executable, "-m", "rltpu.cli", "train", "--coordinator", f"127.0.0.1:{port}",
-         "--num-processes", "2", "--process-id", str(i),
-         *(["--run-dir", str(run_dir)] if run_dir_flag else []), *args],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         "--num-processes", str(len(args_per_process)), "--process-id", str(i), *args],
+        env=env, cwd=cwd, text=True, **popen)
         for i, args in enumerate(args_per_process)]
+
+
+def start_learners(cluster, tmp, run_dir, record_dir, args_per_process, run_dir_flag=True):
+    run_dir_args = ["--run-dir", str(run_dir)] if run_dir_flag else []
+    return learner_processes([[*run_dir_args, *args] for args in args_per_process],
+                             pod_env(cluster.address, tmp, record_dir), ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def refusals(args_per_process, tmp_path, ray_tmpdir) -> list[str]:
+    """Each learner process's stderr; every one must exit with status 2."""
+    procs = learner_processes(args_per_process, pod_env("", ray_tmpdir), tmp_path,
+                              stderr=subprocess.PIPE)
+    stderrs = []
+    for p in procs:
+        _, stderr = p.communicate(timeout=180)
+        assert p.returncode == 2, stderr
+        stderrs.append(stderr)
+    return stderrs
 
 
 def finish(procs, timeout):
@@ -83,19 +109,8 @@ def finish(procs, timeout):
 
 def test_settings_a_pod_cannot_run_are_refused_on_every_host(tmp_path, ray_tmpdir):
     """Checked after the processes join (the device count is the pod's), before Ray starts."""
-    port = free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4", "PYTHONPATH": ROOT,
-           "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmpdir}
-    env.pop("XLA_FLAGS", None)
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "rltpu.cli", "train", "--coordinator", f"127.0.0.1:{port}",
-         "--num-processes", "2", "--process-id", str(i), "--run-dir", str(tmp_path / "run"),
-         "--envs-per-actor", "8", "--num-actors", "1"],
-        env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-        for i in range(2)]
-    for p in procs:
-        _, stderr = p.communicate(timeout=180)
-        assert p.returncode == 2, stderr
+    args = ["--run-dir", str(tmp_path / "run"), "--envs-per-actor", "8", "--num-actors", "1"]
+    for stderr in refusals([args, args], tmp_path, ray_tmpdir):
         assert stderr.strip() == ("rltpu: error: --num-actors 1 is fewer than the 2 learner "
                                   "processes; each needs at least one actor"), stderr
     assert not os.listdir(ray_tmpdir) and not (tmp_path / "run").exists()
@@ -104,19 +119,9 @@ def test_settings_a_pod_cannot_run_are_refused_on_every_host(tmp_path, ray_tmpdi
 def test_a_bad_resume_is_refused_on_every_host(tmp_path, ray_tmpdir):
     """Process 0 reads the run for both (host 1 has no copy): its error reaches host 1 too,
     which would otherwise wait for process 0 for ever."""
-    port = free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4", "PYTHONPATH": ROOT,
-           "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmpdir}
-    env.pop("XLA_FLAGS", None)
     (tmp_path / "run").mkdir()
-    procs = [subprocess.Popen(
-        [sys.executable, "-m", "rltpu.cli", "train", "--coordinator", f"127.0.0.1:{port}",
-         "--num-processes", "2", "--process-id", str(i), "--resume", str(tmp_path / where)],
-        env=env, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
-        for i, where in enumerate(["run", "elsewhere"])]
-    for p in procs:
-        _, stderr = p.communicate(timeout=180)
-        assert p.returncode == 2, stderr
+    for stderr in refusals([["--resume", str(tmp_path / "run")],
+                            ["--resume", str(tmp_path / "elsewhere")]], tmp_path, ray_tmpdir):
         assert stderr.strip().splitlines()[-1] == (
             f"rltpu: error: --resume {tmp_path / 'run'}: cannot read its config.json ([Errno 2] "
             f"No such file or directory: '{tmp_path / 'run' / 'config.json'}')"), stderr

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.test_multihost import ROOT
-from tests.test_multihost_train import RUN, digests
+from tests.test_multihost_train import RUN, digests, pod_env
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +32,9 @@ def two_tpu_hosts():
 
 
 def driver(cluster, tmp, record_dir, *args):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "4", "PYTHONPATH": ROOT,
-           "RAY_ADDRESS": cluster.address, "RAY_TMPDIR": tmp,
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RLTPU_RECORD_UPDATES": str(record_dir)}
-    env.pop("XLA_FLAGS", None)
     return subprocess.Popen([sys.executable, "-m", "rltpu.cli", "train", "--learner-hosts", "2",
-                             *RUN, "--env", "envs.fake:CountingEnv", *args], env=env, cwd=ROOT,
+                             *RUN, "--env", "envs.fake:CountingEnv", *args],
+                            env=pod_env(cluster.address, tmp, record_dir), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
