@@ -16,7 +16,12 @@ Three backends give the same observations:
   single ale-py envs in a ``SyncVectorEnv``; the reference the others are tested against.
 * ``envpool``: EnvPool's C++ Atari, when the optional ``envpool`` package is installed.
 
-Frame stacks start (and restart after each episode) with zero frames in all three.
+Frame stacks start (and restart after each episode) with zero frames in all three. The
+preprocessing is the same bit for bit; two things about episodes differ in EnvPool, which
+has no setting for either: its reset plays one no-op frame after resetting the game, so
+its episodes run one emulator frame later than ALE's, and its time limit counts agent
+steps, not frames (``tests/test_atari.py`` checks its observations against the reference
+given both).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import importlib.util
 import os
 
 import gymnasium as gym
+import numpy as np
 
 BACKENDS = ("ale", "gymnasium", "envpool")
 
@@ -128,7 +134,7 @@ def make_vector(env_id: str, num_envs: int, backend: str,
             stack_num=settings.stack, maxpool=True, noop_max=0, use_fire_reset=False,
             episodic_life=False, reward_clipping=False,
             max_num_frames_per_episode=settings.max_episode_frames)
-    envpool = _import_envpool()  # its frames differ from ALE's in a few pixels (tests/test_atari.py)
+    envpool = _import_envpool()
     _game(env_id)
     task = env_id.split("/", 1)[1]  # "Pong-v5"
     env = envpool.make_gymnasium(
@@ -137,4 +143,31 @@ def make_vector(env_id: str, num_envs: int, backend: str,
         img_height=settings.screen_size, img_width=settings.screen_size, gray_scale=True,
         stack_num=settings.stack, noop_max=1, use_fire_reset=False, episodic_life=False,
         reward_clip=False, max_episode_steps=settings.max_episode_frames // settings.frame_skip)
-    return env
+    return ZeroPaddedStack(env, settings.stack)
+
+
+class ZeroPaddedStack(gym.vector.VectorWrapper):
+    """Zeros the frames before an episode's first in a frame stack ``[N, stack, H, W]``
+    whose env fills them with copies of the first frame (EnvPool does), as ALE does."""
+
+    def __init__(self, env: gym.vector.VectorEnv, stack: int):
+        super().__init__(env)
+        self._stack = stack
+        self._frames = np.zeros(env.num_envs, np.int64)  # frames of the episode in each stack
+        self._ended = np.zeros(env.num_envs, bool)  # the next step starts a new episode
+
+    def reset(self, **kwargs):
+        observation, info = self.env.reset(**kwargs)
+        self._frames[:], self._ended[:] = 1, False
+        return self._pad(observation), info
+
+    def step(self, actions):
+        observation, reward, terminated, truncated, info = self.env.step(actions)
+        self._frames = np.where(self._ended, 1, self._frames + 1)
+        self._ended = terminated | truncated
+        return self._pad(observation), reward, terminated, truncated, info
+
+    def _pad(self, observation: np.ndarray) -> np.ndarray:
+        for i in np.flatnonzero(self._frames < self._stack):
+            observation[i, :self._stack - self._frames[i]] = 0
+        return observation
