@@ -22,14 +22,14 @@ def run_updates(num_devices, batches, spec, fns):
 
 @pytest.mark.parametrize("network_lib", ["flax", "haiku"])
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-@pytest.mark.parametrize("agent_name", ["impala", "ppo"])
-def test_eight_devices_equal_one(agent_name, env_id, network_lib):
+@pytest.mark.parametrize("agent_name,minibatches", [("impala", None), ("ppo", 4), ("ppo", 1)])
+def test_eight_devices_equal_one(agent_name, minibatches, env_id, network_lib):
     assert devices.device_count() == 8, "conftest asks for 8 CPU devices"
     agent = agents.get(agent_name)
     spec = envs.make_spec(env_id)
     config = agent.Config(network_lib=network_lib)
-    if agent_name == "ppo":  # several epochs of 4 shuffled minibatches in one update
-        config = dataclasses.replace(config, num_epochs=3, num_minibatches=4)
+    if minibatches:  # several epochs of shuffled minibatches (or the whole batch) in one update
+        config = dataclasses.replace(config, num_epochs=3, num_minibatches=minibatches)
     fns = agent.build(spec, config, RunConfig(unroll_length=8, batch_size=16))
     params = jax.eval_shape(fns.init, jax.random.key(0)).params
     batches = [random_batch(fns, spec, params, T=8, B=16, seed=s) for s in range(3)]

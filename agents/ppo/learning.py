@@ -49,10 +49,14 @@ def make_update_fn(networks: ActorCriticNetworks, distribution,
     def _update_epoch(carry, key):
         samples = carry[2]
         n = samples["valid"].shape[0]
-        permutation = jax.random.permutation(key, n)
-        minibatches = jax.tree.map(
-            lambda x: x[permutation].reshape(config.num_minibatches, n // config.num_minibatches,
-                                             *x.shape[1:]), samples)
+        if config.num_minibatches == 1:  # the loss is a mean: the order of samples is moot
+            minibatches = jax.tree.map(lambda x: x[None], samples)
+        else:
+            permutation = jax.random.permutation(key, n)
+            minibatches = jax.tree.map(
+                lambda x: x[permutation].reshape(config.num_minibatches,
+                                                 n // config.num_minibatches, *x.shape[1:]),
+                samples)
         (params, opt_state), metrics = jax.lax.scan(_update_minibatch, carry[:2], minibatches)
         return (params, opt_state, samples), metrics
 
