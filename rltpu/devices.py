@@ -39,18 +39,26 @@ def pin_process_to_cpu() -> None:
     jax.config.update("jax_platforms", "cpu")
 
 
-def use_compilation_cache(directory: str | None) -> None:
+COMPILATION_CACHE_MAX_BYTES = 2**30
+"""The compilation cache's bound: past it, the least recently used programs are removed."""
+
+
+def use_compilation_cache(directory: str | None,
+                          max_bytes: int = COMPILATION_CACHE_MAX_BYTES) -> None:
     """Keeps this process's compiled programs in ``directory`` (JAX's persistent compilation
     cache, made if missing), so a later run with the same agent, shapes and devices loads
     the learner's update and the actors' policy step instead of compiling them again:
     seconds of every start-up. ``None`` turns it off. The programs are the same either way,
-    and so are the results.
+    and so are the results. The cache holds at most ``max_bytes``, evicting the least
+    recently used programs (processes sharing it take turns through a lock file).
     """
     from jax.experimental.compilation_cache import compilation_cache
     path = None if directory is None else os.path.expanduser(directory)
-    if path != jax.config.jax_compilation_cache_dir:
+    if (path, max_bytes) != (jax.config.jax_compilation_cache_dir,
+                             jax.config.jax_compilation_cache_max_size):
         compilation_cache.reset_cache()  # JAX opens its cache once per process otherwise
         jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_compilation_cache_max_size", max_bytes)
     # JAX caches only compiles slower than 1 s by default; an actor's policy takes less.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 

@@ -39,3 +39,30 @@ def test_second_run_loads_compiled_programs_from_the_cache(ray_local, tmp_path):
         assert jax.config.jax_compilation_cache_dir is None
     finally:
         devices.use_compilation_cache(None)
+
+
+def test_the_cache_keeps_to_its_size_bound(tmp_path):
+    """Past its bound the cache evicts the least recently used programs: with room for
+    about two of five programs, the programs on disk stay within the bound."""
+    cache = tmp_path / "xla"
+
+    def entries():
+        return [f for f in cache.iterdir() if f.name.endswith("-cache")]
+
+    devices.use_compilation_cache(str(cache), max_bytes=10**9)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # these compile fast
+    try:
+        programs = [jax.jit(lambda x, k=k: jax.numpy.sin(x) * k + x ** k) for k in range(5)]
+        x = jax.numpy.ones(3)
+        programs[0](x).block_until_ready()
+        one = max(f.stat().st_size for f in entries() if f.name.startswith("jit__lambda"))
+        bound = int(2.5 * one)
+        devices.use_compilation_cache(str(cache), max_bytes=bound)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+        assert jax.config.jax_compilation_cache_max_size == bound
+        for f in programs[1:]:
+            f(x).block_until_ready()
+        assert sum(f.stat().st_size for f in entries()) <= bound
+        assert 1 <= sum(f.name.startswith("jit__lambda") for f in entries()) <= 2
+    finally:
+        devices.use_compilation_cache(None)
