@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from rltpu.types import ActorOutput, EnvSpec, Metrics, Params, TrainState, Trajectory
+from rltpu.types import ActorOutput, EnvSpec, Metrics, Params, TrainState
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -34,7 +33,8 @@ from rltpu import checkpoint, devices, sinks
 from rltpu.agent import AgentFns
 from rltpu.config import RunConfig
 from rltpu.faults import StopRequest
-from rltpu.metrics import EpisodeWindow, MemoryMonitor, process_start_time, write_json
+from rltpu.metrics import (EpisodeWindow, MemoryMonitor, process_start_time, run_counters,
+                           whole_run, write_json)
 from rltpu.types import Trajectory
 from rltpu.validation import NonFiniteGuard, NonFiniteUpdatesError, skip_nonfinite
 
@@ -240,16 +240,12 @@ def _train(agent, agent_config, run: RunConfig, plan, quiet: bool,
                       run.batch_size, run.unroll_length, run.updates_per_call)
     if resume is not None:
         program.restore(resume.state, resume.step)
-        print(f"rltpu: resumed from {resume.path} (update {resume.step:,}, "
-              f"{resumed.get('env_steps', 0):,} env steps; params sha256 "
-              f"{checkpoint.params_digest(program.state.params)})", file=sys.stderr, flush=True)
+        checkpoint.announce_resume(resume, program.state.params)
     memory = MemoryMonitor()
     nonfinite = NonFiniteGuard(run.max_nonfinite_updates)
     checkpoints = checkpoint.Checkpointer(plan.run_dir, run, config)
     writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
-    episodes = EpisodeWindow(EPISODE_WINDOW)
-    episodes.returns.extend(resumed.get("recent_returns", []))
-    episodes.count = resumed.get("episodes", 0)
+    episodes = EpisodeWindow.resumed(resumed, EPISODE_WINDOW)
     env_steps = resumed.get("env_steps", 0)
     samples = resumed.get("samples", 0)
     start_env_steps, start_samples, start_version = env_steps, samples, program.version
@@ -257,14 +253,11 @@ def _train(agent, agent_config, run: RunConfig, plan, quiet: bool,
 
     def faults() -> dict:
         # No actors and no incoming data in this mode: only skipped updates can happen.
-        now = {"actor_restarts": 0, "dropped_unrolls": 0, "rejected_unrolls": 0,
-               "skipped_updates": nonfinite.skipped}
-        return {k: v + resumed.get(k, 0) for k, v in now.items()}
+        return whole_run({"actor_restarts": 0, "dropped_unrolls": 0, "rejected_unrolls": 0,
+                          "skipped_updates": nonfinite.skipped}, resumed)
 
     def counters() -> dict:
-        return {"learner_updates": program.version, "env_steps": env_steps,
-                "episodes": episodes.count, "recent_returns": list(episodes.returns),
-                "samples": samples, **faults()}
+        return run_counters(program.version, env_steps, samples, episodes, faults())
 
     devices.wait(program.state)
     startup_s = time.time() - t_start  # the program is compiled and the envs reset

@@ -363,6 +363,14 @@ def params_digest(params) -> str:
     return digest.hexdigest()
 
 
+def announce_resume(restored: Restored, params) -> None:
+    """Tells stderr where a resumed run goes on from, with its params' digest (which the
+    multi-host tests compare across hosts)."""
+    print(f"rltpu: resumed from {restored.path} (update {restored.step:,}, "
+          f"{restored.counters.get('env_steps', 0):,} env steps; params sha256 "
+          f"{params_digest(params)})", file=sys.stderr, flush=True)
+
+
 def set_aside(run_dir: str, restored: Restored) -> None:
     """Moves the checkpoints skipped on resume to ``RUN_DIR/skipped-checkpoints`` (kept for
     inspection, never deleted), so new saves cannot collide with them."""

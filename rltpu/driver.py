@@ -30,7 +30,8 @@ from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
 from rltpu.hosts import LearnerHosts, UpdateRecorder
 from rltpu.learner import Learner
-from rltpu.metrics import EpisodeWindow, MemoryMonitor, process_start_time, write_json
+from rltpu.metrics import (EpisodeWindow, MemoryMonitor, process_start_time, run_counters,
+                           whole_run, write_json)
 from rltpu.transport import ParamStore, UnrollQueue
 from rltpu.types import EnvSpec
 from rltpu.validation import NonFiniteGuard, NonFiniteUpdatesError, UnrollValidator, unroll_example
@@ -245,9 +246,7 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
     recorder = UpdateRecorder.from_environment(hosts.index)
     if resume is not None:
         learner.restore(resume.state, resume.step)
-        print(f"rltpu: resumed from {resume.path} (update {resume.step:,}, "
-              f"{resumed.get('env_steps', 0):,} env steps; params sha256 "
-              f"{checkpoint.params_digest(learner.state.params)})", file=sys.stderr, flush=True)
+        checkpoint.announce_resume(resume, learner.state.params)
     # Each host publishes its own (bitwise identical) params to its own actors: no host
     # waits on another's ray.put, and no params travel between learner hosts.
     params = ParamStore()
@@ -282,21 +281,16 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
     # An upper bound on the episodes that end in one host's share of a batch: each column
     # ends at most one per step.
     max_episodes = run.unroll_length * hosts.share(run.batch_size)
-    episodes = EpisodeWindow(20)
-    episodes.returns.extend(resumed.get("recent_returns", []))
-    episodes.count = resumed.get("episodes", 0)
+    episodes = EpisodeWindow.resumed(resumed, 20)
 
     def faults() -> dict:
-        """Fault counts of the whole run, earlier legs of a resumed run included."""
-        now = {"actor_restarts": supervisor.total_restarts, "dropped_unrolls": queue.dropped,
-               "rejected_unrolls": 0 if validator is None else validator.rejected,
-               "skipped_updates": nonfinite.skipped}
-        return {k: v + resumed.get(k, 0) for k, v in now.items()}
+        return whole_run({"actor_restarts": supervisor.total_restarts,
+                          "dropped_unrolls": queue.dropped,
+                          "rejected_unrolls": 0 if validator is None else validator.rejected,
+                          "skipped_updates": nonfinite.skipped}, resumed)
 
     def counters() -> dict:
-        return {"learner_updates": learner.version, "env_steps": env_steps,
-                "episodes": episodes.count, "recent_returns": list(episodes.returns),
-                "samples": samples, **faults()}
+        return run_counters(learner.version, env_steps, samples, episodes, faults())
     timer = report.RunTimer()
     # Learns when each update finishes on the devices (for the bottleneck report) while
     # the loop goes on collecting the next batch.

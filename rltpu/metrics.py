@@ -23,6 +23,14 @@ class EpisodeWindow:
         self.returns: collections.deque = collections.deque(maxlen=size)
         self.count = 0
 
+    @classmethod
+    def resumed(cls, counters: dict, size: int = 20) -> EpisodeWindow:
+        """The window where a checkpoint's ``counters`` left it (empty for a new run)."""
+        window = cls(size)
+        window.returns.extend(counters.get("recent_returns", []))
+        window.count = counters.get("episodes", 0)
+        return window
+
     def add(self, returns: np.ndarray) -> None:
         self.returns.extend(float(r) for r in returns)
         self.count += len(returns)
@@ -34,6 +42,18 @@ class EpisodeWindow:
     @property
     def mean(self) -> float | None:
         return float(np.mean(self.returns)) if self.returns else None
+
+
+def run_counters(version: int, env_steps: int, samples: int, episodes: EpisodeWindow,
+                 faults: dict) -> dict:
+    """What a checkpoint keeps to resume a run's counting from (``checkpoint.Restored.counters``)."""
+    return {"learner_updates": version, "env_steps": env_steps, "episodes": episodes.count,
+            "recent_returns": list(episodes.returns), "samples": samples, **faults}
+
+
+def whole_run(faults: dict, resumed: dict) -> dict:
+    """Fault counts of this leg plus those of a resumed run's earlier legs."""
+    return {k: v + resumed.get(k, 0) for k, v in faults.items()}
 
 
 class MemoryMonitor:

@@ -3,7 +3,6 @@
 8 CPU devices give the 1-device result; the trajectories it builds have the Ray actors'
 semantics; PPO learns gymnax CartPole-v1; checkpoints resume; bad settings are refused.
 """
-import dataclasses
 import json
 import os
 import subprocess

@@ -3,7 +3,6 @@ status 2, before Ray starts, and no run directory or checkpoint touched."""
 import dataclasses
 import json
 import os
-import shutil
 import subprocess
 import sys
 

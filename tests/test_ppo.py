@@ -1,9 +1,6 @@
 """GAE and the PPO loss against hand-computed numbers."""
-import math
-
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from agents.ppo import gae, ppo_loss
 
