@@ -173,13 +173,25 @@ def _supervise(hosts: list, argv: list[str], env: dict[str, str]) -> int:
                 if give_up_at is None and any(s not in (None, 0) for s in status):
                     # The others would wait for the one that failed for ever.
                     give_up_at = time.monotonic() + FAILURE_GRACE_S
+                    print(f"rltpu: learner process {_statuses(status, failed_only=True)} "
+                          f"exited; the others are stopped if they have not ended in "
+                          f"{FAILURE_GRACE_S:.0f} s", file=sys.stderr, flush=True)
                 if give_up_at is not None and time.monotonic() > give_up_at:
                     break
                 time.sleep(0.5)
     finally:
         ray.get([host.kill.remote() for host in hosts])
     failed = [s for s in status if s not in (None, 0)]
-    return 0 if not failed else (status[0] if status[0] not in (None, 0) else failed[0])
+    if failed:
+        print(f"rltpu: learner processes ended: {_statuses(status)}", file=sys.stderr, flush=True)
+    status = 0 if not failed else (status[0] if status[0] not in (None, 0) else failed[0])
+    return 128 - status if status < 0 else status  # killed by signal N: the shell's 128 + N
+
+
+def _statuses(status: list[int | None], failed_only: bool = False) -> str:
+    """``0 (status -6), 1 (stopped)``: each learner's exit status, or that it was stopped."""
+    return ", ".join(f"{i} ({'stopped' if s is None else f'status {s}'})"
+                     for i, s in enumerate(status) if not failed_only or s not in (None, 0))
 
 
 def _nodes_summary() -> str:

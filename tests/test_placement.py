@@ -11,8 +11,10 @@ import sys
 import tempfile
 import time
 
+import psutil
 import pytest
 
+from rltpu.placement import FAILURE_GRACE_S
 from tests.test_multihost import ROOT
 from tests.test_multihost_train import RUN, digests, pod_env
 
@@ -75,3 +77,30 @@ def test_ray_places_one_learner_per_tpu_host_and_a_signal_stops_both(two_tpu_hos
     assert summary["learner_updates"] == len(first)
     assert summary["stopped_by"] is not None
     assert os.listdir(run_dir / "checkpoints") == [str(len(first))]
+
+
+@pytest.mark.slow
+def test_a_learner_that_dies_ends_the_run_with_its_status(two_tpu_hosts, tmp_path):
+    """Learner process 1 is killed mid-run: the driver says so and exits with a failure's
+    status, leaving no learner behind. Process 0 either fails on its own (gloo aborts when
+    its peer's socket closes under a read) or waits for process 1 in its next collective and
+    is stopped after the grace period; which one is a race, and both must end the run."""
+    cluster, tmp = two_tpu_hosts
+    record_dir = tmp_path / "record"
+    proc = driver(cluster, tmp, record_dir, "--run-dir", str(tmp_path / "run"),
+                  "--target-return", "none", "--total-env-steps", "10000000")
+    deadline = time.time() + 300
+    while not ((record_dir / "process1.digests").exists() and len(digests(record_dir, 1)) >= 2):
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0][-4000:]
+        time.sleep(0.2)
+
+    def learners():
+        return [p for p in psutil.process_iter(["cmdline"])
+                if "rltpu.cli" in (p.info["cmdline"] or []) and "--process-id" in p.info["cmdline"]]
+    (victim,) = [p for p in learners() if p.info["cmdline"][-1] == "1"]
+    victim.kill()
+    output, _ = proc.communicate(timeout=FAILURE_GRACE_S + 120)
+    assert proc.returncode > 128, output[-4000:]  # a learner's death by a signal: 128 + N
+    (ended,) = re.findall(r"rltpu: learner processes ended: (.*)", output)
+    assert re.fullmatch(r"0 \((stopped|status -\d+)\), 1 \(status -9\)", ended), ended
+    assert not learners()
