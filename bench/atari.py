@@ -3,7 +3,7 @@ the bytes each env step costs on the wire.
 
 Prints markdown tables of, for ALE/Pong-v5 with the Machado et al. 2018 preprocessing:
   - env steps/s of the vector env alone, per backend (ale-py's C++ vector env, gymnasium's
-    wrappers);
+    wrappers, and EnvPool when it is installed), each with one thread;
   - actor efficiency, per torso: an in-process ``RolloutActor`` producing unrolls against a
     bare loop of the same vector env and the same jitted policy step (the same preprocessing,
     the same env count), measured alternately in one process; goal >= 80%;
@@ -36,10 +36,13 @@ GAME = "ALE/Pong-v5"
 def env_only_sps(num_envs: int, steps: int, rounds: int) -> dict:
     """Env steps/s of each backend alone (random actions), alternately ``rounds`` times
     after a warm-up; medians."""
+    import importlib.util
+
     import numpy as np
 
     import envs
-    made = {b: envs.make(GAME, num_envs, seed=0, backend=b)[0] for b in ("ale", "gymnasium")}
+    backends = ["ale", "gymnasium"] + (["envpool"] if importlib.util.find_spec("envpool") else [])
+    made = {b: envs.make(GAME, num_envs, seed=0, backend=b)[0] for b in backends}
     actions = np.random.default_rng(0).integers(0, 6, (steps, num_envs))
     sps = {b: [] for b in made}
     for round_ in range(rounds + 1):
