@@ -147,27 +147,25 @@ def make_vector(env_id: str, num_envs: int, backend: str,
 
 
 class ZeroPaddedStack(gym.vector.VectorWrapper):
-    """Zeros the frames before an episode's first in a frame stack ``[N, stack, H, W]``
-    whose env fills them with copies of the first frame (EnvPool does), as ALE does."""
+    """Zeros the frames before an episode's first in EnvPool's frame stacks ``[N, stack, H,
+    W]``, which it fills with copies of the first frame, as ALE does. EnvPool reports each
+    env's steps into its episode (``info["elapsed_step"]``, 0 on the first observation), so
+    the stack holds ``elapsed_step + 1`` of the episode's frames."""
 
     def __init__(self, env: gym.vector.VectorEnv, stack: int):
         super().__init__(env)
         self._stack = stack
-        self._frames = np.zeros(env.num_envs, np.int64)  # frames of the episode in each stack
-        self._ended = np.zeros(env.num_envs, bool)  # the next step starts a new episode
 
     def reset(self, **kwargs):
         observation, info = self.env.reset(**kwargs)
-        self._frames[:], self._ended[:] = 1, False
-        return self._pad(observation), info
+        return self._pad(observation, info), info
 
     def step(self, actions):
         observation, reward, terminated, truncated, info = self.env.step(actions)
-        self._frames = np.where(self._ended, 1, self._frames + 1)
-        self._ended = terminated | truncated
-        return self._pad(observation), reward, terminated, truncated, info
+        return self._pad(observation, info), reward, terminated, truncated, info
 
-    def _pad(self, observation: np.ndarray) -> np.ndarray:
-        for i in np.flatnonzero(self._frames < self._stack):
-            observation[i, :self._stack - self._frames[i]] = 0
+    def _pad(self, observation: np.ndarray, info: dict) -> np.ndarray:
+        frames = info["elapsed_step"] + 1
+        for i in np.flatnonzero(frames < self._stack):
+            observation[i, :self._stack - frames[i]] = 0
         return observation

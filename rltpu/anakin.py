@@ -33,12 +33,10 @@ from rltpu import checkpoint, devices, sinks
 from rltpu.agent import AgentFns
 from rltpu.config import RunConfig
 from rltpu.faults import StopRequest
-from rltpu.metrics import (EpisodeWindow, MemoryMonitor, process_start_time, run_counters,
-                           whole_run, write_json)
+from rltpu.metrics import (EPISODE_WINDOW, EpisodeWindow, MemoryMonitor, process_start_time,
+                           run_counters, whole_run, write_json)
 from rltpu.types import Trajectory
 from rltpu.validation import NonFiniteGuard, NonFiniteUpdatesError, skip_nonfinite
-
-EPISODE_WINDOW = 20  # as the Ray driver: the target is the mean of the last 20 returns
 
 
 class EnvBatch(NamedTuple):
@@ -245,7 +243,7 @@ def _train(agent, agent_config, run: RunConfig, plan, quiet: bool,
     nonfinite = NonFiniteGuard(run.max_nonfinite_updates)
     checkpoints = checkpoint.Checkpointer(plan.run_dir, run, config)
     writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
-    episodes = EpisodeWindow.resumed(resumed, EPISODE_WINDOW)
+    episodes = EpisodeWindow.resumed(resumed)
     env_steps = resumed.get("env_steps", 0)
     samples = resumed.get("samples", 0)
     start_env_steps, start_samples, start_version = env_steps, samples, program.version

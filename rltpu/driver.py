@@ -281,7 +281,7 @@ def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future,
     # An upper bound on the episodes that end in one host's share of a batch: each column
     # ends at most one per step.
     max_episodes = run.unroll_length * hosts.share(run.batch_size)
-    episodes = EpisodeWindow.resumed(resumed, 20)
+    episodes = EpisodeWindow.resumed(resumed)
 
     def faults() -> dict:
         return whole_run({"actor_restarts": supervisor.total_restarts,

@@ -16,15 +16,19 @@ def process_start_time() -> float:
     return psutil.Process().create_time()
 
 
+EPISODE_WINDOW = 20
+"""Finished training episodes whose mean return is compared with --target-return."""
+
+
 class EpisodeWindow:
     """Returns of the last ``size`` finished training episodes."""
 
-    def __init__(self, size: int = 20):
+    def __init__(self, size: int = EPISODE_WINDOW):
         self.returns: collections.deque = collections.deque(maxlen=size)
         self.count = 0
 
     @classmethod
-    def resumed(cls, counters: dict, size: int = 20) -> EpisodeWindow:
+    def resumed(cls, counters: dict, size: int = EPISODE_WINDOW) -> EpisodeWindow:
         """The window where a checkpoint's ``counters`` left it (empty for a new run)."""
         window = cls(size)
         window.returns.extend(counters.get("recent_returns", []))

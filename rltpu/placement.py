@@ -184,8 +184,8 @@ def _supervise(hosts: list, argv: list[str], env: dict[str, str]) -> int:
     failed = [s for s in status if s not in (None, 0)]
     if failed:
         print(f"rltpu: learner processes ended: {_statuses(status)}", file=sys.stderr, flush=True)
-    status = 0 if not failed else (status[0] if status[0] not in (None, 0) else failed[0])
-    return 128 - status if status < 0 else status  # killed by signal N: the shell's 128 + N
+    code = 0 if not failed else (status[0] if status[0] not in (None, 0) else failed[0])
+    return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
 
 
 def _statuses(status: list[int | None], failed_only: bool = False) -> str:
