@@ -12,6 +12,7 @@ import dataclasses
 import datetime
 import os
 import sys
+import threading
 import time
 from typing import Any
 
@@ -201,7 +202,7 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
     # both take seconds, and neither needs the other.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         fns = agent.build(plan.spec, agent_config, run)
-        learner = pool.submit(Learner, fns,
+        learner = pool.submit(_at_low_priority, Learner, fns,
                               plan.spec, devices.make_mesh(plan.num_devices), run.seed,
                               run.unroll_length, run.batch_size)
         started_ray = _start_ray(run.num_actors)
@@ -214,6 +215,18 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
         finally:
             if started_ray:
                 ray.shutdown()
+
+
+def _at_low_priority(fn, *args):
+    """Calls ``fn`` in this thread at the lowest CPU priority (on Linux, where priority is
+    per thread). Start-up waits on Ray's processes, one after another; a learner compiling
+    beside them at equal priority slows each one, at the lowest it takes the cores they
+    leave idle."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass  # not Linux: the same, a little slower
+    return fn(*args)
 
 
 def _train(agent, agent_config, fns, run: RunConfig, plan: Plan, learner_future, t_start: float,
