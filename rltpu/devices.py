@@ -60,8 +60,31 @@ def use_compilation_cache(directory: str | None,
         compilation_cache.reset_cache()  # JAX opens its cache once per process otherwise
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_compilation_cache_max_size", max_bytes)
+    if path is not None and os.path.isdir(path):
+        _date_undated_programs(path)
     # JAX caches only compiles slower than 1 s by default; an actor's policy takes less.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+def _date_undated_programs(path: str) -> None:
+    """Gives each program in the cache without a last-use time (``KEY-cache`` without
+    ``KEY-atime``) the time now.
+
+    JAX's bounded cache reads every program's last-use time before it writes a new one, and
+    one missing time fails that write, and every later one, with a warning: the cache stops
+    caching. A program goes undated when the cache had no bound when it was written (older
+    rltpu, or JAX used without rltpu) or when a process was killed between writing a
+    program and its time.
+    """
+    import filelock  # a dependency of JAX's bounded cache, and of rltpu
+    programs = [name.removesuffix("-cache") for name in os.listdir(path) if name.endswith("-cache")]
+    now = time.time_ns().to_bytes(8, "little")
+    with filelock.FileLock(os.path.join(path, ".lockfile"), timeout=30):  # JAX's own lock
+        for key in programs:
+            atime = os.path.join(path, f"{key}-atime")
+            if os.path.exists(os.path.join(path, f"{key}-cache")) and not os.path.exists(atime):
+                with open(atime, "wb") as f:
+                    f.write(now)
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,

@@ -1,6 +1,7 @@
 """JAX's persistent compilation cache: a run fills it (learner and actors), and a second
 run with the same agent and shapes loads its programs instead of compiling them."""
 import os
+import warnings
 
 import jax
 
@@ -64,5 +65,25 @@ def test_the_cache_keeps_to_its_size_bound(tmp_path):
             f(x).block_until_ready()
         assert sum(f.stat().st_size for f in entries()) <= bound
         assert 1 <= sum(f.name.startswith("jit__lambda") for f in entries()) <= 2
+    finally:
+        devices.use_compilation_cache(None)
+
+
+def test_a_program_without_a_last_use_time_does_not_stop_the_cache(tmp_path):
+    """JAX's bounded cache fails every write once one program in it has no last-use time
+    (written without a bound, or by a process killed between its two files); rltpu dates
+    such programs when it opens the cache, and new programs are cached again."""
+    cache = tmp_path / "xla"
+    cache.mkdir()
+    (cache / "jit_old-0123-cache").write_bytes(b"a program written without a bound")
+    devices.use_compilation_cache(str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # this compiles fast
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # JAX warns when a write fails
+            jax.jit(lambda x: jax.numpy.cos(x) * 3.0 + 1.0)(jax.numpy.ones(3)).block_until_ready()
+        names = {f.name for f in cache.iterdir()}
+        assert "jit_old-0123-atime" in names
+        assert any(n.startswith("jit__lambda") and n.endswith("-cache") for n in names)
     finally:
         devices.use_compilation_cache(None)
