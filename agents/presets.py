@@ -30,7 +30,7 @@ PRESETS = {
         agent_config={"torso": "impala_resnet", "clip_rewards": True, "optimizer": "rmsprop",
                       "learning_rate": 6e-4, "anneal_lr": True, "rmsprop_decay": 0.99,
                       "rmsprop_epsilon": 0.01, "discount": 0.99, "entropy_cost": 0.01,
-                      "baseline_cost": 0.5, "max_grad_norm": 40.0},
+                      "baseline_cost": 0.5, "max_grad_norm": 40.0, "num_epochs": 1},
         source="Espeholt et al. 2018, IMPALA, Table G.1 (Atari): unroll 20, batch 32, "
                "discount 0.99, baseline cost 0.5, entropy 0.01, RMSProp (decay 0.99, "
                "epsilon 0.01, no momentum), learning rate 0.0006 annealed to 0, gradient "

@@ -95,3 +95,24 @@ def test_normalised_advantages_by_hand():
     _, m = impala_loss(jnp.full(T, HALF), jnp.ones(T), vt, jnp.array([True, True, False]),
                        normalize_advantages=True, **COSTS)
     np.testing.assert_allclose(m["pg_loss"], -(HALF * 1 + HALF * -1) / 3, atol=1e-6)
+
+
+def test_num_epochs_takes_that_many_gradient_steps_on_the_batch():
+    # Two epochs on a batch are two one-epoch updates on it, one after the other; the
+    # metrics are the first step's (on the batch as the actors acted it).
+    spec = envs.make_spec("CartPole-v1")
+    agent = agents.get("impala")
+    one = agent.build(spec, agent.Config(num_epochs=1), RunConfig())
+    two = agent.build(spec, agent.Config(num_epochs=2), RunConfig())
+    state = jax.jit(one.init)(jax.random.key(0))
+    batch = random_batch(one, spec, state.params, T=8, B=4)
+    first, first_metrics = jax.jit(one.update)(state, batch)
+    second, _ = jax.jit(one.update)(first, batch)
+    both, metrics = jax.jit(two.update)(state, batch)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 second.params, both.params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 first_metrics, metrics)
+    assert int(both.step) == 1  # one learner update, whatever its epochs
+    with pytest.raises(ValueError, match="--num-epochs must be a positive integer, got 0"):
+        agent.Config(num_epochs=0)

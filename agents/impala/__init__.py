@@ -26,7 +26,7 @@ class IMPALA:
         distribution = distributions.for_spec(spec)
         num_updates = (run.total_env_steps // (run.unroll_length * run.batch_size)
                        if run is not None else 1)
-        optimizer = make_optimizer(config, num_updates)
+        optimizer = make_optimizer(config, num_updates * config.num_epochs)
         return AgentFns(init=make_actor_critic_init(networks, optimizer, spec),
                         actor_step=make_actor_step(networks, distribution),
                         update=make_update_fn(networks, distribution, optimizer, config),

@@ -16,7 +16,7 @@ from rltpu.types import TrainState, Trajectory
 
 def make_optimizer(config: IMPALAConfig, num_updates: int = 1) -> optax.GradientTransformation:
     """Global-norm clipping, then Adam or RMSProp; with ``config.anneal_lr`` the step size
-    falls linearly to 0 over ``num_updates`` learner updates (as in the IMPALA paper)."""
+    falls linearly to 0 over ``num_updates`` optimizer steps (as in the IMPALA paper)."""
     lr = (optax.linear_schedule(config.learning_rate, 0.0, max(num_updates, 1))
           if config.anneal_lr else config.learning_rate)
     if config.optimizer == "rmsprop":
@@ -31,7 +31,9 @@ def make_optimizer(config: IMPALAConfig, num_updates: int = 1) -> optax.Gradient
 
 def make_update_fn(networks: ActorCriticNetworks, distribution,
                    optimizer: optax.GradientTransformation, config: IMPALAConfig):
-    """Returns ``update(state, trajectory) -> (state, metrics)``; trajectories ``[T, B]``."""
+    """Returns ``update(state, trajectory) -> (state, metrics)``: ``config.num_epochs``
+    gradient steps on one batch of trajectories ``[T, B]``; the metrics are the first
+    step's, measured on the batch as it arrived."""
     targets = jax.vmap(functools.partial(
         impala_targets, discount=config.discount, lambda_=config.vtrace_lambda,
         clip_rho_threshold=config.clip_rho_threshold,
@@ -56,10 +58,16 @@ def make_update_fn(networks: ActorCriticNetworks, distribution,
         return loss, {**metrics, "mean_rho": jnp.mean(rho)}
 
     def update(state: TrainState, trajectory: Trajectory):
-        grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, trajectory)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "grad_norm": optax.tree.norm(grads)}
+        def gradient_step(carry, _):
+            params, opt_state = carry
+            grads, metrics = jax.grad(loss_fn, has_aux=True)(params, trajectory)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), {
+                **metrics, "grad_norm": optax.tree.norm(grads)}
+
+        (params, opt_state), metrics = jax.lax.scan(
+            gradient_step, (state.params, state.opt_state), length=config.num_epochs)
+        metrics = jax.tree.map(lambda x: x[0], metrics)
         return TrainState(params, opt_state, state.key, state.step + 1), metrics
 
     return update
