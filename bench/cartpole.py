@@ -35,9 +35,13 @@ IMPALA_THROUGHPUT = ["--num-actors", "2", "--envs-per-actor", "64", "--unroll-le
 DQN_THROUGHPUT = ["--agent", "dqn", "--num-actors", "2", "--target-return", "none",
                   "--total-env-steps", "300000"]
 # Actor efficiency: one actor, so that on a 2-core machine it has a core of its own (with
-# two actors and the learner on two cores, no actor can keep up with a bare loop).
+# two actors and the learner on two cores, no actor can keep up with a bare loop), and a
+# learner taking one gradient step per batch: IMPALA's default second step on these
+# 2,048-step batches takes the other core and some of the actor's (its steps/s fell about
+# 15%, to 70-79% of the bare loop), which measures the learner, not the actor.
 ONE_ACTOR = ["--num-actors", "1", "--envs-per-actor", "64", "--unroll-length", "32",
-             "--batch-size", "64", "--target-return", "none", "--total-env-steps", "1000000"]
+             "--batch-size", "64", "--num-epochs", "1", "--target-return", "none",
+             "--total-env-steps", "1000000"]
 
 
 def rltpu_run(args: list[str], tmp: str) -> dict:
