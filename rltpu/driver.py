@@ -222,10 +222,8 @@ def _at_low_priority(fn, *args):
     per thread). Start-up waits on Ray's processes, one after another; a learner compiling
     beside them at equal priority slows each one, at the lowest it takes the cores they
     leave idle."""
-    try:
+    if sys.platform.startswith("linux"):  # elsewhere a thread id may name another process
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
-        pass  # not Linux: the same, a little slower
     return fn(*args)
 
 

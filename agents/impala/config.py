@@ -49,7 +49,8 @@ class IMPALAConfig:
     """Gradient steps on each batch, as RLlib's IMPALA offers (the paper takes 1; the
     impala-atari preset keeps 1). The second step is off the behaviour policy by one more
     update, which V-trace's clipped importance weights correct like the actors' lag. On
-    CartPole it halves the updates, and the acting, to a return of 475 (README, Agents)."""
+    CartPole it cuts the updates, and the acting, to a return of 475 by about a quarter
+    (README, Agents)."""
     normalize_advantages: bool = False
     """Normalise policy-gradient advantages per batch (not in the paper; see losses.py)."""
 
