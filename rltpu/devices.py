@@ -60,8 +60,8 @@ def use_compilation_cache(directory: str | None,
         compilation_cache.reset_cache()  # JAX opens its cache once per process otherwise
         jax.config.update("jax_compilation_cache_dir", path)
         jax.config.update("jax_compilation_cache_max_size", max_bytes)
-    if path is not None and os.path.isdir(path):
-        _date_undated_programs(path)
+        if path is not None and os.path.isdir(path):
+            _date_undated_programs(path)
     # JAX caches only compiles slower than 1 s by default; an actor's policy takes less.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
 

@@ -221,7 +221,8 @@ def _at_low_priority(fn, *args):
     """Calls ``fn`` in this thread at the lowest CPU priority (on Linux, where priority is
     per thread). Start-up waits on Ray's processes, one after another; a learner compiling
     beside them at equal priority slows each one, at the lowest it takes the cores they
-    leave idle."""
+    leave idle. XLA's compile threads, started here, keep the low priority; the threads
+    that run updates were started with the backend, before, and keep the normal one."""
     if sys.platform.startswith("linux"):  # elsewhere a thread id may name another process
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     return fn(*args)
