@@ -1,7 +1,9 @@
 """Built-in agents, by the name ``rltpu train --agent`` takes."""
+if __name__ != "rltpu.agents":  # one copy of each module (the folder is rltpu/agents, see pyproject.toml)
+    raise ImportError(f"the built-in agents are rltpu.agents; import that, not {__name__}")
 from rltpu.agent import Agent, load_agent
 
-BUILTIN = {"impala": "agents.impala:IMPALA", "ppo": "agents.ppo:PPO", "dqn": "agents.dqn:DQN"}
+BUILTIN = {"impala": "rltpu.agents.impala:IMPALA", "ppo": "rltpu.agents.ppo:PPO", "dqn": "rltpu.agents.dqn:DQN"}
 
 
 def get(name: str) -> Agent:

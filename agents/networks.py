@@ -4,7 +4,7 @@
 ``{"mean", "log_std"}`` with a state-independent ``log_std``) and a value function, so
 agents are written once for both libraries and every torso. With ``torso="mlp"`` policy
 and value are separate MLPs (params ``{"policy", "value"}``); with a convolutional torso
-(``agents.torsos``: ``nature``, ``impala_resnet``) both heads share one torso, as in the
+(``rltpu.agents.torsos``: ``nature``, ``impala_resnet``) both heads share one torso, as in the
 IMPALA and PPO papers' Atari networks.
 """
 from __future__ import annotations
@@ -15,12 +15,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from agents import torsos
+from rltpu.agents import torsos
+from rltpu.agents.config import NETWORK_LIBS
 from rltpu.networks import Network, as_network
 from rltpu.types import EnvSpec, TrainState
-
-NETWORK_LIBS = ("flax", "haiku")
-
 
 class ActorCriticNetworks(NamedTuple):
     """Pure functions of one params pytree.

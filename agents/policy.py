@@ -2,7 +2,7 @@
 outputs (logits, or a Gaussian's mean and log-std) for the learner's off-policy terms."""
 from __future__ import annotations
 
-from agents.networks import ActorCriticNetworks
+from rltpu.agents.networks import ActorCriticNetworks
 from rltpu.types import ActorOutput
 
 

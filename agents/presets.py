@@ -4,7 +4,7 @@ explicit flags override any of them.
 The Atari presets take their hyperparameters from the papers (the source of each is on
 the preset). Where rltpu cannot do what the paper did, the preset says what it does
 instead in ``deviations``; README.md lists both, with the returns the papers report.
-All of them use the env preprocessing of ``envs.atari`` (Machado et al. 2018: sticky
+All of them use the env preprocessing of ``rltpu.envs.atari`` (Machado et al. 2018: sticky
 actions, no loss-of-life episodes), not the papers' own Atari settings.
 """
 from __future__ import annotations

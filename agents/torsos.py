@@ -17,7 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-TORSOS = ("mlp", "nature", "impala_resnet")
+from rltpu.agents.config import TORSOS
+
 CONV_TORSOS = TORSOS[1:]
 
 IMPALA_CHANNELS = (16, 32, 32)

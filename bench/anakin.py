@@ -84,8 +84,8 @@ def bare_gymnax_sps(num_envs: int, steps: int, repeats: int = 3) -> float:
 def anakin_acting_sps(num_envs: int, unroll_length: int = 16, calls: int = 3) -> float:
     """The Anakin loop with PPO's policy but an update that does nothing: env steps/s of
     acting alone, to show how training's time splits between acting and learning."""
-    import agents
-    from envs import jax_envs
+    from rltpu import agents
+    from rltpu.envs import jax_envs
     from rltpu import anakin, devices
     from rltpu.agent import AgentFns
     from rltpu.config import RunConfig

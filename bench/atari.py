@@ -40,7 +40,7 @@ def env_only_sps(num_envs: int, steps: int, rounds: int) -> dict:
 
     import numpy as np
 
-    import envs
+    from rltpu import envs
     backends = ["ale", "gymnasium"] + (["envpool"] if importlib.util.find_spec("envpool") else [])
     made = {b: envs.make(GAME, num_envs, seed=0, backend=b)[0] for b in backends}
     actions = np.random.default_rng(0).integers(0, 6, (steps, num_envs))
@@ -63,8 +63,8 @@ def actor_efficiency(torso: str, num_envs: int, unroll_length: int, rounds: int)
     import jax
     import numpy as np
 
-    import agents
-    import envs
+    from rltpu import agents
+    from rltpu import envs
     from rltpu import devices
     from rltpu.actor import RolloutActor
     from rltpu.config import RunConfig

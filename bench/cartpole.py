@@ -71,7 +71,8 @@ def bare_loop_sps(num_envs: int, steps: int = 3000) -> float:
     code = f"""
 import time, json
 from rltpu import devices; devices.pin_process_to_cpu()
-import jax, numpy as np, agents, envs
+import jax, numpy as np
+from rltpu import agents, envs
 from rltpu.config import RunConfig
 agent = agents.get("impala"); env, spec = envs.make("CartPole-v1", {num_envs}, 0)
 fns = agent.build(spec, agent.Config(), RunConfig())

@@ -38,8 +38,8 @@ def worker(args) -> None:
     import jax
     import numpy as np
 
-    import agents
-    import envs
+    from rltpu import agents
+    from rltpu import envs
     from rltpu.config import RunConfig
     from rltpu.learner import Learner
 

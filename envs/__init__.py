@@ -1,5 +1,7 @@
 """Environments: ``make(env_id, num_envs, seed)`` for any gymnasium id or ``module:Class``;
-Atari games (``ALE/Pong-v5``) with standard preprocessing (``envs.atari``)."""
-from envs.make import make, make_one, make_spec, run_options
+Atari games (``ALE/Pong-v5``) with standard preprocessing (``rltpu.envs.atari``)."""
+if __name__ != "rltpu.envs":  # one copy of each module (the folder is rltpu/envs, see pyproject.toml)
+    raise ImportError(f"the built-in environments are rltpu.envs; import that, not {__name__}")
+from rltpu.envs.make import make, make_one, make_spec, run_options
 
 __all__ = ["make", "make_one", "make_spec", "run_options"]

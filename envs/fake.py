@@ -91,7 +91,7 @@ class FlakyCartPole(gym.Wrapper):
 
     def step(self, action):
         if self._crashes.random() < self.crash_probability:
-            raise EnvCrashed("the simulator crashed (fault injected by envs.fake.FlakyCartPole)")
+            raise EnvCrashed("the simulator crashed (fault injected by rltpu.envs.fake.FlakyCartPole)")
         return self.env.step(action)
 
 
@@ -112,5 +112,5 @@ class CrashingEnv(CountingEnv):
 
     def step(self, action):
         if self._t == 2:
-            raise EnvCrashed("the simulator crashed on step 3 (envs.fake.CrashingEnv)")
+            raise EnvCrashed("the simulator crashed on step 3 (rltpu.envs.fake.CrashingEnv)")
         return super().step(action)

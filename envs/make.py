@@ -7,7 +7,7 @@ import importlib
 import gymnasium as gym
 import numpy as np
 
-from envs import atari
+from rltpu.envs import atari
 from rltpu.types import EnvSpec
 
 BACKENDS = ("auto", "gymnasium", "ale", "envpool")
@@ -60,7 +60,7 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     lengths are reported in ``info["episode"]`` (RecordEpisodeStatistics), in the env's
     own reward units.
 
-    Atari games (``ALE/Pong-v5``) get the preprocessing of ``envs.atari`` (uint8 frame
+    Atari games (``ALE/Pong-v5``) get the preprocessing of ``rltpu.envs.atari`` (uint8 frame
     stacks ``[4, 84, 84]``) from ``backend``: ``ale`` (ale-py's C++ vector env, what
     ``auto`` picks), ``gymnasium`` (the reference wrappers) or ``envpool``;
     ``full_action_space`` gives them all 18 actions.

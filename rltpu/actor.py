@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import ray
 
-import envs
+from rltpu import envs
 from rltpu import devices
 from rltpu.config import RunConfig
 from rltpu.types import ActorTimings, Trajectory, Unroll

@@ -1,6 +1,6 @@
 """Anakin mode: env steps, acting and learning in one compiled program, no Ray.
 
-For JAX-native envs (``envs.jax_envs``: gymnax). The env batch is vmapped and split over
+For JAX-native envs (``rltpu.envs.jax_envs``: gymnax). The env batch is vmapped and split over
 the device mesh; each update unrolls ``T`` steps with ``lax.scan``, building the same
 ``Trajectory`` the Ray actors send, and applies the agent's own ``update`` to it; one
 compiled call runs ``updates_per_call`` updates (``lax.scan`` again), so Python runs once
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from envs import jax_envs
+from rltpu.envs import jax_envs
 from rltpu import checkpoint, devices, sinks
 from rltpu.agent import AgentFns
 from rltpu.config import RunConfig

@@ -62,6 +62,10 @@ def _add_fields(parser: argparse.ArgumentParser, cls, title: str) -> None:
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
+        if typing.get_origin(kind) is typing.Literal:  # one of a few words: shown and enforced
+            kwargs["choices"] = typing.get_args(kind)
+            group.add_argument(flag, **kwargs)
+            continue
         if typing.get_origin(kind) is tuple:
             kwargs["nargs"] = "+"
             kind = typing.get_args(kind)[0]
@@ -84,8 +88,8 @@ def _build(cls, values: dict):
 
 
 def train_main(argv: list[str]) -> int:
-    import agents
-    from agents import presets
+    from rltpu import agents
+    from rltpu.agents import presets
     from rltpu import checkpoint
     from rltpu.config import RunConfig
 
@@ -304,7 +308,7 @@ def _positive_int(text: str) -> int:
 
 
 def eval_main(argv: list[str]) -> int:
-    import agents
+    from rltpu import agents
     from rltpu import evaluate
 
     parser = _Parser(prog="rltpu eval", description="Mean return of greedy episodes played with "

@@ -21,8 +21,8 @@ import numpy as np
 import psutil
 import ray
 
-import envs
-from envs import jax_envs
+from rltpu import envs
+from rltpu.envs import jax_envs
 from rltpu import checkpoint, devices, report, sinks
 from rltpu.actor import RayRolloutActor
 from rltpu.agent import Agent

@@ -11,8 +11,8 @@ from typing import Any
 import jax
 import numpy as np
 
-import envs
-from envs import jax_envs
+from rltpu import envs
+from rltpu.envs import jax_envs
 from rltpu import checkpoint, devices
 from rltpu.agent import Agent
 

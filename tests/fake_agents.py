@@ -7,7 +7,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from agents.impala import IMPALA, IMPALAConfig
+from rltpu.agents.impala import IMPALA, IMPALAConfig
 
 
 @dataclasses.dataclass(frozen=True)

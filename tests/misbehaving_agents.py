@@ -5,7 +5,7 @@ import dataclasses
 
 import jax.numpy as jnp
 
-from agents.impala import IMPALA
+from rltpu.agents.impala import IMPALA
 
 
 class _Poisoned(IMPALA):

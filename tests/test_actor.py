@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-import agents
+from rltpu import agents
 from rltpu import devices
 from rltpu.actor import RayRolloutActor, RolloutActor
 from rltpu.config import RunConfig
@@ -32,7 +32,7 @@ def actor_spec(actor):
 
 
 def test_shapes_dtypes_and_version():
-    unroll = make_actor("envs.fake:CountingEnv").unroll_with_current()
+    unroll = make_actor("rltpu.envs.fake:CountingEnv").unroll_with_current()
     traj = unroll.trajectory
     assert traj.observation.shape == (8, 3, 2) and traj.observation.dtype == np.float32
     assert traj.action.shape == (7, 3) and np.issubdtype(traj.action.dtype, np.integer)
@@ -45,7 +45,7 @@ def test_shapes_dtypes_and_version():
 
 def test_termination_and_autoreset_step():
     # CountingEnv terminates after 5 steps; step 5 of the unroll is the autoreset step.
-    traj = make_actor("envs.fake:CountingEnv").unroll_with_current().trajectory
+    traj = make_actor("rltpu.envs.fake:CountingEnv").unroll_with_current().trajectory
     step_in_episode = traj.observation[:, 0, 0]
     np.testing.assert_array_equal(step_in_episode, [0, 1, 2, 3, 4, 5, 0, 1])
     np.testing.assert_array_equal(traj.terminated[:, 0], [0, 0, 0, 0, 1, 0, 0])
@@ -56,7 +56,7 @@ def test_termination_and_autoreset_step():
 
 
 def test_truncation_is_kept_apart_from_termination():
-    traj = make_actor("envs.fake:truncated_counting_env").unroll_with_current().trajectory
+    traj = make_actor("rltpu.envs.fake:truncated_counting_env").unroll_with_current().trajectory
     np.testing.assert_array_equal(traj.truncated[:, 0], [0, 0, 0, 1, 0, 0, 0])
     np.testing.assert_array_equal(traj.terminated[:, 0], [0] * 7)
     np.testing.assert_array_equal(traj.valid[:, 0], [1, 1, 1, 1, 0, 1, 1])
@@ -65,7 +65,7 @@ def test_truncation_is_kept_apart_from_termination():
 
 
 def test_episode_stats_and_continuity_across_unrolls():
-    actor = make_actor("envs.fake:CountingEnv", num_envs=2, unroll_length=4)
+    actor = make_actor("rltpu.envs.fake:CountingEnv", num_envs=2, unroll_length=4)
     first, second = actor.unroll_with_current(), actor.unroll_with_current()
     # the next unroll starts where the last one ended
     np.testing.assert_array_equal(second.trajectory.observation[0], first.trajectory.observation[-1])
@@ -80,9 +80,9 @@ def test_episode_stats_and_continuity_across_unrolls():
 
 def test_ray_actors_tag_versions_and_queue_is_bounded(ray_local):
     ray = ray_local
-    run = run_config("envs.fake:CountingEnv", 2, 5)
+    run = run_config("rltpu.envs.fake:CountingEnv", 2, 5)
     actors = [RayRolloutActor.remote(i, IMPALA, IMPALA.Config(), run, i) for i in range(2)]
-    fns = IMPALA.build(actor_spec(make_actor("envs.fake:CountingEnv")), IMPALA.Config(), run)
+    fns = IMPALA.build(actor_spec(make_actor("rltpu.envs.fake:CountingEnv")), IMPALA.Config(), run)
     params = devices.to_host(jax.jit(fns.init)(jax.random.key(0)).params)
     store = ParamStore()
     store.publish(0, params)

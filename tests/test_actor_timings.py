@@ -4,7 +4,7 @@ import time
 import jax
 import pytest
 
-import agents
+from rltpu import agents
 from rltpu import devices
 from rltpu.actor import RolloutActor
 from rltpu.config import RunConfig
@@ -29,7 +29,7 @@ def _spec(actor):
 
 def test_env_time_is_measured_and_phases_fit_in_the_unroll():
     # SlowCountingEnv sleeps 5 ms a step: 6 steps x 2 envs (stepped one after the other).
-    unroll = make_actor("envs.fake:SlowCountingEnv").unroll_with_current()
+    unroll = make_actor("rltpu.envs.fake:SlowCountingEnv").unroll_with_current()
     t = unroll.timings
     assert isinstance(t, ActorTimings)
     assert t.env_s >= 6 * 2 * 0.005
@@ -39,7 +39,7 @@ def test_env_time_is_measured_and_phases_fit_in_the_unroll():
 
 
 def test_idle_is_the_gap_between_requests_and_params_time_is_measured():
-    actor = make_actor("envs.fake:CountingEnv")
+    actor = make_actor("rltpu.envs.fake:CountingEnv")
     first = actor.unroll(1, [None])  # version 1 is what it has: no fetch
     assert first.timings.idle_s == 0.0  # nothing came before the first request
     time.sleep(0.2)  # the next request arrives late: back-pressure

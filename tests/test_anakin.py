@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("gymnax")
 
-import agents  # noqa: E402
-from envs import jax_envs  # noqa: E402
+from rltpu import agents  # noqa: E402
+from rltpu.envs import jax_envs  # noqa: E402
 from rltpu import anakin, checkpoint, devices, driver, evaluate  # noqa: E402
 from rltpu.agent import AgentFns  # noqa: E402
 from rltpu.config import RunConfig  # noqa: E402

@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("ale_py")
 
-import agents  # noqa: E402
-import envs  # noqa: E402
-from agents import networks, presets  # noqa: E402
-from envs import atari  # noqa: E402
+from rltpu import agents  # noqa: E402
+from rltpu import envs  # noqa: E402
+from rltpu.agents import networks, presets  # noqa: E402
+from rltpu.envs import atari  # noqa: E402
 from rltpu.config import RunConfig  # noqa: E402
 
 GAME = "ALE/Pong-v5"

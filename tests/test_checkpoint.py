@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-import agents
+from rltpu import agents
 from rltpu import checkpoint, devices
 from rltpu.actor import RolloutActor
 from rltpu.config import RunConfig
@@ -18,7 +18,7 @@ from rltpu.learner import Learner, stack_unrolls
 from rltpu.types import TrainState
 
 IMPALA = agents.get("impala")
-ENV = "envs.fake:CountingEnv"
+ENV = "rltpu.envs.fake:CountingEnv"
 T, B = 6, 4
 
 

@@ -5,7 +5,7 @@ import warnings
 
 import jax
 
-import agents
+from rltpu import agents
 import rltpu
 from rltpu import devices
 
@@ -14,7 +14,7 @@ CACHE_HIT = "/jax/compilation_cache/cache_hits"
 
 def train(run_dir, cache):
     agent = agents.get("impala")
-    run = rltpu.RunConfig(env="envs.fake:CountingEnv", run_dir=str(run_dir), num_devices=1,
+    run = rltpu.RunConfig(env="rltpu.envs.fake:CountingEnv", run_dir=str(run_dir), num_devices=1,
                           num_actors=1, envs_per_actor=4, batch_size=4, unroll_length=8,
                           total_env_steps=400, target_return=None, compilation_cache=cache)
     return rltpu.train(agent, agent.Config(hidden_sizes=(16,)), run, quiet=True)

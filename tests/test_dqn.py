@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agents.dqn import double_q_target, exploration_epsilon, n_step_transitions
+from rltpu.agents.dqn import double_q_target, exploration_epsilon, n_step_transitions
 from rltpu.types import Trajectory
 
 

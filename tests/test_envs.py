@@ -1,9 +1,9 @@
-"""envs.make: registered ids, module:Class ids, MuJoCo, observation normalisation."""
+"""rltpu.envs.make: registered ids, module:Class ids, MuJoCo, observation normalisation."""
 import numpy as np
 import pytest
 
-import agents
-import envs
+from rltpu import agents
+from rltpu import envs
 from rltpu.actor import RolloutActor
 from rltpu.config import RunConfig
 
@@ -11,7 +11,7 @@ from rltpu.config import RunConfig
 def test_registered_and_module_class_ids():
     env, spec = envs.make("CartPole-v1", 4, seed=0)
     assert env.first_observation.shape == (4, 4) and spec.num_actions == 2 and spec.discrete
-    env, spec = envs.make("envs.fake:CountingEnv", 3, seed=0)
+    env, spec = envs.make("rltpu.envs.fake:CountingEnv", 3, seed=0)
     assert env.first_observation.shape == (3, 2)
 
 

@@ -11,8 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-import agents
-import envs
+from rltpu import agents
+from rltpu import envs
 from rltpu import checkpoint, devices
 from rltpu.config import RunConfig
 from rltpu.learner import Learner

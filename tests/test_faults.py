@@ -15,8 +15,8 @@ import numpy as np
 import psutil
 import pytest
 
-import agents
-import envs
+from rltpu import agents
+from rltpu import envs
 from rltpu import checkpoint, devices
 from rltpu.actor import RolloutActor
 from rltpu.config import RunConfig
@@ -32,10 +32,10 @@ T, B = 7, 3
 
 @pytest.fixture(scope="module")
 def parts():
-    spec = envs.make_spec("envs.fake:CountingEnv")
+    spec = envs.make_spec("rltpu.envs.fake:CountingEnv")
     fns = IMPALA.build(spec, IMPALA.Config())
     learner = Learner(fns, spec, devices.make_mesh(1), seed=0, unroll_length=T, batch_size=B)
-    actor = RolloutActor(0, IMPALA, IMPALA.Config(), RunConfig(env="envs.fake:CountingEnv", envs_per_actor=B,
+    actor = RolloutActor(0, IMPALA, IMPALA.Config(), RunConfig(env="rltpu.envs.fake:CountingEnv", envs_per_actor=B,
                                                               unroll_length=T, batch_size=B), seed=0)
     actor.set_params(4, learner.host_params())
     return fns, spec, learner, actor
@@ -110,7 +110,7 @@ def train_cli(args, tmp_path, ray_dir, timeout=600, **popen):
                             stderr=subprocess.PIPE, text=True, **popen)
 
 
-SMALL = ["--env", "envs.fake:NaNRewardEnv", "--envs-per-actor", "4", "--batch-size", "4",
+SMALL = ["--env", "rltpu.envs.fake:NaNRewardEnv", "--envs-per-actor", "4", "--batch-size", "4",
          "--unroll-length", "8", "--target-return", "none"]
 
 
@@ -129,7 +129,7 @@ def test_repeated_nan_losses_stop_the_run_keeping_the_last_good_checkpoint(tmp_p
         assert f"update {version} skipped: non-finite loss or gradients" in err
     # the actor's first unroll carried a NaN reward: rejected before it reached the learner
     assert "rejected an unroll from actor 0: reward has non-finite values" in err
-    fns = IMPALA.build(envs.make_spec("envs.fake:NaNRewardEnv"), IMPALA.Config())
+    fns = IMPALA.build(envs.make_spec("rltpu.envs.fake:NaNRewardEnv"), IMPALA.Config())
     restored = checkpoint.restore(str(run_dir), fns.init)
     assert restored.step == 6 and int(restored.state.step) == 5  # 5 applied, 1 skipped
     assert restored.counters["skipped_updates"] == 1
@@ -160,7 +160,7 @@ def test_sporadic_nan_losses_and_bad_unrolls_are_counted_and_the_run_goes_on(tmp
 
 def test_actors_out_of_restarts_stop_the_run_with_one_line(tmp_path, ray_dir):
     run_dir = tmp_path / "run"
-    proc = train_cli(["--env", "envs.fake:CrashingEnv", "--num-actors", "1", "--envs-per-actor",
+    proc = train_cli(["--env", "rltpu.envs.fake:CrashingEnv", "--num-actors", "1", "--envs-per-actor",
                       "2", "--batch-size", "2", "--max-actor-restarts", "2",
                       "--run-dir", str(run_dir)], tmp_path, ray_dir)
     out, err = proc.communicate(timeout=600)
@@ -172,7 +172,7 @@ def test_actors_out_of_restarts_stop_the_run_with_one_line(tmp_path, ray_dir):
     # restart takes it down (which Ray counts as the same or the next restart): either way
     # restarts 1 and 2 are reported, then the actor is retired.
     assert re.search(r"actor 0 env raised EnvCrashed: the simulator crashed on step 3 "
-                     r"\(envs.fake.CrashingEnv\); Ray restarts it \(restart 1 of at most 2\)", err)
+                     r"\(rltpu.envs.fake.CrashingEnv\); Ray restarts it \(restart 1 of at most 2\)", err)
     assert re.findall(r"Ray restarts it \(restart (\d) of at most 2\)", err) == ["1", "2"]
     assert re.search(r"actor 0 (env raised EnvCrashed: .*|died .*); it has used its 2 restarts, "
                      r"going on without it \(0 left\)", err)
@@ -183,7 +183,7 @@ def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray
     run_dir = tmp_path / "run"
     # PPO: its clipped updates keep learning steady through the restarts (IMPALA's small
     # default batches sometimes collapse to a deterministic policy and need ~1M steps back)
-    proc = train_cli(["--agent", "ppo", "--env", "envs.fake:FlakyCartPole", "--run-dir", str(run_dir),
+    proc = train_cli(["--agent", "ppo", "--env", "rltpu.envs.fake:FlakyCartPole", "--run-dir", str(run_dir),
                       "--max-actor-restarts", "100", "--log-every-s", "1"], tmp_path, ray_dir)
     kills, stop = [], threading.Event()
 

@@ -6,10 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import agents
+from rltpu import agents
 from rltpu.config import RunConfig
-import envs
-from agents.impala import impala_loss, impala_targets
+from rltpu import envs
+from rltpu.agents.impala import impala_loss, impala_targets
 from rltpu.learner import example_trajectory
 
 HALF = math.log(0.5)
@@ -83,7 +83,7 @@ def test_update_metrics_are_finite_scalars():
 
 def test_agent_refuses_action_spaces_it_cannot_act_in():
     with pytest.raises(ValueError, match="Discrete or Box"):
-        agents.get("impala").check_spec(envs.make_spec("envs.fake:MultiBinaryActionEnv"))
+        agents.get("impala").check_spec(envs.make_spec("rltpu.envs.fake:MultiBinaryActionEnv"))
 
 
 def test_normalised_advantages_by_hand():

@@ -9,8 +9,8 @@ import sys
 import jax
 import numpy as np
 
-import agents
-import envs
+from rltpu import agents
+from rltpu import envs
 from rltpu import devices
 from rltpu.config import RunConfig
 from rltpu.learner import Learner

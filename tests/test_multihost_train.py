@@ -19,8 +19,8 @@ import jax
 import numpy as np
 import pytest
 
-import agents
-import envs
+from rltpu import agents
+from rltpu import envs
 from rltpu import devices
 from rltpu.config import RunConfig
 from rltpu.learner import Learner
@@ -143,8 +143,8 @@ def test_uneven_actors_keep_the_hosts_in_lockstep_a_signal_stops_both_and_both_r
     run_dir, record_dir = tmp_path / "run", tmp_path / "record"
     common = [*RUN, "--target-return", "none", "--total-env-steps", "10000000"]
     procs = start_learners(cluster, tmp, run_dir, record_dir, [
-        [*common, "--env", "envs.fake:CountingEnv"],
-        [*common, "--env", "envs.fake:SlowCountingEnv"]])
+        [*common, "--env", "rltpu.envs.fake:CountingEnv"],
+        [*common, "--env", "rltpu.envs.fake:SlowCountingEnv"]])
     deadline = time.time() + 240
     while not ((record_dir / "process1.digests").exists() and len(digests(record_dir, 1)) >= 4):
         assert time.time() < deadline and all(p.poll() is None for p in procs), \

@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
-import agents
+from rltpu import agents
 import rltpu
 
 REPO = Path(__file__).resolve().parents[1]
 
 # One actor on an env whose steps take 5 ms, a tiny learner: the actors are the bottleneck.
-ACTOR_BOUND = dict(env="envs.fake:SlowCountingEnv", num_actors=1, envs_per_actor=4,
+ACTOR_BOUND = dict(env="rltpu.envs.fake:SlowCountingEnv", num_actors=1, envs_per_actor=4,
                    batch_size=4, unroll_length=16, total_env_steps=1500, log_every_s=0.3,
                    plan_steps=100_000)
 # Two fast actors, a learner whose every update takes 0.3 s more: the learner is.
-LEARNER_BOUND = dict(env="envs.fake:CountingEnv", num_actors=2, envs_per_actor=8,
+LEARNER_BOUND = dict(env="rltpu.envs.fake:CountingEnv", num_actors=2, envs_per_actor=8,
                      batch_size=8, unroll_length=16, total_env_steps=3000, log_every_s=1.0)
 
 

@@ -35,7 +35,7 @@ def two_tpu_hosts():
 
 def driver(cluster, tmp, record_dir, *args):
     return subprocess.Popen([sys.executable, "-m", "rltpu.cli", "train", "--learner-hosts", "2",
-                             *RUN, "--env", "envs.fake:CountingEnv", *args],
+                             *RUN, "--env", "rltpu.envs.fake:CountingEnv", *args],
                             env=pod_env(cluster.address, tmp, record_dir), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 

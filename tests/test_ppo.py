@@ -2,7 +2,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from agents.ppo import gae, ppo_loss
+from rltpu.agents.ppo import gae, ppo_loss
 
 V = jnp.array([1.0, 2.0, 3.0, 4.0])
 R = jnp.array([1.0, 1.0, 1.0])

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-import agents
-import envs
+from rltpu import agents
+from rltpu import envs
 from rltpu import checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,9 +5,9 @@ import jax
 import numpy as np
 import pytest
 
-import agents
+from rltpu import agents
 from rltpu.config import RunConfig
-import envs
+from rltpu import envs
 from rltpu import devices
 from rltpu.learner import Learner, example_replay_sample
 from tests.test_impala_loss import random_batch

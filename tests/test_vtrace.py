@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import rlax
 
-from agents.impala.losses import vtrace
+from rltpu.agents.impala.losses import vtrace
 
 V_TM1 = jnp.array([1.0, 2.0])
 V_T = jnp.array([2.0, 3.0])

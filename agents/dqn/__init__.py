@@ -8,12 +8,12 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from agents.dqn.acting import exploration_epsilon, make_actor_step
-from agents.dqn.config import DQNConfig
-from agents.dqn.learning import make_optimizer, make_update_fn
-from agents.dqn.losses import double_q_target, dqn_loss, huber
-from agents.dqn.networks import q_network
-from agents.dqn.transitions import n_step_transitions
+from rltpu.agents.dqn.acting import exploration_epsilon, make_actor_step
+from rltpu.agents.dqn.config import DQNConfig
+from rltpu.agents.dqn.learning import make_optimizer, make_update_fn
+from rltpu.agents.dqn.losses import double_q_target, dqn_loss, huber
+from rltpu.agents.dqn.networks import q_network
+from rltpu.agents.dqn.transitions import n_step_transitions
 from rltpu.agent import AgentFns
 from rltpu.replay import ReplaySpec
 from rltpu.types import ActorOutput, EnvSpec, TrainState

@@ -6,8 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agents.dqn.config import DQNConfig
-from agents.dqn.losses import double_q_target, dqn_loss
+from rltpu.agents.dqn.config import DQNConfig
+from rltpu.agents.dqn.losses import double_q_target, dqn_loss
 from rltpu.networks import Network
 from rltpu.types import TrainState
 

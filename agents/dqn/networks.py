@@ -1,5 +1,5 @@
 """DQN's Q-network: observations to one value per action, through an MLP or a
 convolutional torso (Flax or Haiku)."""
-from agents.networks import q_network
+from rltpu.agents.networks import q_network
 
 __all__ = ["q_network"]

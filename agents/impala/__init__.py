@@ -1,12 +1,12 @@
 """IMPALA (Espeholt et al. 2018): actor-critic with V-trace off-policy correction."""
 from __future__ import annotations
 
-from agents import distributions
-from agents.impala.acting import make_actor_step, make_greedy_step
-from agents.impala.config import IMPALAConfig
-from agents.impala.learning import make_optimizer, make_update_fn
-from agents.impala.losses import impala_loss, impala_targets, vtrace
-from agents.impala.networks import actor_critic, make_actor_critic_init
+from rltpu.agents import distributions
+from rltpu.agents.impala.acting import make_actor_step, make_greedy_step
+from rltpu.agents.impala.config import IMPALAConfig
+from rltpu.agents.impala.learning import make_optimizer, make_update_fn
+from rltpu.agents.impala.losses import impala_loss, impala_targets, vtrace
+from rltpu.agents.impala.networks import actor_critic, make_actor_critic_init
 from rltpu.agent import AgentFns
 from rltpu.types import EnvSpec
 

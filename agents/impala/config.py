@@ -2,16 +2,19 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal, get_args
 
-from agents.networks import NETWORK_LIBS
-from agents.torsos import TORSOS
+from rltpu.agents.config import NetworkConfig, check_choice, check_ranges
+
+Optimizer = Literal["rmsprop", "adam"]
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 
 
 @dataclasses.dataclass(frozen=True)
-class IMPALAConfig:
+class IMPALAConfig(NetworkConfig):
     learning_rate: float = 5e-3
     """Step size (at the start, with --anneal-lr)."""
-    optimizer: str = "rmsprop"
+    optimizer: Optimizer = "rmsprop"
     """rmsprop (the paper's: no momentum, --rmsprop-decay, --rmsprop-epsilon) or adam.
     RMSProp's large epsilon keeps a solved policy where it is; Adam scales even the tiny,
     noisy gradients of a solved CartPole up to full steps, and the policy random-walks into
@@ -30,15 +33,6 @@ class IMPALAConfig:
     """Weight of the value (baseline) loss."""
     max_grad_norm: float = 40.0
     """Gradients are clipped to this global norm."""
-    hidden_sizes: tuple[int, ...] = (64, 64)
-    """Widths of the policy and value MLPs' hidden layers."""
-    network_lib: str = "flax"
-    """Library the networks are written in: flax or haiku."""
-    torso: str = "mlp"
-    """Network torso: mlp (--hidden-sizes), nature (Mnih et al. 2015) or impala_resnet
-    (Espeholt et al. 2018); the convolutional ones read uint8 frame stacks [C, H, W]."""
-    clip_rewards: bool = False
-    """Clip rewards to [-1, 1] in the loss (Atari); returns are reported unclipped."""
     clip_rho_threshold: float = 1.0
     """V-trace rho-bar: clip on importance weights in the value targets."""
     clip_pg_rho_threshold: float = 1.0
@@ -55,27 +49,11 @@ class IMPALAConfig:
     """Normalise policy-gradient advantages per batch (not in the paper; see losses.py)."""
 
     def __post_init__(self):
-        for name in ("learning_rate", "max_grad_norm", "clip_rho_threshold", "clip_pg_rho_threshold"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        for name in ("entropy_cost", "baseline_cost"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        if not isinstance(self.num_epochs, int) or self.num_epochs < 1:
-            raise ValueError(f"--num-epochs must be a positive integer, got {self.num_epochs}")
-        if self.optimizer not in ("adam", "rmsprop"):
-            raise ValueError(f"--optimizer {self.optimizer!r} is not one of adam, rmsprop")
+        super().__post_init__()
+        check_ranges(self, positive=("learning_rate", "max_grad_norm", "clip_rho_threshold",
+                                     "clip_pg_rho_threshold", "rmsprop_epsilon"),
+                     non_negative=("entropy_cost", "baseline_cost"),
+                     unit_interval=("discount", "vtrace_lambda"), positive_int=("num_epochs",))
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
         if not 0 <= self.rmsprop_decay < 1:
             raise ValueError(f"--rmsprop-decay must be in [0, 1), got {self.rmsprop_decay}")
-        if not self.rmsprop_epsilon > 0:
-            raise ValueError(f"--rmsprop-epsilon must be > 0, got {self.rmsprop_epsilon}")
-        if not 0 <= self.discount <= 1:
-            raise ValueError(f"--discount must be in [0, 1], got {self.discount}")
-        if not 0 <= self.vtrace_lambda <= 1:
-            raise ValueError(f"--vtrace-lambda must be in [0, 1], got {self.vtrace_lambda}")
-        if self.torso not in TORSOS:
-            raise ValueError(f"--torso {self.torso!r} is not one of {', '.join(TORSOS)}")
-        if self.network_lib not in NETWORK_LIBS:
-            raise ValueError(f"--network-lib {self.network_lib!r} is not one of {', '.join(NETWORK_LIBS)}")
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
-            raise ValueError(f"--hidden-sizes must be positive widths, got {self.hidden_sizes}")

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agents.impala.config import IMPALAConfig
-from agents.impala.losses import impala_loss, impala_targets
-from agents.networks import ActorCriticNetworks
+from rltpu.agents.impala.config import IMPALAConfig
+from rltpu.agents.impala.losses import impala_loss, impala_targets
+from rltpu.agents.networks import ActorCriticNetworks
 from rltpu.types import TrainState, Trajectory
 
 

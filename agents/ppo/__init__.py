@@ -6,12 +6,12 @@ what the actors send, and the probability ratio is taken against the behaviour p
 """
 from __future__ import annotations
 
-from agents import distributions
-from agents.ppo.acting import make_actor_step, make_greedy_step
-from agents.ppo.config import PPOConfig
-from agents.ppo.learning import make_optimizer, make_update_fn
-from agents.ppo.losses import gae, ppo_loss
-from agents.ppo.networks import actor_critic, make_actor_critic_init
+from rltpu.agents import distributions
+from rltpu.agents.ppo.acting import make_actor_step, make_greedy_step
+from rltpu.agents.ppo.config import PPOConfig
+from rltpu.agents.ppo.learning import make_optimizer, make_update_fn
+from rltpu.agents.ppo.losses import gae, ppo_loss
+from rltpu.agents.ppo.networks import actor_critic, make_actor_critic_init
 from rltpu.agent import AgentFns
 from rltpu.types import EnvSpec
 

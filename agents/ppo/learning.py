@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from agents.networks import ActorCriticNetworks
-from agents.ppo.config import PPOConfig
-from agents.ppo.losses import gae, ppo_loss
+from rltpu.agents.networks import ActorCriticNetworks
+from rltpu.agents.ppo.config import PPOConfig
+from rltpu.agents.ppo.losses import gae, ppo_loss
 from rltpu.types import TrainState, Trajectory
 
 
