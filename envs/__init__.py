@@ -2,6 +2,7 @@
 Atari games (``ALE/Pong-v5``) with standard preprocessing (``rltpu.envs.atari``)."""
 if __name__ != "rltpu.envs":  # one copy of each module (the folder is rltpu/envs, see pyproject.toml)
     raise ImportError(f"the built-in environments are rltpu.envs; import that, not {__name__}")
-from rltpu.envs.make import make, make_one, make_spec, run_options
+from rltpu.envs.make import make, make_one, make_spec
+from rltpu.envs.spec import EnvSpec
 
-__all__ = ["make", "make_one", "make_spec", "run_options"]
+__all__ = ["EnvSpec", "make", "make_one", "make_spec"]

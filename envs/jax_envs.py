@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rltpu.types import EnvSpec
+from rltpu.envs.spec import EnvSpec
 
 PREFIX = "gymnax:"
 MISSING = ("JAX envs need the gymnax package, which is not installed: "

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from rltpu.envs import atari
-from rltpu.types import EnvSpec
+from rltpu.envs.spec import EnvSpec
 
 BACKENDS = ("auto", "gymnasium", "ale", "envpool")
 
@@ -102,11 +102,6 @@ def make_spec(env_id: str, backend: str = "auto", full_action_space: bool = Fals
     env, spec = make(env_id, 1, seed=0, backend=backend, full_action_space=full_action_space)
     env.close()
     return spec
-
-
-def run_options(run) -> dict:
-    """The env options of a ``RunConfig``, as keyword arguments of ``make`` and ``make_spec``."""
-    return {"backend": run.env_backend, "full_action_space": run.full_action_space}
 
 
 def make_one(env_id: str, render_mode: str | None = None, full_action_space: bool = False) -> gym.Env:

@@ -17,7 +17,10 @@ __all__ = ["networks", "Agent", "AgentFns", "RunConfig", "train", "validate", "A
 def __getattr__(name: str):
     # The driver (and with it orbax and the metric sinks) loads on first use: a rollout
     # actor's process imports rltpu.actor only, and starts a second sooner without them.
-    if name in ("train", "validate"):
-        from rltpu import driver
-        return getattr(driver, name)
+    if name == "train":
+        from rltpu.run import train
+        return train
+    if name == "validate":
+        from rltpu.plan import validate
+        return validate
     raise AttributeError(f"module 'rltpu' has no attribute {name!r}")

@@ -36,7 +36,7 @@ class RolloutActor:
         self.actor_id = actor_id
         self.unroll_length = run.unroll_length
         self.env, spec = envs.make(run.env, run.envs_per_actor, seed, run.normalize_observations,
-                                   **envs.run_options(run))
+                                   **run.env_options())
         fns = agent.build(spec, agent_config, run)
         policy = fns.actor_step if fns.actor_step_for is None else fns.actor_step_for(
             actor_id, run.num_actors)

@@ -19,24 +19,21 @@ makes the agents' ``update`` consume Anakin trajectories unchanged.
 """
 from __future__ import annotations
 
-import dataclasses
-import os
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rltpu.envs import jax_envs
-from rltpu import checkpoint, devices, sinks
+from rltpu import checkpoint, devices, resume as resuming
 from rltpu.agent import AgentFns
-from rltpu.config import RunConfig
+from rltpu.envs import jax_envs
 from rltpu.faults import StopRequest
-from rltpu.metrics import (EPISODE_WINDOW, EpisodeWindow, MemoryMonitor, process_start_time,
-                           run_counters, whole_run, write_json)
+from rltpu.metrics import EPISODE_WINDOW, process_start_time
+from rltpu.plan import Plan
+from rltpu.run import Run, create_run_dir
 from rltpu.types import Trajectory
-from rltpu.validation import NonFiniteGuard, NonFiniteUpdatesError, skip_nonfinite
+from rltpu.validation import skip_nonfinite
 
 
 class EnvBatch(NamedTuple):
@@ -207,121 +204,53 @@ class Program:
         return outputs
 
 
-def train(agent, agent_config: Any, run: RunConfig, plan, quiet: bool = False,
-          resume: checkpoint.Restored | None = None) -> dict:
-    """Trains ``agent`` in Anakin mode; the same stopping rules, run directory, metrics,
-    checkpoints and summary as ``rltpu.driver.train`` (which validates and calls this).
+def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = None) -> dict:
+    """Anakin mode's run of a validated plan: the same stopping rules, run directory,
+    metrics, checkpoints and summary as Ray mode (``rltpu.run.train``).
 
     Stops are checked between compiled calls, so a run may overshoot
     ``run.total_env_steps`` by up to ``run.updates_per_call`` updates.
     """
     t_start = process_start_time()
-    if resume is None:
-        os.makedirs(plan.run_dir)
-    else:
-        checkpoint.set_aside(plan.run_dir, resume)
-    config = {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)}
-    write_json(os.path.join(plan.run_dir, "config.json"), config)
+    run = plan.run
+    create_run_dir(plan, resume)
     with StopRequest() as stop:
-        return _train(agent, agent_config, run, plan, quiet, resume, config, stop, t_start)
-
-
-def _train(agent, agent_config, run: RunConfig, plan, quiet: bool,
-           resume: checkpoint.Restored | None, config: dict, stop: StopRequest,
-           t_start: float) -> dict:
-    resumed = {} if resume is None else resume.counters
-    env, spec = jax_envs.make(run.env)
-    fns = agent.build(spec, agent_config, run)
-    # A resumed run's envs get a new seed, so they do not replay the first leg's episodes.
-    env_seed = (run.seed * 10_000 + 1000 + 7919 * (0 if resume is None else resume.step)) % 2**31
-    program = Program(fns, env, devices.make_mesh(plan.num_devices), run.seed, env_seed,
-                      run.batch_size, run.unroll_length, run.updates_per_call)
-    if resume is not None:
-        program.restore(resume.state, resume.step)
-        checkpoint.announce_resume(resume, program.state.params)
-    memory = MemoryMonitor()
-    nonfinite = NonFiniteGuard(run.max_nonfinite_updates)
-    checkpoints = checkpoint.Checkpointer(plan.run_dir, run, config)
-    writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb, quiet)
-    episodes = EpisodeWindow.resumed(resumed)
-    env_steps = resumed.get("env_steps", 0)
-    samples = resumed.get("samples", 0)
-    start_env_steps, start_samples, start_version = env_steps, samples, program.version
-    samples_per_update = run.unroll_length * run.batch_size
-
-    def faults() -> dict:
+        # A resumed run's envs get a new seed, so they do not replay the first leg's episodes.
+        env_seed = (run.seed * 10_000 + 1000 + 7919 * (0 if resume is None else resume.step)) % 2**31
+        program = Program(plan.fns, plan.jax_env, devices.make_mesh(plan.num_devices), run.seed,
+                          env_seed, run.batch_size, run.unroll_length, run.updates_per_call)
+        if resume is not None:
+            program.restore(resume.state, resume.step)
+            resuming.announce_resume(resume, program.state.params)
         # No actors and no incoming data in this mode: only skipped updates can happen.
-        return whole_run({"actor_restarts": 0, "dropped_unrolls": 0, "rejected_unrolls": 0,
-                          "skipped_updates": nonfinite.skipped}, resumed)
+        no_faults = {"actor_restarts": 0, "dropped_unrolls": 0, "rejected_unrolls": 0}
+        bookkeeping = Run(plan, resume, t_start, lambda: no_faults, quiet=quiet)
+        devices.wait(program.state)
+        bookkeeping.started()  # the program is compiled and the envs reset
+        while not _call(program, bookkeeping, stop):
+            pass
+        bookkeeping.end(program.version, program.state)
+        env_sps = bookkeeping.leg_env_steps / bookkeeping.train_s
+        return bookkeeping.summary(program.version, stop.signal_name, {
+            "num_actors": 0, "num_envs": run.batch_size, "actor_sps": None,
+            "mean_policy_lag": 0.0, "actor_sps_each": None,
+            "learner_sps_per_device": env_sps / plan.num_devices,
+            "bottleneck": None})  # one program: nothing waits for anything
 
-    def counters() -> dict:
-        return run_counters(program.version, env_steps, samples, episodes, faults())
 
-    devices.wait(program.state)
-    startup_s = time.time() - t_start  # the program is compiled and the envs reset
-    last_log = t_train = time.time()
-    time_to_target, interval_steps = None, 0
-    while True:
-        outputs = program.run()
-        metrics = dict(outputs.metrics)
-        try:
-            for i, skipped in enumerate(metrics.pop("update_skipped")):
-                nonfinite.record(bool(skipped), program.version - len(outputs.env_steps) + i + 1)
-        except NonFiniteUpdatesError:
-            checkpoints.wait()  # the last good checkpoint is complete on disk
-            raise
-        steps = int(outputs.env_steps.sum())
-        env_steps += steps
-        interval_steps += steps
-        samples += samples_per_update * len(outputs.env_steps)
-        episodes.add(finished_returns(outputs))
-        episodes.count += int(outputs.episodes) - min(int(outputs.episodes), EPISODE_WINDOW)
-        reached = (run.target_return is not None and episodes.full
-                   and episodes.mean >= run.target_return)
-        if reached and time_to_target is None:
-            time_to_target = time.time() - t_start
-        done = env_steps >= run.total_env_steps or stop.requested
-        if checkpoints.due(program.version):
-            checkpoints.save(program.version, program.state, counters(), episodes.mean)
-        now = time.time()
-        if now - last_log >= run.log_every_s or reached or done:
-            # The latest update's metrics, as a Ray-mode row carries its latest update's.
-            writer.write({"time_s": now - t_start, "env_steps": env_steps,
-                          "env_sps": interval_steps / max(now - last_log, 1e-9),
-                          "mean_return": episodes.mean, "episodes": episodes.count,
-                          "policy_lag": 0.0, "learner_updates": program.version,
-                          "rss_mb": memory.sample(), **faults(),
-                          **{k: float(v[-1]) for k, v in metrics.items()}})
-            last_log, interval_steps = now, 0
-        if reached or done:
-            break
-
-    t_end = time.time()
-    checkpoints.save(program.version, program.state, counters(), episodes.mean)
-    checkpoints.wait()
-    checkpoints.close()
-    memory.sample()
-    train_s = t_end - t_train
-    env_sps = (env_steps - start_env_steps) / train_s
-    summary = {
-        "agent": agent.name, "env": run.env, "seed": run.seed, "mode": "anakin",
-        "num_devices": plan.num_devices, "platform": devices.platform(),
-        "num_actors": 0, "num_envs": run.batch_size,
-        "env_steps": env_steps, "wall_s": t_end - t_start, "startup_s": startup_s,
-        "time_to_target_s": time_to_target, "target_return": run.target_return,
-        "final_return": episodes.mean, "episodes": episodes.count,
-        "env_sps": env_sps, "actor_sps": None,
-        "learner_updates": program.version,
-        "learner_samples_per_s": (samples - start_samples) / train_s,
-        "mean_policy_lag": 0.0, "peak_rss_mb": memory.peak_mb,
-        "run_dir": plan.run_dir, **faults(),
-        "resumed_from_update": None if resume is None else start_version,
-        "stopped_by": stop.signal_name,
-        "checkpoint": os.path.join(checkpoint.checkpoint_dir(plan.run_dir), str(checkpoints.last_step)),
-        "actor_sps_each": None,
-        "learner_sps_per_device": env_sps / plan.num_devices,
-        "bottleneck": None,  # one program: nothing waits for anything
-    }
-    write_json(os.path.join(plan.run_dir, "summary.json"), summary)
-    writer.close(summary)
-    return summary
+def _call(program: Program, bookkeeping: Run, stop: StopRequest) -> bool:
+    """Runs one compiled call and counts what it did; returns whether the run is over."""
+    outputs = program.run()
+    metrics = dict(outputs.metrics)
+    first = program.version - len(outputs.env_steps) + 1
+    for i, skipped in enumerate(metrics.pop("update_skipped")):
+        bookkeeping.update_skipped(bool(skipped), first + i)
+    samples = bookkeeping.plan.run.samples_per_batch * len(outputs.env_steps)
+    bookkeeping.record(int(outputs.env_steps.sum()), finished_returns(outputs), samples,
+                       episodes=int(outputs.episodes))
+    done = bookkeeping.reached or bookkeeping.out_of_steps or stop.requested
+    bookkeeping.checkpoint_if_due(program.version, program.state)
+    # The latest update's metrics, as a Ray-mode row carries its latest update's.
+    bookkeeping.log(program.version, done, lambda _: {
+        "policy_lag": 0.0, **{k: float(v[-1]) for k, v in metrics.items()}})
+    return done

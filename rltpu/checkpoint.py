@@ -15,11 +15,9 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
-import json
 import logging
 import os
 import re
-import shutil
 import sys
 import time
 from typing import Any, Callable, NamedTuple
@@ -28,23 +26,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rltpu import devices
+from rltpu import console, devices
 from rltpu.config import RunConfig
 from rltpu.types import TrainState
 
 CHECKPOINT_DIR = "checkpoints"
-SKIPPED_DIR = "skipped-checkpoints"
 _STEP_DIR = re.compile(r"^(\d+)$")
 _TMP_DIR = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
-
-# Run settings a resumed run may change; every other run setting and every agent setting
-# must stay as saved (they shape the params, the batch or the data the agent learns from).
-RESUMABLE_RUN_FIELDS = frozenset({
-    "total_env_steps", "target_return", "log_every_s", "updates_per_call", "num_actors", "max_in_flight",
-    "publish_every", "num_devices", "checkpoint_every_updates", "checkpoint_every_minutes",
-    "keep_checkpoints", "keep_best", "max_actor_restarts", "max_nonfinite_updates",
-    "env_backend", "compilation_cache"})  # (every Atari backend gives the same observations)
-
 
 class CheckpointError(ValueError):
     """No usable checkpoint, or a resume that would change what cannot change."""
@@ -66,16 +54,12 @@ def checkpoint_dir(run_dir: str) -> str:
     return os.path.join(os.path.abspath(run_dir), CHECKPOINT_DIR)
 
 
-def _warn(message: str) -> None:
-    print(f"rltpu: warning: {message}", file=sys.stderr, flush=True)
-
-
 def host_state(state: TrainState) -> TrainState:
     """The learner's state as numpy arrays, the key as its raw ``uint32`` data."""
     return devices.to_host(state._replace(key=jax.random.key_data(state.key)))
 
 
-def _template(init: Callable) -> tuple[TrainState, Any]:
+def state_template(init: Callable) -> tuple[TrainState, Any]:
     """Zeros shaped like ``init``'s state (key as key data) and the key's implementation."""
     key = jax.random.key(0)  # the learner's keys come from jax.random.key: this impl
     shapes = jax.eval_shape(init, key)
@@ -214,7 +198,7 @@ def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
                                   f"{', '.join(map(str, sorted(steps))) or 'none'}")
         steps, incomplete = [step], []
     skipped = [(name, "cut off mid-write") for name in incomplete]
-    template, key_impl = _template(init)
+    template, key_impl = state_template(init)
     if jax.process_count() > 1:  # process 0 reads alone (restore_on_first_process)
         alone = ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
         reader = ocp.Checkpointer(ocp.CompositeCheckpointHandler(
@@ -250,7 +234,7 @@ def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
             continue
         reader.close()
         for name, why in skipped:
-            _warn(f"skipping checkpoint {os.path.join(directory, name)} ({why})")
+            console.warn(f"skipping checkpoint {os.path.join(directory, name)} ({why})")
         state = state._replace(key=jax.random.wrap_key_data(state.key, impl=key_impl))
         return Restored(candidate, state, dict(restored.counters), dict(restored.config),
                         path, tuple(name for name, _ in skipped))
@@ -258,62 +242,6 @@ def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
         f"no complete checkpoint in {directory}"
         + (f" (skipped {', '.join(f'{name}: {why}' for name, why in skipped)})" if skipped else "")
         + "; nothing was changed")
-
-
-def restore_on_first_process(run_dir: str, init: Callable, step: int | None = None) -> Restored:
-    """``restore`` by learner process 0 alone, its result given to every learner process: the
-    other hosts of a pod need no copy of the run directory, which process 0 writes. A
-    collective (every process calls it); with one process it is ``restore``.
-
-    Raises:
-      CheckpointError: in every process, when process 0 finds no usable checkpoint.
-    """
-    if devices.process_count() == 1:
-        return restore(run_dir, init, step)
-    restored = None
-
-    def read() -> dict:
-        nonlocal restored
-        restored = restore(run_dir, init, step)
-        return {"step": restored.step, "counters": restored.counters, "config": restored.config,
-                "path": restored.path, "skipped": list(restored.skipped)}
-    meta = on_first_process(read)
-    template, key_impl = _template(init)
-    leaves, tree = jax.tree.flatten(template)
-    data = devices.bytes_from_first_process(
-        None if restored is None else b"".join(
-            np.ascontiguousarray(leaf).tobytes() for leaf in jax.tree.leaves(host_state(restored.state))))
-    offsets = np.cumsum([0] + [leaf.nbytes for leaf in leaves])
-    state = jax.tree.unflatten(tree, [
-        np.frombuffer(data[a:b], leaf.dtype).reshape(leaf.shape)
-        for leaf, a, b in zip(leaves, offsets[:-1], offsets[1:])])
-    state = state._replace(key=jax.random.wrap_key_data(state.key, impl=key_impl))
-    return Restored(meta["step"], state, meta["counters"], meta["config"], meta["path"],
-                    tuple(meta["skipped"]))
-
-
-def on_first_process(read: Callable[[], Any]) -> Any:
-    """``read()`` (a JSON-able result) by learner process 0 alone, given to every learner
-    process. If it raises, every process raises: process 0 the error itself, the others a
-    CheckpointError (for a ValueError) or a RuntimeError with its message; none is left
-    waiting for the others."""
-    if devices.process_count() == 1:
-        return read()
-    data, failure = None, None
-    if devices.process_index() == 0:
-        try:
-            data = json.dumps({"value": read()}).encode()
-        except Exception as e:  # noqa: BLE001 -- every host must hear of any failure
-            failure = e
-            data = json.dumps({"error": str(e), "value_error": isinstance(e, ValueError)}).encode()
-    result = json.loads(devices.bytes_from_first_process(data))
-    if failure is not None:
-        raise failure
-    if "error" in result:
-        if result["value_error"]:
-            raise CheckpointError(result["error"])
-        raise RuntimeError(f"learner process 0 failed: {result['error']}")
-    return result["value"]
 
 
 @contextlib.contextmanager
@@ -361,87 +289,3 @@ def params_digest(params) -> str:
     for leaf in jax.tree.leaves(devices.to_host(params)):
         digest.update(np.ascontiguousarray(leaf).tobytes())
     return digest.hexdigest()
-
-
-def announce_resume(restored: Restored, params) -> None:
-    """Tells stderr where a resumed run goes on from, with its params' digest (which the
-    multi-host tests compare across hosts)."""
-    print(f"rltpu: resumed from {restored.path} (update {restored.step:,}, "
-          f"{restored.counters.get('env_steps', 0):,} env steps; params sha256 "
-          f"{params_digest(params)})", file=sys.stderr, flush=True)
-
-
-def set_aside(run_dir: str, restored: Restored) -> None:
-    """Moves the checkpoints skipped on resume to ``RUN_DIR/skipped-checkpoints`` (kept for
-    inspection, never deleted), so new saves cannot collide with them."""
-    if not restored.skipped:
-        return
-    target = os.path.join(run_dir, SKIPPED_DIR)
-    os.makedirs(target, exist_ok=True)
-    for name in restored.skipped:
-        destination = os.path.join(target, f"{name}-{int(time.time())}")
-        shutil.move(os.path.join(checkpoint_dir(run_dir), name), destination)
-
-
-def read_run_config(run_dir: str, flag: str = "--resume") -> dict:
-    """The run's ``config.json`` (``{"run", "agent"}``).
-
-    Args:
-      flag: how the user named ``run_dir``, for error messages.
-
-    Raises:
-      CheckpointError: ``run_dir`` is not a run directory.
-    """
-    path = os.path.join(run_dir, "config.json")
-    where = f"{flag} {run_dir}".strip()
-    if not os.path.isdir(run_dir):
-        raise CheckpointError(f"{where}: no such run directory")
-    try:
-        with open(path) as f:
-            config = json.load(f)
-        config["run"], config["agent"]  # noqa: B018 -- both must be there
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{where}: cannot read its config.json ({e})") from None
-    return config
-
-
-def resumed_values(saved: dict, given: dict, run_fields: set[str], agent_fields: set[str],
-                   run_dir: str) -> tuple[dict, dict]:
-    """Merges flags given on resume into the saved run and agent settings.
-
-    Args:
-      saved: the run's ``config.json``.
-      given: the flags given on the command line (name -> parsed value).
-
-    Returns:
-      ``(run_values, agent_values)`` for the config dataclasses.
-
-    Raises:
-      CheckpointError: a flag would change a setting that cannot change on resume.
-    """
-    run_values = dict(saved["run"])
-    agent_values = dict(saved["agent"])
-    for name, value in given.items():
-        if name in run_fields:
-            old = run_values.get(name)
-            if name == "run_dir" or (name not in RESUMABLE_RUN_FIELDS and _plain(value) != _plain(old)):
-                raise CheckpointError(_refusal(name, old, value, run_dir))
-            run_values[name] = value
-        elif name in agent_fields and _plain(value) != _plain(agent_values.get(name)):
-            raise CheckpointError(_refusal(name, agent_values.get(name), value, run_dir))
-    run_values["run_dir"] = run_dir
-    agent_values = {k: tuple(v) if isinstance(v, list) else v for k, v in agent_values.items()}
-    return run_values, agent_values
-
-
-def _plain(value):
-    return list(value) if isinstance(value, (list, tuple)) else value
-
-
-def _refusal(name: str, old, new, run_dir: str) -> str:
-    flag = "--" + name.replace("_", "-")
-    if name == "run_dir":
-        return f"{flag} cannot be given with --resume; the run continues in {run_dir}"
-    old, new = (tuple(v) if isinstance(v, list) else v for v in (old, new))
-    return (f"{flag} cannot change on --resume (saved {old!r}, got {new!r}); "
-            "start a new run to change it")

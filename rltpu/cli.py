@@ -88,10 +88,10 @@ def _build(cls, values: dict):
 
 
 def train_main(argv: list[str]) -> int:
-    from rltpu import agents
+    from rltpu import agents, resume as resuming
     from rltpu.agents import presets
-    from rltpu import checkpoint
     from rltpu.config import RunConfig
+    from rltpu.hosts import on_first_process
 
     pre = _Parser(add_help=False)
     pre.add_argument("--agent", default=None)
@@ -121,8 +121,8 @@ def train_main(argv: list[str]) -> int:
             raise ValueError(f"--preset {known.preset} is for agent {preset.agent}, "
                              f"not {known.agent!r}")
         # With Ray-placed learners the run directory is on learner 0's host, which reads it.
-        saved = None if known.resume is None or placed else checkpoint.on_first_process(
-            lambda: checkpoint.read_run_config(known.resume))
+        saved = None if known.resume is None or placed else on_first_process(
+            lambda: resuming.read_run_config(known.resume))
         name = known.agent or (preset.agent if preset is not None else RunConfig.agent)
         agent = agents.get(name if saved is None else saved["run"]["agent"])
     except ValueError as e:
@@ -174,19 +174,20 @@ def train_main(argv: list[str]) -> int:
             values = _resumed(saved, values, agent, resume)
         run = _build(RunConfig, values)
         agent_config = _build(agent.Config, values)
-        from rltpu.driver import train, validate
+        from rltpu.plan import validate
         plan = validate(agent, agent_config, run, resume=saved is not None)
         restored = None
         if saved is not None:
-            restored = checkpoint.restore_on_first_process(
-                run.run_dir, agent.build(plan.spec, agent_config, run).init)
+            restored = resuming.restore_on_first_process(run.run_dir, plan.fns.init)
     except ValueError as e:
         return _fail(str(e))
+    from rltpu import checkpoint
+    from rltpu.run import train_plan
     from rltpu.faults import ActorsExhaustedError
     from rltpu.hosts import HostsDisagreeError
     from rltpu.validation import NonFiniteUpdatesError
     try:
-        summary = train(agent, agent_config, run, quiet=quiet, resume=restored)
+        summary = train_plan(plan, quiet=quiet, resume=restored)
     except HostsDisagreeError as e:
         return _fail(str(e))
     except (NonFiniteUpdatesError, ActorsExhaustedError) as e:
@@ -237,7 +238,7 @@ def _train_on_placed_learners(argv: list[str], placed: tuple[int, dict | None], 
             if run.mode == "anakin":
                 raise ValueError("--learner-hosts places Ray-mode learners; --mode anakin runs "
                                  "on one host without Ray")
-            from rltpu.driver import check_env_and_agent
+            from rltpu.plan import check_env_and_agent
             check_env_and_agent(agent, _build(agent.Config, values), run)
         return placement.run_learners(_without(argv, ("--learner-hosts", "--learner-resources")),
                                       *placed)
@@ -290,12 +291,12 @@ def _distributed(mode: str | None, coordinator: str | None, num_processes: int |
 
 def _resumed(saved: dict, given: dict, agent, run_dir: str) -> dict:
     """The flags of a resumed run: the saved ones, changed only where that is safe."""
-    from rltpu import checkpoint
+    from rltpu import resume as resuming
     from rltpu.config import RunConfig
     run_fields = {f.name for f in dataclasses.fields(RunConfig)}
     agent_fields = {f.name for f in dataclasses.fields(agent.Config)}
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
-    run_values, agent_values = checkpoint.resumed_values(saved, given, run_fields,
+    run_values, agent_values = resuming.resumed_values(saved, given, run_fields,
                                                          agent_fields, run_dir)
     return {**agent_values, **run_values}
 

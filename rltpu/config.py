@@ -111,5 +111,10 @@ class RunConfig:
                              f"--envs-per-actor {self.envs_per_actor} (a batch is whole unrolls)")
 
     @property
-    def unrolls_per_batch(self) -> int:
-        return self.batch_size // self.envs_per_actor
+    def samples_per_batch(self) -> int:
+        """Transitions in one learner batch (``[T, B]``), the unit of the step budget's updates."""
+        return self.unroll_length * self.batch_size
+
+    def env_options(self) -> dict:
+        """The keyword arguments ``rltpu.envs.make`` and ``make_spec`` take from this run."""
+        return {"backend": self.env_backend, "full_action_space": self.full_action_space}

@@ -11,9 +11,8 @@ from typing import Any
 import jax
 import numpy as np
 
-from rltpu import envs
+from rltpu import checkpoint, devices, envs, resume as resuming
 from rltpu.envs import jax_envs
-from rltpu import checkpoint, devices
 from rltpu.agent import Agent
 
 VIDEO_DIR = "videos"
@@ -26,7 +25,7 @@ def video_available() -> bool:
 
 def load_run(run_dir: str, builtin_agents) -> tuple[Agent, Any, dict]:
     """The agent, its config and the run's saved config, from ``RUN_DIR/config.json``."""
-    saved = checkpoint.read_run_config(run_dir, flag="")
+    saved = resuming.read_run_config(run_dir, flag="")
     agent = builtin_agents(saved["run"]["agent"])
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["agent"].items()}
     return agent, agent.Config(**values), saved

@@ -8,12 +8,13 @@ queue when it is back; the restarted actor gets the current params with its next
 from __future__ import annotations
 
 import signal
-import sys
 import threading
 from typing import Callable, Sequence
 
 import psutil
 import ray
+
+from rltpu import console
 
 
 def rollout_actor_processes(driver_pid: int) -> list[psutil.Process]:
@@ -31,10 +32,6 @@ def rollout_actor_processes(driver_pid: int) -> list[psutil.Process]:
 
 class ActorsExhaustedError(RuntimeError):
     """Every rollout actor failed more often than it may be restarted."""
-
-
-def _log(message: str) -> None:
-    print(f"rltpu: {message}", file=sys.stderr, flush=True)
 
 
 def describe_failure(error: BaseException) -> str:
@@ -104,13 +101,13 @@ class ActorSupervisor:
         actor = self._actors[index]
         reason = describe_failure(error)
         if max(self._handled[index], _ray_restart_count(actor)) > self._max_restarts:
-            _log(f"actor {index} {reason}; it has used its {self._max_restarts} restarts, "
-                 f"going on without it ({len(self._actors) - len(self.retired) - 1} left)")
+            console.say(f"actor {index} {reason}; it has used its {self._max_restarts} restarts, "
+                        f"going on without it ({len(self._actors) - len(self.retired) - 1} left)")
             self.retired.add(index)
             ray.kill(actor, no_restart=True)
             return
-        _log(f"actor {index} {reason}; Ray restarts it "
-             f"(restart {self._restarts(index)} of at most {self._max_restarts})")
+        console.say(f"actor {index} {reason}; Ray restarts it "
+                    f"(restart {self._restarts(index)} of at most {self._max_restarts})")
         if not isinstance(error, ray.exceptions.RayActorError):
             # Its env may be half-stepped: only a fresh actor is known to be sound.
             ray.kill(actor, no_restart=False)
@@ -133,8 +130,8 @@ class ActorSupervisor:
                 self._probes[index] = self._actors[index].pid.remote()  # still restarting
                 continue
             except ray.exceptions.RayError as e:
-                _log(f"actor {index} could not be restarted ({describe_failure(e)}); "
-                     "going on without it")
+                console.say(f"actor {index} could not be restarted ({describe_failure(e)}); "
+                            "going on without it")
                 del self._probes[index]
                 self.retired.add(index)
                 continue
@@ -178,8 +175,8 @@ class StopRequest:
             signal.raise_signal(signum)
             return
         self.signal_name = signal.Signals(signum).name
-        _log(f"{self.signal_name} received: finishing the current update, then saving a "
-             "checkpoint")
+        console.say(f"{self.signal_name} received: finishing the current update, then saving a "
+                    "checkpoint")
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():

@@ -2,9 +2,10 @@
 
 ``TrajectoryFeed``: whole unrolls from the trajectory queue, stacked on the batch axis
 (IMPALA, PPO). ``ReplayFeed``: unrolls go from the queue to a replay actor, as ObjectRefs,
-and batches are sampled from it (DQN). Both return the batch already on its way to the
-devices, with what arrived from the actors since the last batch; ``data_ready_at`` is when
-the data was in hand (``time.perf_counter``), for the bottleneck report.
+and batches are sampled from it (DQN). Both return the host batch (the loop hands it to
+the learner: a batch flows one way, feed -> learner -> loop) with what arrived from the
+actors since the last batch; ``data_ready_at`` is when the data was in hand
+(``time.perf_counter``), for the bottleneck report.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 import numpy as np
 import ray
 
-from rltpu.learner import Learner, stack_unrolls
+from rltpu.learner import stack_unrolls
 from rltpu.replay import RayReplayBuffer, ReplaySpec
 from rltpu.transport import UnrollQueue
 from rltpu.types import ActorTimings
@@ -35,22 +36,23 @@ class Arrival(NamedTuple):
 class TrajectoryFeed:
     """Whole unrolls; with a validator, malformed ones are rejected (counted) and replaced."""
 
-    def __init__(self, queue: UnrollQueue, learner: Learner, unrolls_per_batch: int,
-                 samples_per_batch: int, validator=None, params=None):
-        self._queue, self._learner, self._n = queue, learner, unrolls_per_batch
-        self._validator, self._params = validator, params
+    def __init__(self, queue: UnrollQueue, unrolls_per_batch: int, samples_per_batch: int,
+                 validator=None):
+        self._queue, self._n, self._validator = queue, unrolls_per_batch, validator
         self.samples_per_batch = samples_per_batch
         self.data_ready_at = None
 
-    def next(self):
+    def next(self, latest_version: int):
+        """The next batch (host arrays) and its unrolls' arrivals; ``latest_version`` is the
+        newest params version published (no valid unroll was acted with a newer one)."""
         unrolls = []
         while len(unrolls) < self._n:
             got = self._queue.get(self._n - len(unrolls))
-            unrolls += got if self._validator is None else self._validator.accept(got, self._params.version)
+            unrolls += got if self._validator is None else self._validator.accept(got, latest_version)
         self.data_ready_at = time.perf_counter()  # the rest is stacking and the copy
         arrivals = [Arrival(u.episode_returns, u.env_steps, int(u.trajectory.policy_version[0, 0]),
                             u.acting_s, u.timings) for u in unrolls]
-        return self._learner.put(stack_unrolls(unrolls)), arrivals
+        return stack_unrolls(unrolls), arrivals
 
     def after_update(self, metrics: dict) -> None:
         pass
@@ -64,8 +66,8 @@ class ReplayFeed:
     it leaves finished unrolls in the queue, whose bound then holds the actors back.
     """
 
-    def __init__(self, queue: UnrollQueue, learner: Learner, spec: ReplaySpec, seed: int):
-        self._queue, self._learner, self._spec = queue, learner, spec
+    def __init__(self, queue: UnrollQueue, spec: ReplaySpec, seed: int):
+        self._queue, self._spec = queue, spec
         self.replay = RayReplayBuffer.remote(spec, seed)
         self.samples_per_batch = spec.sample_size
         self._size = self._inserted = self._sampled = 0
@@ -73,7 +75,9 @@ class ReplayFeed:
         self.memory_estimate_mb = None
         self.data_ready_at = None
 
-    def next(self):
+    def next(self, latest_version: int | None = None):
+        """The next sampled batch (host arrays) and the arrivals of the unrolls inserted
+        meanwhile. (Replayed unrolls are not validated: ``latest_version`` is unused.)"""
         need = max(self._spec.sample_size, self._spec.min_size)
         arrivals = []
         while True:
@@ -96,7 +100,7 @@ class ReplayFeed:
         self.data_ready_at = time.perf_counter()  # the rest is the copy
         self._sampled += self._spec.sample_size
         self._indices = sample.pop("indices")
-        return self._learner.put(sample), arrivals
+        return sample, arrivals
 
     def _learner_ahead(self) -> bool:
         ratio = self._spec.samples_per_insert

@@ -19,11 +19,48 @@ import dataclasses
 import hashlib
 import json
 import os
+from typing import Any, Callable
 
 import jax
 import numpy as np
 
 from rltpu import checkpoint, devices
+
+
+def on_first_process(read: Callable[[], Any]) -> Any:
+    """``read()`` (a JSON-able result) by learner process 0 alone, given to every learner
+    process. If it raises, every process raises: process 0 the error itself, the others a
+    ValueError (for a ValueError) or a RuntimeError with its message; none is left
+    waiting for the others. A collective: every process calls it."""
+    if devices.process_count() == 1:
+        return read()
+    data, failure = None, None
+    if devices.process_index() == 0:
+        try:
+            data = json.dumps({"value": read()}).encode()
+        except Exception as e:  # noqa: BLE001 -- every host must hear of any failure
+            failure = e
+            data = json.dumps({"error": str(e), "value_error": isinstance(e, ValueError)}).encode()
+    result = json.loads(devices.bytes_from_first_process(data))
+    if failure is not None:
+        raise failure
+    if "error" in result:
+        if result["value_error"]:
+            raise ValueError(result["error"])
+        raise RuntimeError(f"learner process 0 failed: {result['error']}")
+    return result["value"]
+
+
+def tree_from_first_process(tree, template):
+    """Learner process 0's ``tree`` (numpy leaves shaped like ``template``'s) in every
+    learner process; the others pass None. A collective; with one process, ``tree``."""
+    leaves, structure = jax.tree.flatten(template)
+    data = devices.bytes_from_first_process(None if tree is None else b"".join(
+        np.ascontiguousarray(leaf).tobytes() for leaf in jax.tree.leaves(tree)))
+    offsets = np.cumsum([0] + [leaf.nbytes for leaf in leaves])
+    return jax.tree.unflatten(structure, [
+        np.frombuffer(data[a:b], leaf.dtype).reshape(leaf.shape)
+        for leaf, a, b in zip(leaves, offsets[:-1], offsets[1:])])
 
 
 class HostsDisagreeError(ValueError):

@@ -1,4 +1,4 @@
-"""Run bookkeeping: episode returns, memory, metrics.jsonl, summary."""
+"""Measures a run keeps: the episode window, memory, metrics.jsonl rows, JSON files."""
 from __future__ import annotations
 
 import collections
@@ -46,18 +46,6 @@ class EpisodeWindow:
     @property
     def mean(self) -> float | None:
         return float(np.mean(self.returns)) if self.returns else None
-
-
-def run_counters(version: int, env_steps: int, samples: int, episodes: EpisodeWindow,
-                 faults: dict) -> dict:
-    """What a checkpoint keeps to resume a run's counting from (``checkpoint.Restored.counters``)."""
-    return {"learner_updates": version, "env_steps": env_steps, "episodes": episodes.count,
-            "recent_returns": list(episodes.returns), "samples": samples, **faults}
-
-
-def whole_run(faults: dict, resumed: dict) -> dict:
-    """Fault counts of this leg plus those of a resumed run's earlier legs."""
-    return {k: v + resumed.get(k, 0) for k, v in faults.items()}
 
 
 class MemoryMonitor:

@@ -34,6 +34,21 @@ FORWARDED_RAY_ENV = ("RAY_AUTH_MODE", "RAY_TMPDIR", "RAY_ENABLE_WINDOWS_OR_OSX_C
 FAILURE_GRACE_S = 30.0
 
 
+def rltpu_command() -> str:
+    """The ``rltpu`` command installed with this Python: the public entry point a learner
+    process is started through, as a user starts one by hand on each host.
+
+    Raises:
+      RuntimeError: rltpu is not installed in this Python's environment (only imported from
+        a source folder), so the command is missing.
+    """
+    command = os.path.join(os.path.dirname(sys.executable), "rltpu")
+    if not os.access(command, os.X_OK):
+        raise RuntimeError(f"no rltpu command beside {sys.executable}: install rltpu "
+                           "(pip install rltpu, or make) on every learner host")
+    return command
+
+
 @ray.remote
 class LearnerHost:
     """Holds one host's learner reservation and runs its ``rltpu train`` process."""
@@ -53,7 +68,7 @@ class LearnerHost:
         host without it); its output goes to this actor's, which Ray forwards to the
         driver's console. Returns where it runs: ``IP (node ID)``."""
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "rltpu.cli", "train", *argv], env={**os.environ, **env},
+            [rltpu_command(), "train", *argv], env={**os.environ, **env},
             cwd=cwd if os.path.isdir(cwd) else os.path.expanduser("~"))
         return f"{ray.util.get_node_ip_address()} (node {ray.get_runtime_context().get_node_id()[:12]})"
 

@@ -5,34 +5,14 @@ number of environments (trajectory columns).
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Mapping, NamedTuple
 
-import gymnasium as gym
 import numpy as np
+
+from rltpu.envs.spec import EnvSpec  # noqa: F401 -- the envs' noun, re-exported: every module speaks it
 
 Params = Any  # a pytree of arrays
 Metrics = Mapping[str, Any]
-
-
-@dataclasses.dataclass(frozen=True)
-class EnvSpec:
-    """What networks and actors are built from: one environment's spaces."""
-
-    env_id: str
-    observation_space: gym.Space
-    action_space: gym.Space
-
-    @property
-    def discrete(self) -> bool:
-        return isinstance(self.action_space, gym.spaces.Discrete)
-
-    @property
-    def num_actions(self) -> int:
-        """Number of discrete actions, or the size of a continuous action vector."""
-        if self.discrete:
-            return int(self.action_space.n)
-        return int(np.prod(self.action_space.shape))
 
 
 class ActorOutput(NamedTuple):

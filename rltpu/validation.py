@@ -8,21 +8,17 @@ update whose loss, gradients or new state are not finite keeps the old state.
 """
 from __future__ import annotations
 
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rltpu import console
 from rltpu.types import TrainState, Trajectory, Unroll
 
 
 class NonFiniteUpdatesError(RuntimeError):
     """Too many updates in a row had a non-finite loss or gradient."""
-
-
-def _log(message: str) -> None:
-    print(f"rltpu: warning: {message}", file=sys.stderr, flush=True)
 
 
 def unroll_example(batch_example: Trajectory, envs_per_actor: int) -> Trajectory:
@@ -75,8 +71,8 @@ class UnrollValidator:
                 good.append(unroll)
                 continue
             self.rejected += 1
-            _log(f"rejected an unroll from actor {getattr(unroll, 'actor_id', '?')}: {problem} "
-                 f"({self.rejected} rejected so far)")
+            console.warn(f"rejected an unroll from actor {getattr(unroll, 'actor_id', '?')}: {problem} "
+                         f"({self.rejected} rejected so far)")
         return good
 
 
@@ -116,8 +112,8 @@ class NonFiniteGuard:
             return
         self.skipped += 1
         self.in_a_row += 1
-        _log(f"update {version} skipped: non-finite loss or gradients "
-             f"({self.in_a_row} in a row, {self.skipped} in all)")
+        console.warn(f"update {version} skipped: non-finite loss or gradients "
+                     f"({self.in_a_row} in a row, {self.skipped} in all)")
         if self.in_a_row >= self._limit:
             raise NonFiniteUpdatesError(
                 f"{self.in_a_row} updates in a row had a non-finite loss or gradients "

@@ -14,7 +14,7 @@ def ray_local():
     """A real local Ray (loopback, no dashboard) shared by the tests that need one."""
     import ray
 
-    from rltpu.driver import start_local_ray
+    from rltpu.cluster import start_local_ray
     start_local_ray(num_cpus=2)
     yield ray
     ray.shutdown()

@@ -17,7 +17,8 @@ pytest.importorskip("gymnax")
 
 from rltpu import agents  # noqa: E402
 from rltpu.envs import jax_envs  # noqa: E402
-from rltpu import anakin, checkpoint, devices, driver, evaluate  # noqa: E402
+import rltpu  # noqa: E402
+from rltpu import anakin, checkpoint, devices, evaluate  # noqa: E402
 from rltpu.agent import AgentFns  # noqa: E402
 from rltpu.config import RunConfig  # noqa: E402
 
@@ -160,7 +161,7 @@ def small_run(tmp_path, agent_name="ppo", **changes):
 def test_checkpoint_and_resume(tmp_path, capsys):
     agent = agents.get("ppo")
     config = agent.Config(**SMALL_PPO)
-    first = driver.train(agent, config, small_run(tmp_path), quiet=True)
+    first = rltpu.train(agent, config, small_run(tmp_path), quiet=True)
     # 700 valid steps take 6 updates of 8 x 16 steps (a few are autoreset steps)
     assert first["learner_updates"] == 6 and 700 <= first["env_steps"] < 6 * 8 * 16
     steps, _ = checkpoint.list_checkpoints(first["run_dir"])
@@ -170,7 +171,7 @@ def test_checkpoint_and_resume(tmp_path, capsys):
         jax_envs.make("gymnax:CartPole-v1")[1], config, small_run(tmp_path)).init)
     assert restored.step == 6 and restored.counters["env_steps"] == first["env_steps"]
     capsys.readouterr()
-    second = driver.train(agent, config, small_run(tmp_path, total_env_steps=1100),
+    second = rltpu.train(agent, config, small_run(tmp_path, total_env_steps=1100),
                           quiet=True, resume=restored)
     # It went on from checkpoint 6's params (the resume line names their digest).
     assert f"params sha256 {checkpoint.params_digest(restored.state.params)}" in capsys.readouterr().err
@@ -190,7 +191,7 @@ def test_checkpoint_and_resume(tmp_path, capsys):
 def test_impala_runs_with_the_ray_modes_outputs(tmp_path):
     agent = agents.get("impala")
     # Pendulum: Gaussian actions, clipped to the env's bounds; 200-step episodes.
-    summary = driver.train(agent, agent.Config(hidden_sizes=(16,)),
+    summary = rltpu.train(agent, agent.Config(hidden_sizes=(16,)),
                            small_run(tmp_path, "impala", env="gymnax:Pendulum-v1", num_devices=2,
                                      unroll_length=64, total_env_steps=3000), quiet=True)
     assert summary["agent"] == "impala" and summary["mode"] == "anakin"
@@ -217,7 +218,7 @@ def test_bad_settings_are_refused_before_anything_starts(changes, message, tmp_p
     run = small_run(tmp_path, **changes)
     agent = agents.get(run.agent)
     with pytest.raises(ValueError) as error:
-        driver.validate(agent, agent.Config(), run)
+        rltpu.validate(agent, agent.Config(), run)
     assert message in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "run").exists()
 

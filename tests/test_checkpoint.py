@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from rltpu import agents
-from rltpu import checkpoint, devices
+from rltpu import checkpoint, devices, resume
+from rltpu import envs as rltpu_envs
 from rltpu.actor import RolloutActor
 from rltpu.config import RunConfig
 from rltpu.learner import Learner, stack_unrolls
@@ -26,7 +27,7 @@ T, B = 6, 4
 def setup():
     actor = RolloutActor(0, IMPALA, IMPALA.Config(),
                          RunConfig(env=ENV, envs_per_actor=B, unroll_length=T, batch_size=B), seed=1)
-    spec = __import__("envs").make_spec(ENV)
+    spec = rltpu_envs.make_spec(ENV)
     fns = IMPALA.build(spec, IMPALA.Config())
     learner = Learner(fns, spec, devices.make_mesh(1), seed=3, unroll_length=T, batch_size=B)
     actor.set_params(0, learner.host_params())
@@ -144,7 +145,7 @@ def test_corrupt_and_incomplete_newest_fall_back_with_warnings(setup, tmp_path, 
     assert snapshot(run_dir) == before  # restoring changes nothing
 
     # on resume the skipped ones are moved aside (never deleted), so new saves cannot collide
-    checkpoint.set_aside(str(run_dir), restored)
+    resume.set_aside(str(run_dir), restored)
     assert checkpoint.list_checkpoints(str(run_dir)) == ([1], [])
     assert sorted(p.split("-")[0] for p in os.listdir(run_dir / "skipped-checkpoints")) == \
         ["2", "3", "4.orbax"]

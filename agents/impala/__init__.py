@@ -24,7 +24,7 @@ class IMPALA:
         self.check_spec(spec)
         networks = actor_critic(spec, config.hidden_sizes, config.network_lib, config.torso)
         distribution = distributions.for_spec(spec)
-        num_updates = (run.total_env_steps // (run.unroll_length * run.batch_size)
+        num_updates = (run.total_env_steps // run.samples_per_batch
                        if run is not None else 1)
         optimizer = make_optimizer(config, num_updates * config.num_epochs)
         return AgentFns(init=make_actor_critic_init(networks, optimizer, spec),

@@ -12,6 +12,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rltpu.agents.normalize import masked_normalize
+
 
 class VTraceOutput(NamedTuple):
     errors: jax.Array  # v_s - V(x_s): value-target errors, [T]
@@ -101,10 +103,7 @@ def impala_loss(log_pi, entropy, vt: VTraceOutput, valid, *, baseline_cost: floa
     valid = valid.astype(jnp.float32)
     advantage = vt.pg_advantage
     if normalize_advantages:
-        count = jnp.maximum(valid.sum(), 1.0)
-        mean = jnp.sum(advantage * valid) / count
-        std = jnp.sqrt(jnp.sum(jnp.square(advantage - mean) * valid) / count)
-        advantage = (advantage - mean) / (std + 1e-8)
+        advantage = masked_normalize(advantage, valid)
     pg_loss = -jnp.mean(log_pi * advantage * valid)
     baseline_loss = 0.5 * jnp.mean(jnp.square(vt.errors) * valid)
     entropy_loss = -jnp.mean(entropy * valid)

@@ -26,7 +26,7 @@ class PPO:
         distributions.check_discrete_or_box(self.name, spec)
 
     def check_run(self, config: PPOConfig, run) -> None:
-        samples = run.unroll_length * run.batch_size
+        samples = run.samples_per_batch
         if samples % config.num_minibatches:
             raise ValueError(f"--num-minibatches {config.num_minibatches} does not divide the "
                              f"{samples} samples of a batch (--unroll-length x --batch-size)")
@@ -36,7 +36,7 @@ class PPO:
         self.check_run(config, run)
         networks = actor_critic(spec, config.hidden_sizes, config.network_lib, config.torso)
         distribution = distributions.for_spec(spec)
-        num_updates = run.total_env_steps // (run.unroll_length * run.batch_size)
+        num_updates = run.total_env_steps // run.samples_per_batch
         optimizer = make_optimizer(config, num_updates)
         return AgentFns(init=make_actor_critic_init(networks, optimizer, spec),
                         actor_step=make_actor_step(networks, distribution),

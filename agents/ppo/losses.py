@@ -9,6 +9,8 @@ import chex
 import jax
 import jax.numpy as jnp
 
+from rltpu.agents.normalize import masked_normalize
+
 
 def gae(v_tm1, v_t, r_t, discount_t, valid_t, lambda_: float):
     """Generalised advantage estimates for one trajectory of ``T`` steps.
@@ -56,10 +58,7 @@ def ppo_loss(log_pi, log_mu, entropy, value, old_value, advantage, value_target,
     chex.assert_rank([log_pi, log_mu, entropy, value, old_value, advantage, value_target, valid], 1)
     valid = valid.astype(jnp.float32)
     if normalize_advantages:
-        count = jnp.maximum(valid.sum(), 1.0)
-        mean = jnp.sum(advantage * valid) / count
-        std = jnp.sqrt(jnp.sum(jnp.square(advantage - mean) * valid) / count)
-        advantage = (advantage - mean) / (std + 1e-8)
+        advantage = masked_normalize(advantage, valid)
     ratio = jnp.exp(log_pi - log_mu)
     surrogate = jnp.minimum(ratio * advantage,
                             jnp.clip(ratio, 1 - clip_epsilon, 1 + clip_epsilon) * advantage)
