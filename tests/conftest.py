@@ -74,3 +74,12 @@ def ray_tmpdir():
 @pytest.fixture
 def ray_dir(ray_tmpdir):
     return ray_tmpdir
+
+
+@pytest.fixture
+def coordinator_port():
+    """A loopback port for jax.distributed's coordinator, held for the test (see
+    ``tests.processes.reserved_port``): no other program can take it before process 0 binds it."""
+    from tests.processes import reserved_port
+    with reserved_port() as port:
+        yield port
