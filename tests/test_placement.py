@@ -115,6 +115,6 @@ def test_a_learner_that_dies_ends_the_run_with_its_status(two_tpu_hosts, tmp_pat
         victim.kill()
         output, _ = proc.communicate(timeout=FAILURE_GRACE_S + 120)
     assert proc.returncode > 128, output[-4000:]  # a learner's death by a signal: 128 + N
-    (ended,) = re.findall(r"rltpu: learner processes ended: (.*)", output)
-    assert re.fullmatch(r"0 \((stopped|status -\d+)\), 1 \(status -9\)", ended), ended
+    (endings,) = re.findall(r"rltpu: learner processes ended: (.*)", output)
+    assert re.fullmatch(r"0 \((stopped|status -\d+)\), 1 \(status -9\)", endings), endings
     assert not learners()
