@@ -39,6 +39,12 @@ def own_home_and_compilation_cache(tmp_path, tmp_path_factory, monkeypatch):
     for name, sub in HOME_VARIABLES.items():
         monkeypatch.setenv(name, str(home / sub))
     monkeypatch.chdir(tmp_path)
+    # Ray (2.5x and later) keeps a cluster's token in ~/.ray/auth_token: the session's Ray
+    # clusters made theirs in the session's home, where processes this test starts (and
+    # this process, connecting) must find it.
+    token = os.path.join(SESSION_HOME, ".ray", "auth_token")
+    if os.path.exists(token):
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", token)
     devices.use_compilation_cache(None)  # (a module's fixture may have run a train)
     yield
     devices.use_compilation_cache(None)
