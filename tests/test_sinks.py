@@ -51,7 +51,7 @@ def wandb_offline(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
-    yield
+    yield wandb
     wandb.teardown()
 
 
@@ -68,6 +68,9 @@ def test_rows_reach_every_sink(tmp_path, wandb_offline, capsys):
     assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(512, 1.25), (1024, 0.75)]
     assert [(e.step, e.value) for e in acc.Scalars("mean_return")] == [(1024, 21.5)]
 
+    # wandb's service process writes the run's log out when it ends (at the latest when this
+    # process exits, as a run's does): end it now to read the log.
+    wandb_offline.teardown()
     records = wandb_records(str(tmp_path))
     [run] = [r.run for r in records if r.HasField("run")]
     assert run.project == "rltpu" and run.display_name == tmp_path.name
