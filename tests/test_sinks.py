@@ -44,9 +44,9 @@ def items(updates):
 
 @pytest.fixture
 def wandb_offline(monkeypatch):
-    """The real wandb package in offline mode (no network: the run stays in its folder),
-    silent (its console lines would mix with the progress lines checked below); afterwards
-    the wandb-core service process it started is ended."""
+    """The real wandb package (yielded) in offline mode (no network: the run stays in its
+    folder), silent (its console lines would mix with the progress lines checked below);
+    afterwards the wandb-core service process it started is ended."""
     import wandb
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
