@@ -1,12 +1,53 @@
-"""Test set-up: 8 virtual CPU devices, so the sharded learner can be checked against one."""
+"""Test set-up: 8 virtual CPU devices, so the sharded learner can be checked against one;
+a home folder of the suite's own, so nothing under the user's changes."""
+import os
 import shutil
 import tempfile
 
-import jax
-import psutil
-import pytest
+# Before anything is imported that may write under ~ (matplotlib's font cache, wandb's
+# settings, RunConfig's default compilation cache ~/.cache/rltpu/jax, ...): this process,
+# the Ray it starts and every subprocess see a temporary home. Each test then gets one of
+# its own (below); this one covers collection and the session's Ray.
+SESSION_HOME = tempfile.mkdtemp(prefix="rltpu-test-home-")
+HOME_VARIABLES = {"HOME": "", "XDG_CACHE_HOME": ".cache", "XDG_CONFIG_HOME": ".config",
+                  "XDG_DATA_HOME": ".local/share", "XDG_STATE_HOME": ".local/state"}
+"""The variables that say where a program's per-user files go, and where each points in a home."""
+for _name, _sub in HOME_VARIABLES.items():
+    os.environ[_name] = os.path.join(SESSION_HOME, _sub)
+
+import jax  # noqa: E402
+import psutil  # noqa: E402
+import pytest  # noqa: E402
+
+from rltpu import devices  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SESSION_HOME, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def own_home_and_compilation_cache(tmp_path, tmp_path_factory, monkeypatch):
+    """Every test runs in its own temporary home and working directory: the compilation
+    cache a run keeps by default (~/.cache/rltpu/jax) and the run directory it makes by
+    default (runs/...) are the test's own, so tests neither share compiled programs (their
+    timings do not depend on a warm cache) nor touch the user's. An in-process run points
+    JAX's cache for the whole process; it is turned off again after each test."""
+    home = tmp_path_factory.mktemp("home")
+    for name, sub in HOME_VARIABLES.items():
+        monkeypatch.setenv(name, str(home / sub))
+    monkeypatch.chdir(tmp_path)
+    # Ray (2.5x and later) keeps a cluster's token in ~/.ray/auth_token: the session's Ray
+    # clusters made theirs in the session's home, where processes this test starts (and
+    # this process, connecting) must find it.
+    token = os.path.join(SESSION_HOME, ".ray", "auth_token")
+    if os.path.exists(token):
+        monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", token)
+    devices.use_compilation_cache(None)  # (a module's fixture may have run a train)
+    yield
+    devices.use_compilation_cache(None)
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +80,12 @@ def ray_tmpdir():
 @pytest.fixture
 def ray_dir(ray_tmpdir):
     return ray_tmpdir
+
+
+@pytest.fixture
+def coordinator_port():
+    """A loopback port for jax.distributed's coordinator, held for the test (see
+    ``tests.processes.reserved_port``): no other program can take it before process 0 binds it."""
+    from tests.processes import reserved_port
+    with reserved_port() as port:
+        yield port

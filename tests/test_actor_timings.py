@@ -2,7 +2,6 @@
 import time
 
 import jax
-import pytest
 
 from rltpu import agents
 from rltpu import devices
@@ -39,12 +38,20 @@ def test_env_time_is_measured_and_phases_fit_in_the_unroll():
 
 
 def test_idle_is_the_gap_between_requests_and_params_time_is_measured():
+    """Bounds from the test's own clock readings around the calls, so they hold however
+    loaded the machine is: idle runs from the first unroll's return to the second's start,
+    then come the params check and the acting, one after the other, inside the calls."""
     actor = make_actor("rltpu.envs.fake:CountingEnv")
-    first = actor.unroll(1, [None])  # version 1 is what it has: no fetch
+    before_first = time.perf_counter()
+    first = actor.unroll(1, [None])  # version 1 is what it has: no fetch (None is no ref)
+    returned = time.perf_counter()
     assert first.timings.idle_s == 0.0  # nothing came before the first request
     time.sleep(0.2)  # the next request arrives late: back-pressure
+    asked = time.perf_counter()
     second = actor.unroll(1, [None])
-    assert 0.2 <= second.timings.idle_s < 1.0
-    assert second.timings.params_s < 0.01
-    assert second.acting_s == pytest.approx(sum(second.timings) - second.timings.idle_s,
-                                            abs=0.05)
+    done = time.perf_counter()
+    t = second.timings
+    assert 0.2 <= asked - returned <= t.idle_s
+    assert t.params_s >= 0 and t.env_s + t.inference_s + t.send_s <= second.acting_s
+    # the first unroll's acting came before its return, the second's idle began there
+    assert t.idle_s + t.params_s + second.acting_s <= done - before_first - first.acting_s

@@ -250,7 +250,8 @@ def test_config_rejects_an_unknown_torso():
     for name in ("impala", "ppo", "dqn"):
         with pytest.raises(ValueError, match="--torso 'resnet50' is not one of mlp, nature, impala_resnet"):
             agents.get(name).Config(torso="resnet50")
-    assert dataclasses.fields(agents.get("impala").Config)
+        for torso in ("mlp", "nature", "impala_resnet"):  # and takes each valid one
+            assert agents.get(name).Config(torso=torso).torso == torso
 
 
 @pytest.mark.slow

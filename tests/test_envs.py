@@ -1,4 +1,5 @@
 """rltpu.envs.make: registered ids, module:Class ids, MuJoCo, observation normalisation."""
+import gymnasium
 import numpy as np
 import pytest
 
@@ -20,8 +21,18 @@ def test_mujoco_half_cheetah_float32_and_clipped_actions():
     assert spec.observation_space.shape == (17,) and spec.observation_space.dtype == np.float32
     assert env.first_observation.dtype == np.float32
     assert not spec.discrete and spec.num_actions == 6
-    obs, reward, *_ = env.step(np.full((2, 6), 5.0, np.float32))  # clipped to the bounds
+    obs, reward, *_ = env.step(np.full((2, 6), 5.0, np.float32))
     assert obs.dtype == np.float32 and np.isfinite(reward).all()
+    # 5.0 is clipped to the bound (1.0): the same reward as the bound itself from the same
+    # start, and not the reward gymnasium's own env gives for 5.0 (its control cost grows
+    # with the square of the action: -13.98 against 0.42 here).
+    at_bound, _ = envs.make("HalfCheetah-v5", 2, seed=0)
+    _, reward_at_bound, *_ = at_bound.step(np.full((2, 6), spec.action_space.high, np.float32))
+    np.testing.assert_array_equal(reward, reward_at_bound)
+    unclipped = gymnasium.make("HalfCheetah-v5")
+    unclipped.reset(seed=0)
+    _, reward_unclipped, *_ = unclipped.step(np.full(6, 5.0, np.float32))
+    assert abs(reward_unclipped - reward[0]) > 1.0, (reward_unclipped, reward)
 
 
 def test_observation_normalisation():

@@ -1,5 +1,6 @@
 """``rltpu eval``: greedy episodes from a real checkpoint, checked against playing them here;
-``--video`` MP4s checked frame by frame with a decoder."""
+``--video`` MP4s read back with a decoder: a frame per step (give or take the last) and a
+drawn first frame."""
 import dataclasses
 import json
 import os

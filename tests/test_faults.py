@@ -24,6 +24,7 @@ from rltpu.faults import rollout_actor_processes
 from rltpu.learner import Learner, example_trajectory, stack_unrolls
 from rltpu.validation import (NonFiniteGuard, NonFiniteUpdatesError, UnrollValidator,
                               unroll_example)
+from tests.processes import end, ended
 
 IMPALA = agents.get("impala")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -110,6 +111,13 @@ def train_cli(args, tmp_path, ray_dir, timeout=600, **popen):
                             stderr=subprocess.PIPE, text=True, **popen)
 
 
+def outputs(proc, timeout=600):
+    """``proc``'s stdout and stderr once it exits; past ``timeout``, or if reading fails, it
+    and the processes it started are ended, not left running."""
+    with ended(proc):
+        return proc.communicate(timeout=timeout)
+
+
 SMALL = ["--env", "rltpu.envs.fake:NaNRewardEnv", "--envs-per-actor", "4", "--batch-size", "4",
          "--unroll-length", "8", "--target-return", "none"]
 
@@ -119,7 +127,7 @@ def test_repeated_nan_losses_stop_the_run_keeping_the_last_good_checkpoint(tmp_p
     proc = train_cli(["--agent", "tests.misbehaving_agents:NaNFromUpdate5", *SMALL, "--num-actors", "1",
                       "--run-dir", str(run_dir), "--checkpoint-every-updates", "2",
                       "--max-nonfinite-updates", "3"], tmp_path, ray_dir)
-    out, err = proc.communicate(timeout=600)
+    out, err = outputs(proc)
     assert proc.returncode == 1, err[-3000:]
     last = err.strip().splitlines()[-1]
     assert last == ("rltpu: error: 3 updates in a row had a non-finite loss or gradients "
@@ -141,7 +149,7 @@ def test_sporadic_nan_losses_and_bad_unrolls_are_counted_and_the_run_goes_on(tmp
     proc = train_cli(["--agent", "tests.misbehaving_agents:SometimesNaN", *SMALL, "--num-actors", "2",
                       "--run-dir", str(run_dir), "--total-env-steps", "4000",
                       "--log-every-s", "0.2"], tmp_path, ray_dir)
-    out, err = proc.communicate(timeout=600)
+    out, err = outputs(proc)
     assert proc.returncode == 0, err[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     # each actor's first unroll (a NaN reward) and second (that episode's return is NaN)
@@ -163,7 +171,7 @@ def test_actors_out_of_restarts_stop_the_run_with_one_line(tmp_path, ray_dir):
     proc = train_cli(["--env", "rltpu.envs.fake:CrashingEnv", "--num-actors", "1", "--envs-per-actor",
                       "2", "--batch-size", "2", "--max-actor-restarts", "2",
                       "--run-dir", str(run_dir)], tmp_path, ray_dir)
-    out, err = proc.communicate(timeout=600)
+    out, err = outputs(proc)
     assert proc.returncode == 1, err[-3000:]
     assert err.strip().splitlines()[-1] == (
         "rltpu: error: every rollout actor failed more than --max-actor-restarts 2 times; the run "
@@ -215,8 +223,7 @@ def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray
     finally:
         stop.set()
         thread.join()
-        if proc.poll() is None:
-            proc.kill()
+        end([proc])
     assert proc.returncode == 0, err[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["final_return"] >= 475

@@ -2,7 +2,6 @@
 loopback (gloo), each feeding its own half of the global batch, give the same params as a
 single process fed the whole batches."""
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,6 +13,7 @@ from rltpu import envs
 from rltpu import devices
 from rltpu.config import RunConfig
 from rltpu.learner import Learner
+from tests.processes import ended, said
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 UNROLL, BATCH, UPDATES = 8, 16, 3
@@ -30,24 +30,21 @@ def learner_and_batches(mesh):
     return Learner(fns, spec, mesh, 3, UNROLL, BATCH), batches
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_two_processes_equal_one(tmp_path):
-    port = free_port()
+def test_two_processes_equal_one(tmp_path, coordinator_port):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT}
     env.pop("XLA_FLAGS", None)
     outs = [tmp_path / f"process{i}.npz" for i in range(2)]
     procs = [subprocess.Popen([sys.executable, "-m", "tests.multihost_worker", str(i), "2",
-                               str(port), str(out)], env=env, cwd=ROOT,
+                               str(coordinator_port), str(out)], env=env, cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for i, out in enumerate(outs)]
-    for p in procs:
-        output, _ = p.communicate(timeout=300)
-        assert p.returncode == 0, output[-3000:]
+    with ended(*procs):  # (a failed or hung process 0 leaves process 1 waiting for it)
+        for p in procs:
+            try:
+                output, _ = p.communicate(timeout=300)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"process {procs.index(p)} hung: {said(p)[-3000:]}") from None
+            assert p.returncode == 0, output[-3000:]
 
     learner, batches = learner_and_batches(devices.make_mesh(8))
     expected = {}

@@ -24,7 +24,8 @@ from rltpu import envs
 from rltpu import devices
 from rltpu.config import RunConfig
 from rltpu.learner import Learner
-from tests.test_multihost import ROOT, free_port
+from tests.processes import end, ended, said
+from tests.test_multihost import ROOT
 
 # Each host feeds 8 of the 16 trajectories of a batch, from its one actor.
 RUN = ["--num-actors", "2", "--envs-per-actor", "8", "--batch-size", "16",
@@ -62,9 +63,9 @@ def pod_env(ray_address: str, ray_tmpdir: str, record_dir=None) -> dict:
     return env
 
 
-def learner_processes(args_per_process, env, cwd, **popen):
-    """One ``rltpu train`` learner process per entry, joined on a free loopback port."""
-    port = free_port()
+def learner_processes(args_per_process, env, cwd, port, **popen):
+    """One ``rltpu train`` learner process per entry, joined on loopback ``port`` (held for
+    them: the ``coordinator_port`` fixture)."""
     return [subprocess.Popen(
         [sys.executable, "-m", "rltpu.cli", "train", "--coordinator", f"127.0.0.1:{port}",
          "--num-processes", str(len(args_per_process)), "--process-id", str(i), *args],
@@ -72,56 +73,64 @@ def learner_processes(args_per_process, env, cwd, **popen):
         for i, args in enumerate(args_per_process)]
 
 
-def start_learners(cluster, tmp, run_dir, record_dir, args_per_process, run_dir_flag=True):
+def start_learners(cluster, tmp, run_dir, record_dir, args_per_process, port, run_dir_flag=True):
     run_dir_args = ["--run-dir", str(run_dir)] if run_dir_flag else []
     return learner_processes([[*run_dir_args, *args] for args in args_per_process],
-                             pod_env(cluster.address, tmp, record_dir), ROOT,
+                             pod_env(cluster.address, tmp, record_dir), ROOT, port,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
-def refusals(args_per_process, tmp_path, ray_tmpdir) -> list[str]:
+def refusals(args_per_process, tmp_path, ray_tmpdir, port) -> list[str]:
     """Each learner process's stderr; every one must exit with status 2."""
-    procs = learner_processes(args_per_process, pod_env("", ray_tmpdir), tmp_path,
+    procs = learner_processes(args_per_process, pod_env("", ray_tmpdir), tmp_path, port,
                               stderr=subprocess.PIPE)
     stderrs = []
-    for p in procs:
-        _, stderr = p.communicate(timeout=180)
-        assert p.returncode == 2, stderr
-        stderrs.append(stderr)
+    with ended(*procs):
+        for p in procs:
+            try:
+                _, stderr = p.communicate(timeout=180)
+            except subprocess.TimeoutExpired:
+                raise AssertionError(f"learner process {procs.index(p)} hung") from None
+            assert p.returncode == 2, stderr
+            stderrs.append(stderr)
     return stderrs
 
 
 def finish(procs, timeout):
+    """Each process's output, once all have exited with status 0; a hang or a failure ends
+    them all (and what they started)."""
     outputs = []
-    for p in procs:
-        try:
-            output, _ = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise AssertionError("a learner process hung: "
-                                 + "\n".join((q.communicate()[0] or "")[-2000:] for q in procs))
-        outputs.append(output)
+    with ended(*procs):
+        for p in procs:
+            try:
+                output, _ = p.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                end(procs)
+                raise AssertionError("a learner process hung: "
+                                     + "\n".join(said(q)[-2000:] for q in procs)) from None
+            outputs.append(output)
     for p, output in zip(procs, outputs):
         assert p.returncode == 0, output[-4000:]
     return outputs
 
 
-def test_settings_a_pod_cannot_run_are_refused_on_every_host(tmp_path, ray_tmpdir):
+def test_settings_a_pod_cannot_run_are_refused_on_every_host(tmp_path, ray_tmpdir,
+                                                             coordinator_port):
     """Checked after the processes join (the device count is the pod's), before Ray starts."""
     args = ["--run-dir", str(tmp_path / "run"), "--envs-per-actor", "8", "--num-actors", "1"]
-    for stderr in refusals([args, args], tmp_path, ray_tmpdir):
+    for stderr in refusals([args, args], tmp_path, ray_tmpdir, coordinator_port):
         assert stderr.strip() == ("rltpu: error: --num-actors 1 is fewer than the 2 learner "
                                   "processes; each needs at least one actor"), stderr
     assert not os.listdir(ray_tmpdir) and not (tmp_path / "run").exists()
 
 
-def test_a_bad_resume_is_refused_on_every_host(tmp_path, ray_tmpdir):
+def test_a_bad_resume_is_refused_on_every_host(tmp_path, ray_tmpdir, coordinator_port):
     """Process 0 reads the run for both (host 1 has no copy): its error reaches host 1 too,
     which would otherwise wait for process 0 for ever."""
     (tmp_path / "run").mkdir()
     for stderr in refusals([["--resume", str(tmp_path / "run")],
-                            ["--resume", str(tmp_path / "elsewhere")]], tmp_path, ray_tmpdir):
+                            ["--resume", str(tmp_path / "elsewhere")]], tmp_path, ray_tmpdir,
+                           coordinator_port):
         assert stderr.strip().splitlines()[-1] == (
             f"rltpu: error: --resume {tmp_path / 'run'}: cannot read its config.json ([Errno 2] "
             f"No such file or directory: '{tmp_path / 'run' / 'config.json'}')"), stderr
@@ -134,7 +143,7 @@ def digests(record_dir, i):
 
 @pytest.mark.slow
 def test_uneven_actors_keep_the_hosts_in_lockstep_a_signal_stops_both_and_both_resume(
-        two_node_cluster, tmp_path):
+        two_node_cluster, tmp_path, coordinator_port):
     """Host 1's envs sleep 5 ms a step (its actor makes unrolls several times slower than
     host 0's): host 0 must wait for it at every update, never step alone. A SIGTERM to host
     1 alone stops both at the same update, and only process 0 writes the run directory.
@@ -144,14 +153,15 @@ def test_uneven_actors_keep_the_hosts_in_lockstep_a_signal_stops_both_and_both_r
     common = [*RUN, "--target-return", "none", "--total-env-steps", "10000000"]
     procs = start_learners(cluster, tmp, run_dir, record_dir, [
         [*common, "--env", "rltpu.envs.fake:CountingEnv"],
-        [*common, "--env", "rltpu.envs.fake:SlowCountingEnv"]])
-    deadline = time.time() + 240
-    while not ((record_dir / "process1.digests").exists() and len(digests(record_dir, 1)) >= 4):
-        assert time.time() < deadline and all(p.poll() is None for p in procs), \
-            "\n".join((p.communicate()[0] or "")[-2000:] for p in procs if p.poll() is not None)
-        time.sleep(0.2)
-    procs[1].send_signal(signal.SIGTERM)
-    finish(procs, timeout=120)
+        [*common, "--env", "rltpu.envs.fake:SlowCountingEnv"]], coordinator_port)
+    with ended(*procs):
+        deadline = time.time() + 240
+        while not ((record_dir / "process1.digests").exists() and len(digests(record_dir, 1)) >= 4):
+            assert time.time() < deadline and all(p.poll() is None for p in procs), \
+                "\n".join(said(p)[-2000:] for p in procs)
+            time.sleep(0.2)
+        procs[1].send_signal(signal.SIGTERM)
+        finish(procs, timeout=120)
 
     first, second = digests(record_dir, 0), digests(record_dir, 1)
     assert len(first) >= 4
@@ -177,7 +187,7 @@ def test_uneven_actors_keep_the_hosts_in_lockstep_a_signal_stops_both_and_both_r
     budget = ["--total-env-steps", str(summary["env_steps"] + 1500)]
     procs = start_learners(cluster, tmp, run_dir, record_dir, [
         ["--resume", str(run_dir), *budget], ["--resume", str(tmp_path / "not-here"), *budget]],
-        run_dir_flag=False)
+        coordinator_port, run_dir_flag=False)
     outputs = finish(procs, timeout=180)
     for output in outputs:  # both start from the checkpoint's params, bitwise
         assert f"(update {len(first):,}, {summary['env_steps']:,} env steps; params sha256 " \
@@ -191,10 +201,11 @@ def test_uneven_actors_keep_the_hosts_in_lockstep_a_signal_stops_both_and_both_r
 
 
 @pytest.mark.slow
-def test_two_learner_hosts_learn_cartpole_with_equal_params(two_node_cluster, tmp_path):
+def test_two_learner_hosts_learn_cartpole_with_equal_params(two_node_cluster, tmp_path,
+                                                            coordinator_port):
     cluster, tmp = two_node_cluster
     run_dir, record_dir = tmp_path / "run", tmp_path / "record"
-    procs = start_learners(cluster, tmp, run_dir, record_dir, [RUN, RUN])
+    procs = start_learners(cluster, tmp, run_dir, record_dir, [RUN, RUN], coordinator_port)
     finish(procs, timeout=420)
 
     summary = json.loads((run_dir / "summary.json").read_text())

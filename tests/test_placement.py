@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from rltpu.placement import FAILURE_GRACE_S
+from tests.processes import ended, said
 from tests.test_multihost import ROOT
 from tests.test_multihost_train import RUN, digests, pod_env
 
@@ -40,6 +41,21 @@ def driver(cluster, tmp, record_dir, *args):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def learners():
+    """The learner processes of this test's runs: Ray starts them (on the cluster's nodes,
+    here this test process's children's children), so they are found among this process's
+    descendants, never among the machine's."""
+    found = []
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmdline = p.cmdline()
+        except psutil.Error:
+            continue  # ended meanwhile
+        if "rltpu.cli" in cmdline and "--process-id" in cmdline:
+            found.append(p)
+    return found
+
+
 def test_a_cluster_without_tpu_hosts_is_one_line_and_exit_2(ray_local, tmp_path):
     env = {**os.environ, "PYTHONPATH": ROOT,
            "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
@@ -60,12 +76,13 @@ def test_ray_places_one_learner_per_tpu_host_and_a_signal_stops_both(two_tpu_hos
     run_dir, record_dir = tmp_path / "run", tmp_path / "record"
     proc = driver(cluster, tmp, record_dir, "--run-dir", str(run_dir), "--target-return", "none",
                   "--total-env-steps", "10000000")
-    deadline = time.time() + 300
-    while not ((record_dir / "process1.digests").exists() and len(digests(record_dir, 1)) >= 3):
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0][-4000:]
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)  # to the driver alone: it tells both learners
-    output, _ = proc.communicate(timeout=180)
+    with ended(proc):
+        deadline = time.time() + 300
+        while not ((record_dir / "process1.digests").exists() and len(digests(record_dir, 1)) >= 3):
+            assert time.time() < deadline and proc.poll() is None, said(proc)[-4000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # to the driver alone: it tells both learners
+        output, _ = proc.communicate(timeout=180)
     assert proc.returncode == 0, output[-4000:]
     (line,) = [x for x in output.splitlines() if "2 learner processes started by Ray on" in x]
     nodes = re.findall(r"\(node (\w+)\)", line.split("; coordinator")[0])
@@ -89,18 +106,15 @@ def test_a_learner_that_dies_ends_the_run_with_its_status(two_tpu_hosts, tmp_pat
     record_dir = tmp_path / "record"
     proc = driver(cluster, tmp, record_dir, "--run-dir", str(tmp_path / "run"),
                   "--target-return", "none", "--total-env-steps", "10000000")
-    deadline = time.time() + 300
-    while not ((record_dir / "process1.digests").exists() and len(digests(record_dir, 1)) >= 2):
-        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0][-4000:]
-        time.sleep(0.2)
-
-    def learners():
-        return [p for p in psutil.process_iter(["cmdline"])
-                if "rltpu.cli" in (p.info["cmdline"] or []) and "--process-id" in p.info["cmdline"]]
-    (victim,) = [p for p in learners() if p.info["cmdline"][-1] == "1"]
-    victim.kill()
-    output, _ = proc.communicate(timeout=FAILURE_GRACE_S + 120)
+    with ended(proc):
+        deadline = time.time() + 300
+        while not ((record_dir / "process1.digests").exists() and len(digests(record_dir, 1)) >= 2):
+            assert time.time() < deadline and proc.poll() is None, said(proc)[-4000:]
+            time.sleep(0.2)
+        (victim,) = [p for p in learners() if p.cmdline()[-1] == "1"]
+        victim.kill()
+        output, _ = proc.communicate(timeout=FAILURE_GRACE_S + 120)
     assert proc.returncode > 128, output[-4000:]  # a learner's death by a signal: 128 + N
-    (ended,) = re.findall(r"rltpu: learner processes ended: (.*)", output)
-    assert re.fullmatch(r"0 \((stopped|status -\d+)\), 1 \(status -9\)", ended), ended
+    (endings,) = re.findall(r"rltpu: learner processes ended: (.*)", output)
+    assert re.fullmatch(r"0 \((stopped|status -\d+)\), 1 \(status -9\)", endings), endings
     assert not learners()

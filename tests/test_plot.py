@@ -25,7 +25,8 @@ def test_mean_and_spread_on_the_shared_range():
                                                  [np.array([0.0, 10.0]), np.array([2.0, 4.0])],
                                                  points=2)
     np.testing.assert_allclose(mean, [1.0, 7.0])
-    np.testing.assert_allclose(low, [0.0, 4.0]) and np.testing.assert_allclose(high, [2.0, 10.0])
+    np.testing.assert_allclose(low, [0.0, 4.0])
+    np.testing.assert_allclose(high, [2.0, 10.0])
 
 
 def test_curves_that_share_no_x_have_no_mean():

@@ -77,7 +77,7 @@ def test_kill_9_mid_run_then_resume_reaches_target(tmp_path, ray_dir):
                  "three checkpoints")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     rows_before = metrics_rows(run_dir)
     # The reference: the newest checkpoint that reads back completely, as on disk now.
