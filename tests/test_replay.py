@@ -100,13 +100,8 @@ class UnrollRefs:
 
 
 def replay_feed(queue, spec, seed):
-    """The feed under test, built here only (its constructor loses the learner: issue 13).
-    Its batches stay on the host: what the learner does with them is checked elsewhere."""
-    class OnTheHost:
-        @staticmethod
-        def put(sample):
-            return sample
-    return ReplayFeed(queue, OnTheHost(), spec, seed)
+    """The feed under test; its batches stay on the host (the loop hands them to the learner)."""
+    return ReplayFeed(queue, spec, seed)
 
 
 def test_replay_feed_inserts_samples_and_writes_priorities_back(ray_local):
