@@ -5,6 +5,9 @@ on PATH, and the dry runs must not call it at all."""
 import copy
 import json
 import os
+import re
+import shlex
+import stat
 import subprocess
 import sys
 
@@ -101,10 +104,32 @@ def test_missing_gcloud_is_one_line_and_exit_2(tmp_path):
 
 # --- the exact commands --------------------------------------------------------------------
 
-RAY_STOP = ("chmod 600 ~/.ray/auth_token; RAY_AUTH_MODE=token ~/rltpu-venv/bin/ray stop --force "
-            ">/dev/null 2>&1 || true; RAY_AUTH_MODE=token ~/rltpu-venv/bin/ray start")
-HEAD = f"'--command={RAY_STOP} --head --port=6379 --dashboard-host=127.0.0.1'"
-JOIN = f'"--command={RAY_STOP} --address=${{HEAD_IP}}:6379"'
+TRAIN = "'[r]ltpu-venv/bin/rltpu train'"
+STOP_TRAINING = (f"if pkill -TERM -f {TRAIN}; then for i in $(seq 120); do pgrep -f {TRAIN} "
+                 ">/dev/null || break; sleep 1; done; if pgrep -f "
+                 f"{TRAIN} >/dev/null; then echo \"rltpu train still running 120 s after "
+                 "SIGTERM on $(hostname)\" >&2; fi; fi")
+RAY_STOP = (f"chmod 600 ~/.ray/auth_token; {STOP_TRAINING}; RAY_AUTH_MODE=token "
+            "~/rltpu-venv/bin/ray stop --force >/dev/null 2>&1 || true; RAY_AUTH_MODE=token "
+            "~/rltpu-venv/bin/ray start")
+HEAD = shlex.quote(f"--command={RAY_STOP} --head --port=6379 --dashboard-host=127.0.0.1")
+# bash reads a double-quoted argument: \ " ` $ escaped, except ${HEAD_IP}, filled in by bash
+JOIN = '"' + re.sub(r'([\\"`$])', r"\\\1", f"--command={RAY_STOP} --address=") + '${HEAD_IP}:6379"'
+UNFETCHED = ("cd ~ && f=$(find rltpu-runs rltpu/runs -type f ! -name '.fetch*' "
+             "$([ -e rltpu-runs/.fetched ] && echo -newer rltpu-runs/.fetched) 2>/dev/null | "
+             "head -n 1); if [ -n \"$f\" ]; then echo RLTPU_UNFETCHED_RUNS \"$(hostname):~/$f\"; fi")
+
+
+def down_check(scope):
+    message = ("launch.tpu: error: runs on the slice's disks were never fetched and would be "
+               "deleted with it: copy them with python -m launch.tpu fetch --name rl ..., or add "
+               "--force (a preempted slice's disks are gone already)")
+    return (f"# check that no run lives only on the slice's disks (fetched ones are fine)\n"
+            f"out=$(gcloud compute tpus tpu-vm ssh rl --worker=all "
+            f"{shlex.quote('--command=' + UNFETCHED)} {scope})\n"
+            f"if grep -q RLTPU_UNFETCHED_RUNS <<<\"$out\"; then echo \"{message}\" >&2; "
+            "exit 2; fi\n")
+
 
 V4_32 = f"""\
 # create v4-32 (16 chips, 4 hosts, on-demand) unless it exists
@@ -115,7 +140,7 @@ gcloud compute tpus tpu-vm ssh rl --worker=0 {HEAD} --zone=us-central2-b
 HEAD_IP=$(gcloud compute tpus tpu-vm describe rl '--format=value(networkEndpoints[0].ipAddress)' --zone=us-central2-b)
 # join TPU workers 1,2,3 to the head
 gcloud compute tpus tpu-vm ssh rl --worker=1,2,3 {JOIN} --zone=us-central2-b
-# delete the TPU (billing stops)
+{down_check("--zone=us-central2-b")}# delete the TPU (billing stops)
 gcloud compute tpus tpu-vm delete rl --quiet --zone=us-central2-b
 """
 
@@ -124,7 +149,7 @@ V5E_1_SPOT = f"""\
 gcloud compute tpus tpu-vm describe rl '--format=value(state)' --zone=us-west4-a --project=my-proj >/dev/null 2>&1 || gcloud compute tpus tpu-vm create rl --accelerator-type=v5litepod-1 --version=v2-alpha-tpuv5-lite --spot --zone=us-west4-a --project=my-proj
 # start the Ray head on worker 0 (token auth, dashboard on 127.0.0.1 only)
 gcloud compute tpus tpu-vm ssh rl --worker=0 {HEAD} --zone=us-west4-a --project=my-proj
-# delete the TPU (billing stops)
+{down_check("--zone=us-west4-a --project=my-proj")}# delete the TPU (billing stops)
 gcloud compute tpus tpu-vm delete rl --quiet --zone=us-west4-a --project=my-proj
 """
 
@@ -139,7 +164,7 @@ gcloud compute tpus tpu-vm ssh rl --worker=0 {HEAD} --zone=us-central1-a
 HEAD_IP=$(gcloud compute tpus tpu-vm describe rl '--format=value(networkEndpoints[0].ipAddress)' --zone=us-central1-a)
 # join TPU workers 1,2,3 to the head
 gcloud compute tpus tpu-vm ssh rl --worker=1,2,3 {JOIN} --zone=us-central1-a
-# delete the queued resource and its TPU (billing stops)
+{down_check("--zone=us-central1-a")}# delete the queued resource and its TPU (billing stops)
 gcloud compute tpus queued-resources delete rl --zone=us-central1-a --force --quiet
 """
 
@@ -165,11 +190,20 @@ def test_create_ray_and_down_commands_are_exact(flags, expected, fake_path):
     assert not fake_path.calls(), "a dry run called gcloud"
 
 
-INSTALL_REMOTE = ("set -e; mkdir -p -m 700 ~/.ray; rm -rf ~/rltpu; tar -xzf ~/rltpu.tar.gz -C ~; "
+INSTALL_REMOTE = ("set -e; mkdir -p ~/.ray ~/rltpu-runs; chmod 700 ~/.ray; "
+                  "if [ -d ~/rltpu/runs ]; then mv ~/rltpu/runs "
+                  "~/rltpu-runs/runs-from-checkout-$(date +%Y%m%d-%H%M%S); fi; "
+                  "rm -rf ~/rltpu; tar -xzf ~/rltpu.tar.gz -C ~; rm -f ~/rltpu.tar.gz; "
                   "python3 -m pip install --user --quiet --upgrade uv; "
                   "~/.local/bin/uv venv --quiet --allow-existing --python 3.12 ~/rltpu-venv; "
                   "~/.local/bin/uv pip install --quiet --python ~/rltpu-venv/bin/python "
                   "-c ~/rltpu/constraints.txt ")
+ALIVE = ("if pgrep -f '[r]ltpu-venv/bin/rltpu train' >/dev/null; then "
+         "echo RLTPU_TRAINING_ALIVE $(hostname); fi")
+ALIVE_MESSAGE = ("launch.tpu: error: rltpu train is running on the slice; install would replace "
+                 "its code: stop it first (python -m launch.tpu stop --name rl ...; it writes a "
+                 "final checkpoint), then install")
+TOKEN_MODES = "chmod 700 ~/.ray && chmod 600 ~/.ray/auth_token"
 
 
 def test_up_is_create_install_ray_train_exactly():
@@ -177,27 +211,41 @@ def test_up_is_create_install_ray_train_exactly():
                            cpu_hosts=("actors-1",))
     script = tpu.render(tpu.plan("up", cfg, ("--env", "Acrobot-v1", "--run-dir", "runs/my run")))
     z = "--zone=us-central2-b"
+    tok = "~/.config/rltpu/rl.ray-token"
     assert script == f"""\
 #!/usr/bin/env bash
 set -euo pipefail
+# a private folder (mode 700) for the code tarball, removed on exit
+TARBALL_DIR=$(mktemp -d)
+trap 'rm -rf "$TARBALL_DIR"' EXIT
+TARBALL=$(mktemp "$TARBALL_DIR/rltpu-XXXXXX")
 # create v4-32 (16 chips, 4 hosts, on-demand) unless it exists
 gcloud compute tpus tpu-vm describe rl '--format=value(state)' {z} >/dev/null 2>&1 || gcloud compute tpus tpu-vm create rl --accelerator-type=v4-32 --version=tpu-ubuntu2204-base {z}
-# pack the committed checkout (HEAD) to copy to every host
-git -C /src/rltpu archive --format=tar.gz --prefix=rltpu/ --output=/tmp/rltpu-rl.tar.gz HEAD
-# make this cluster's Ray auth token at ~/.config/rltpu/rl.ray-token (mode 600) unless it exists
-bash -c 'umask 077; mkdir -p "$(dirname ~/.config/rltpu/rl.ray-token)"; test -s ~/.config/rltpu/rl.ray-token || python3 -c '"'"'import secrets; print(secrets.token_hex(32))'"'"' > ~/.config/rltpu/rl.ray-token'
+# check that rltpu train is not running on the slice (install would change its code under it)
+out=$(gcloud compute tpus tpu-vm ssh rl --worker=all {shlex.quote('--command=' + ALIVE)} {z})
+if grep -q RLTPU_TRAINING_ALIVE <<<"$out"; then echo {shlex.quote(ALIVE_MESSAGE)} >&2; exit 2; fi
+# pack the committed checkout (HEAD) into a private temporary file
+git -C /src/rltpu archive --format=tar.gz --prefix=rltpu/ "--output=${{TARBALL}}" HEAD
 # copy the checkout to every TPU host
-gcloud compute tpus tpu-vm scp /tmp/rltpu-rl.tar.gz rl:rltpu.tar.gz --worker=all {z}
-# install rltpu and jax[tpu] on every TPU host (Python 3.12, ~/rltpu-venv)
-gcloud compute tpus tpu-vm ssh rl --worker=all "--command={INSTALL_REMOTE}'jax[tpu]' -e ~/rltpu" {z}
-# copy the Ray auth token to every TPU host
-gcloud compute tpus tpu-vm scp ~/.config/rltpu/rl.ray-token rl:.ray/auth_token --worker=all {z}
+gcloud compute tpus tpu-vm scp "${{TARBALL}}" rl:rltpu.tar.gz --worker=all {z}
 # copy the checkout to CPU host actors-1
-gcloud compute scp /tmp/rltpu-rl.tar.gz actors-1:rltpu.tar.gz {z}
+gcloud compute scp "${{TARBALL}}" actors-1:rltpu.tar.gz {z}
+# remove the local tarball (copied)
+rm -rf "${{TARBALL_DIR}}"
+# install rltpu and jax[tpu] on every TPU host (Python 3.12, ~/rltpu-venv; runs in ~/rltpu-runs, beside the code)
+gcloud compute tpus tpu-vm ssh rl --worker=all {shlex.quote(f"--command={INSTALL_REMOTE}'jax[tpu]' -e ~/rltpu")} {z}
+# make this cluster's Ray auth token at {tok} (mode 600, folder 700) unless it exists
+bash -c {shlex.quote(f'umask 077; mkdir -p "$(dirname {tok})"; chmod 700 "$(dirname {tok})"; test -s {tok} || python3 -c ' + "'import secrets; print(secrets.token_hex(32))'" + f' > {tok}; chmod 600 {tok}')}
+# copy the Ray auth token to every TPU host (into ~/.ray, mode 700)
+gcloud compute tpus tpu-vm scp {tok} rl:.ray/auth_token --worker=all {z}
+# make the token readable by its owner alone (600, in 700) on every TPU host
+gcloud compute tpus tpu-vm ssh rl --worker=all '--command={TOKEN_MODES}' {z}
 # install rltpu (CPU JAX) on actors-1
-gcloud compute ssh actors-1 {z} '--command={INSTALL_REMOTE}-e ~/rltpu'
+gcloud compute ssh actors-1 {z} {shlex.quote(f"--command={INSTALL_REMOTE}-e ~/rltpu")}
 # copy the Ray auth token to actors-1
-gcloud compute scp ~/.config/rltpu/rl.ray-token actors-1:.ray/auth_token {z}
+gcloud compute scp {tok} actors-1:.ray/auth_token {z}
+# make the token readable by its owner alone (600, in 700) on actors-1
+gcloud compute ssh actors-1 {z} '--command={TOKEN_MODES}'
 # start the Ray head on worker 0 (token auth, dashboard on 127.0.0.1 only)
 gcloud compute tpus tpu-vm ssh rl --worker=0 {HEAD} {z}
 # look up worker 0's internal address (the Ray head)
@@ -207,7 +255,7 @@ gcloud compute tpus tpu-vm ssh rl --worker=1,2,3 {JOIN} {z}
 # join CPU host actors-1 to the head (rollout actors only)
 gcloud compute ssh actors-1 {z} {JOIN}
 # start a learner process on each of the 4 TPU workers (output: ~/rltpu-train.log on each; worker 0's is the run's, see the logs command)
-gcloud compute tpus tpu-vm ssh rl --worker=all "--command=cd ~/rltpu && RAY_AUTH_MODE=token RAY_ADDRESS=auto nohup setsid ~/rltpu-venv/bin/rltpu train --env Acrobot-v1 --run-dir 'runs/my run' --distributed auto > ~/rltpu-train.log 2>&1 < /dev/null &" {z}
+gcloud compute tpus tpu-vm ssh rl --worker=all "--command=mkdir -p ~/rltpu-runs && cd ~/rltpu-runs && RAY_AUTH_MODE=token RAY_ADDRESS=auto nohup setsid ~/rltpu-venv/bin/rltpu train --env Acrobot-v1 --run-dir 'runs/my run' --distributed auto >> ~/rltpu-train.log 2>&1 < /dev/null &" {z}
 """
 
 
@@ -216,9 +264,9 @@ def test_learners_placed_by_ray_start_from_worker_0_alone():
     (step,) = tpu.train_steps(cfg, ("--env", "Acrobot-v1"))
     assert step.argv == (
         "gcloud", "compute", "tpus", "tpu-vm", "ssh", "rl", "--worker=0",
-        "--command=cd ~/rltpu && RAY_AUTH_MODE=token RAY_ADDRESS=auto nohup setsid "
-        "~/rltpu-venv/bin/rltpu train --env Acrobot-v1 --learner-hosts 4 > ~/rltpu-train.log "
-        "2>&1 < /dev/null &", "--zone=us-central2-b")
+        "--command=mkdir -p ~/rltpu-runs && cd ~/rltpu-runs && RAY_AUTH_MODE=token "
+        "RAY_ADDRESS=auto nohup setsid ~/rltpu-venv/bin/rltpu train --env Acrobot-v1 "
+        "--learner-hosts 4 >> ~/rltpu-train.log 2>&1 < /dev/null &", "--zone=us-central2-b")
     one_host = tpu.LaunchConfig(name="rl", accelerator_type="v4-8", learners_by_ray=True)
     assert "--learner-hosts" not in " ".join(tpu.train_steps(one_host, ())[0].argv)
 
@@ -233,7 +281,14 @@ def test_tunnel_logs_fetch_and_status_commands():
         "gcloud compute tpus tpu-vm ssh rl --worker=0 "
         f"'--command=tail -n 200 -f ~/rltpu-train.log' {z}"]
     assert [tpu.render_argv(s.argv) for s in tpu.plan("fetch", cfg)] == [
-        f"gcloud compute tpus tpu-vm scp --recurse rl:rltpu/runs runs-rl --worker=0 {z}"]
+        "gcloud compute tpus tpu-vm ssh rl --worker=0 '--command=mkdir -p ~/rltpu-runs && "
+        f"touch ~/rltpu-runs/.fetch-started' {z}",
+        "mkdir -p runs-rl",
+        f"gcloud compute tpus tpu-vm scp --recurse rl:rltpu-runs runs-rl --worker=0 {z}",
+        "gcloud compute tpus tpu-vm ssh rl --worker=0 '--command=mv ~/rltpu-runs/.fetch-started "
+        f"~/rltpu-runs/.fetched' {z}"]
+    assert [tpu.render_argv(s.argv) for s in tpu.plan("stop", cfg)] == [
+        f"gcloud compute tpus tpu-vm ssh rl --worker=all {shlex.quote('--command=' + STOP_TRAINING)} {z}"]
     assert [tpu.render_argv(s.argv) for s in tpu.plan("status", cfg)] == [
         f"gcloud compute tpus tpu-vm describe rl '--format=value(state)' {z}"]
 
