@@ -339,6 +339,21 @@ if "--format=value(networkEndpoints[0].ipAddress)" in args:
     print("10.164.0.7")
 if "--format=value(state.state)" in args:
     print("ACTIVE")
+if args[:2] == ["storage", "ls"]:  # does the run exist in the bucket?
+    sys.exit(0 if os.environ.get("FAKE_RUN_EXISTS") else 1)
+command = next((a for a in args if a.startswith("--command=")), "")
+if "RLTPU_TRAINING_ALIVE" in command and os.environ.get("FAKE_TRAINING_ALIVE"):
+    print("RLTPU_TRAINING_ALIVE t1v-w-0")
+if "RLTPU_UNFETCHED_RUNS" in command and os.environ.get("FAKE_UNFETCHED"):
+    print("RLTPU_UNFETCHED_RUNS t1v-w-0:~/rltpu-runs/runs/a/metrics.jsonl")
+for arg in args:  # git archive --output=PATH: note the modes it finds, write the file
+    if arg.startswith("--output="):
+        path = arg[len("--output="):]
+        with open(os.environ["FAKE_LOG"] + ".tarball", "a") as f:
+            f.write(json.dumps([path, os.stat(os.path.dirname(path)).st_mode & 0o777,
+                                os.stat(path).st_mode & 0o777]) + "\\n")
+        with open(path, "wb") as f:
+            f.write(b"tarball")
 """
 
 
@@ -377,15 +392,38 @@ def launcher(argv, fake, **env):
                           env=fake.env(**env), capture_output=True, text=True, timeout=60)
 
 
+def _tarballs(fake):
+    """(path, folder mode, file mode) of each tarball git archive wrote, as the fake saw it."""
+    log = fake.log.parent / (fake.log.name + ".tarball")
+    return [tuple(json.loads(line)) for line in log.read_text().splitlines()]
+
+
+def _without_tarball(calls, path):
+    """The calls with the (random) tarball path and its folder put as fixed names."""
+    folder = os.path.dirname(path)
+    return [[a.replace(path, "TARBALL").replace(folder, "TARBALL_DIR") for a in c] for c in calls]
+
+
+BUCKET = ["--bucket", "gs://my-bucket/runs", "--run-name", "r1", "--internal-ips",
+          "--service-account", "rl-run@my-proj.iam.gserviceaccount.com",
+          "--scopes", "https://www.googleapis.com/auth/devstorage.read_write"]
+
+
+@pytest.mark.parametrize("where", ["beside", "bucket"])
 @pytest.mark.parametrize("exists", [False, True], ids=["new", "reused"])
-def test_dry_run_script_and_real_run_make_the_same_calls(exists, fake_path, tmp_path):
+def test_dry_run_script_and_real_run_make_the_same_calls(exists, where, fake_path, tmp_path):
     """The printed script, run by bash, and the launcher's own run issue the same gcloud and
     git calls (quoting survives bash), with worker 0's address filled in, and reuse an
-    existing TPU instead of creating one."""
+    existing TPU instead of creating one (and, in a bucket, resume a run that exists). The
+    code tarball is a private temporary file, gone when the launcher ends."""
+    keys = tmp_path / "keys"
+    keys.mkdir(mode=0o755)
+    keys.chmod(0o755)
+    run = ["--run-dir", "runs/a b"] if where == "beside" else []
     flags = ["up", "--name", "rl", "--accelerator-type", "v5litepod-16", "--spot", "--queued",
-             "--cpu-hosts", "cpu-a", "--token-file", str(tmp_path / "tok"), "--source", "/src/x",
-             "--", "--env", "CartPole-v1", "--run-dir", "runs/a b"]
-    extra = {"FAKE_TPU_EXISTS": "1"} if exists else {}
+             "--cpu-hosts", "cpu-a", "--token-file", str(keys / "tok"), "--source", "/src/x",
+             *(BUCKET if where == "bucket" else []), "--", "--env", "CartPole-v1", *run]
+    extra = {"FAKE_TPU_EXISTS": "1", "FAKE_RUN_EXISTS": "1"} if exists else {}
     dry = launcher([*flags[:flags.index("--")], "--dry-run", *flags[flags.index("--"):]], fake_path)
     assert dry.returncode == 0, dry.stderr
     assert not fake_path.calls()
@@ -394,29 +432,56 @@ def test_dry_run_script_and_real_run_make_the_same_calls(exists, fake_path, tmp_
     by_bash = subprocess.run(["bash", str(script)], env=fake_path.env(**extra), capture_output=True,
                              text=True, timeout=60)
     assert by_bash.returncode == 0, by_bash.stderr
-    bash_calls = fake_path.calls()
-    token = (tmp_path / "tok").read_text()
-    assert len(token.strip()) == 64 and oct((tmp_path / "tok").stat().st_mode & 0o777) == "0o600"
+    (bash_tarball, folder_mode, file_mode), = _tarballs(fake_path)
+    assert (folder_mode, file_mode) == (0o700, 0o600) and not os.path.exists(bash_tarball)
+    bash_calls = _without_tarball(fake_path.calls(), bash_tarball)
+    token = (keys / "tok").read_text()
+    assert len(token.strip()) == 64
+    assert stat.S_IMODE((keys / "tok").stat().st_mode) == 0o600
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700  # was 755
 
     fake_path.reset()
-    (tmp_path / "tok").unlink()
+    (fake_path.log.parent / (fake_path.log.name + ".tarball")).unlink()
+    (keys / "tok").unlink()
     real = launcher(flags, fake_path, **extra)
     assert real.returncode == 0, real.stderr + real.stdout
-    assert fake_path.calls() == bash_calls
-    assert (tmp_path / "tok").read_text() != token  # a fresh token for a fresh cluster
+    (tarball, folder_mode, file_mode), = _tarballs(fake_path)
+    assert (folder_mode, file_mode) == (0o700, 0o600)  # tempfile.mkdtemp, mkstemp
+    assert not os.path.exists(os.path.dirname(tarball)) and tarball != bash_tarball
+    assert _without_tarball(fake_path.calls(), tarball) == bash_calls
+    assert (keys / "tok").read_text() != token  # a fresh token for a fresh cluster
 
     creates = [c for c in bash_calls
                if c[:5] == ["gcloud", "compute", "tpus", "queued-resources", "create"]]
     assert len(creates) == (0 if exists else 1)
+    if creates and where == "bucket":
+        assert creates[0][-4:] == [
+            "--internal-ips", "--service-account=rl-run@my-proj.iam.gserviceaccount.com",
+            "--scopes=https://www.googleapis.com/auth/devstorage.read_write", "--zone=us-west4-a"]
     joins = [c for c in bash_calls if any("--address=" in a for a in c)]
-    assert [c[:4] for c in joins] == [["gcloud", "compute", "tpus", "tpu-vm"],
-                                      ["gcloud", "compute", "ssh", "cpu-a"]]
+    prefix = (["gcloud", "alpha", "compute", "tpus"] if where == "bucket"
+              else ["gcloud", "compute", "tpus", "tpu-vm"])
+    assert [c[:4] for c in joins] == [prefix, ["gcloud", "compute", "ssh", "cpu-a"]]
     assert all(any(a.endswith("--address=10.164.0.7:6379") for a in c) for c in joins)
     train = bash_calls[-1]
-    assert train[:7] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "rl", "--worker=all"]
-    assert train[7].endswith("rltpu train --env CartPole-v1 --run-dir 'runs/a b' "
-                             "--distributed auto > "
-                             "~/rltpu-train.log 2>&1 < /dev/null &")
+    tpu_vm = (["gcloud", "alpha", "compute", "tpus", "tpu-vm"] if where == "bucket"
+              else ["gcloud", "compute", "tpus", "tpu-vm"])
+    assert train[:len(tpu_vm) + 3] == [*tpu_vm, "ssh", "rl", "--worker=all"]
+    iap = [c for c in bash_calls if "ssh" in c or "scp" in c]
+    assert all(("--tunnel-through-iap" in c) == (where == "bucket") for c in iap), iap
+    command = next(a for a in train if a.startswith("--command="))
+    if where == "beside":
+        expected = "train --env CartPole-v1 --run-dir 'runs/a b' --distributed auto"
+    elif exists:  # the run's config.json is in the bucket: resume it, its settings saved
+        expected = "train --resume gs://my-bucket/runs/r1 --distributed auto"
+    else:
+        expected = "train --env CartPole-v1 --run-dir gs://my-bucket/runs/r1 --distributed auto"
+    assert command == ("--command=mkdir -p ~/rltpu-runs && cd ~/rltpu-runs && RAY_AUTH_MODE=token "
+                       "RAY_ADDRESS=auto nohup setsid ~/rltpu-venv/bin/rltpu " + expected
+                       + " >> ~/rltpu-train.log 2>&1 < /dev/null &")
+    storage = [c for c in bash_calls if c[:3] == ["gcloud", "storage", "ls"]]
+    assert storage == ([["gcloud", "storage", "ls", "gs://my-bucket/runs/r1/config.json"]]
+                       if where == "bucket" else [])
 
 
 # --- the ray up cluster config -------------------------------------------------------------
@@ -460,3 +525,257 @@ def test_ray_up_cluster_yaml_passes_rays_own_schema():
     config["available_node_types"]["ray_tpu"]["acceleratorTyp"] = "v4-8"  # a typo must fail
     with pytest.raises(Exception, match="acceleratorTyp"):
         validate_config(prepare_config(config))
+
+
+# --- bad values of the newer flags ----------------------------------------------------------
+
+BAD_NEW_FLAGS = [
+    (["up", "--bucket", "s3://runs"], "--bucket 's3://runs' is not a Cloud Storage location"),
+    (["up", "--bucket", "gs://My_Bucket"], "--bucket 'gs://My_Bucket' is not a Cloud Storage"),
+    (["up", "--bucket", "gs://"], "--bucket 'gs://' is not a Cloud Storage location"),
+    (["up", "--bucket", "gs://b1"], "--bucket 'gs://b1' is not a Cloud Storage location"),
+    (["up", "--bucket", "gs://b12/x", "--run-name", "a/b"], "--run-name 'a/b': use letters"),
+    (["up", "--poll-seconds", "0"], "--poll-seconds must be a positive number, got 0.0"),
+    (["up", "--poll-seconds", "nan"], "--poll-seconds must be a positive number, got nan"),
+    (["up", "--poll-seconds", "soon"], "argument --poll-seconds: invalid float value: 'soon'"),
+    (["up", "--stop-grace-seconds", "-1"], "--stop-grace-seconds must be 0 to 3600, got -1"),
+    (["up", "--service-account", "me@gmail.com"],
+     "--service-account 'me@gmail.com' is not a service account email"),
+    (["up", "--scopes", "cloud-platform,https://evil.example/x"],
+     "--scopes: 'https://evil.example/x' is not an OAuth scope"),
+    (["up", "--token-file", "/tmp/tok"], "--token-file '/tmp/tok': give it a folder of its own"),
+    (["up", "--auto-resume"], "--auto-resume needs the run in a bucket"),
+    (["up", "--auto-resume", "--", "--run-dir", "runs/x"], "--auto-resume needs the run in a"),
+    (["install", "--auto-resume"], "--auto-resume goes with up or watch, not 'install'"),
+    (["watch", "--bucket", "gs://b12"], "watch needs the run in a bucket"),
+    (["up", "--", "--run-dir", "~/rltpu/runs/x"],
+     "run directory '~/rltpu/runs/x' would be inside the code checkout"),
+    (["up", "--", "--run-dir", "../rltpu/x"], "run directory '../rltpu/x' would be inside"),
+    (["fetch", "--", "--env", "CartPole-v1"], "flags after -- go to rltpu train; 'fetch'"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_NEW_FLAGS, ids=[" ".join(b[0]) for b in BAD_NEW_FLAGS])
+def test_bad_new_flags_are_one_line_and_exit_2_before_gcloud(argv, message, fake_path):
+    for dry in ([], ["--dry-run"]):
+        cut = argv.index("--") if "--" in argv else len(argv)
+        result = launcher([*argv[:cut], *dry, *argv[cut:]], fake_path)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+        assert result.stderr.startswith("launch.tpu: error: ") and result.stdout == ""
+        assert not fake_path.calls()
+
+
+# --- refusals: install while training, down with runs on the slice's disks ------------------
+
+@pytest.mark.parametrize("how", ["launcher", "bash"])
+def test_install_refuses_while_training_is_alive(how, fake_path, tmp_path):
+    flags = ["install", "--name", "rl", "--accelerator-type", "v4-32",
+             "--token-file", str(tmp_path / "keys" / "tok")]
+    if how == "bash":
+        script = tmp_path / "install.sh"
+        script.write_text(launcher([*flags, "--dry-run"], fake_path).stdout)
+        result = subprocess.run(["bash", str(script)], env=fake_path.env(FAKE_TRAINING_ALIVE="1"),
+                                capture_output=True, text=True, timeout=60)
+    else:
+        result = launcher(flags, fake_path, FAKE_TRAINING_ALIVE="1")
+    assert result.returncode == 2
+    assert result.stderr == ALIVE_MESSAGE + "\n"
+    assert fake_path.calls() == [["gcloud", "compute", "tpus", "tpu-vm", "ssh", "rl",
+                                  "--worker=all", "--command=" + ALIVE, "--zone=us-central2-b"]]
+    assert not (tmp_path / "keys").exists()  # nothing made, nothing packed or copied
+
+
+@pytest.mark.parametrize("how", ["launcher", "bash"])
+def test_down_refuses_unfetched_runs_unless_forced(how, fake_path, tmp_path):
+    def down(*extra, **env):
+        flags = ["down", "--name", "rl", "--accelerator-type", "v5litepod-1", *extra]
+        if how == "launcher":
+            return launcher(flags, fake_path, **env)
+        script = tmp_path / "down.sh"
+        script.write_text(launcher([*flags, "--dry-run"], fake_path).stdout)
+        return subprocess.run(["bash", str(script)], env=fake_path.env(**env),
+                              capture_output=True, text=True, timeout=60)
+
+    check = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "rl", "--worker=all",
+             "--command=" + UNFETCHED, "--zone=us-west4-a"]
+    delete = ["gcloud", "compute", "tpus", "tpu-vm", "delete", "rl", "--quiet", "--zone=us-west4-a"]
+    result = down(FAKE_UNFETCHED="1")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "runs on the slice's disks were never fetched" in result.stderr
+    assert fake_path.calls() == [check]
+    fake_path.reset()
+    assert down().returncode == 0 and fake_path.calls() == [check, delete]  # none, or fetched
+    fake_path.reset()
+    assert down("--force", FAKE_UNFETCHED="1").returncode == 0
+    assert fake_path.calls() == [delete]
+
+
+# --- the remote command lines, run by bash on a fake host (HOME in a temp folder) ------------
+
+def _host(tmp_path):
+    """A fake TPU host: HOME, and a PATH whose python3 and uv only succeed (no network)."""
+    home, bin_ = tmp_path / "home", tmp_path / "hostbin"
+    home.mkdir()
+    bin_.mkdir()
+    for tool in (bin_ / "python3", home / ".local" / "bin" / "uv"):
+        tool.parent.mkdir(parents=True, exist_ok=True)
+        tool.write_text("#!/bin/sh\nexit 0\n")
+        tool.chmod(0o755)
+    env = {"HOME": str(home), "PATH": f"{bin_}{os.pathsep}{os.environ['PATH']}"}
+    return home, env
+
+
+def _remote(line, env):
+    return subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_install_keeps_runs_and_makes_ray_folder_private(tmp_path):
+    """A run an older launcher left in ~/rltpu/runs survives install (moved beside the code);
+    ~/.ray becomes 700 even if Ray made it 755; the token copied in is then made 600."""
+    home, env = _host(tmp_path)
+    old_run = home / "rltpu" / "runs" / "impala-CartPole-v1-1"
+    old_run.mkdir(parents=True)
+    (old_run / "metrics.jsonl").write_text('{"update": 1}\n')
+    (home / ".ray").mkdir(mode=0o755)
+    (home / ".ray").chmod(0o755)
+    code = tmp_path / "code" / "rltpu"
+    code.mkdir(parents=True)
+    (code / "constraints.txt").write_text("jax==0.8\n")
+    subprocess.run(["tar", "-czf", str(home / "rltpu.tar.gz"), "-C", str(code.parent), "rltpu"],
+                   check=True)
+    cfg = tpu.LaunchConfig(name="rl")
+    result = _remote(tpu._install_remote(cfg, "tpu"), env)
+    assert result.returncode == 0, result.stderr
+    (moved,) = (home / "rltpu-runs").glob("runs-from-checkout-*")
+    assert (moved / "impala-CartPole-v1-1" / "metrics.jsonl").read_text() == '{"update": 1}\n'
+    assert sorted(os.listdir(home / "rltpu")) == ["constraints.txt"]
+    assert not (home / "rltpu.tar.gz").exists()
+    assert stat.S_IMODE((home / ".ray").stat().st_mode) == 0o700
+    (home / ".ray" / "auth_token").write_text("t\n")
+    (home / ".ray" / "auth_token").chmod(0o644)
+    assert _remote(TOKEN_MODES, env).returncode == 0
+    assert stat.S_IMODE((home / ".ray" / "auth_token").stat().st_mode) == 0o600
+    # a second install finds no runs in the checkout and moves nothing
+    subprocess.run(["tar", "-czf", str(home / "rltpu.tar.gz"), "-C", str(code.parent), "rltpu"],
+                   check=True)
+    assert _remote(tpu._install_remote(cfg, "tpu"), env).returncode == 0
+    assert len(list((home / "rltpu-runs").glob("runs-from-checkout-*"))) == 1
+
+
+def test_unfetched_check_sees_runs_newer_than_the_last_fetch(tmp_path):
+    home, env = _host(tmp_path)
+
+    def unfetched():
+        result = _remote(UNFETCHED, env)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert unfetched() == ""  # no runs at all
+    run = home / "rltpu-runs" / "runs" / "a"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("{}\n")
+    os.utime(run / "metrics.jsonl", (1000, 1000))
+    assert unfetched().startswith("RLTPU_UNFETCHED_RUNS ")
+    assert unfetched().endswith(":~/rltpu-runs/runs/a/metrics.jsonl")
+    cfg = tpu.LaunchConfig(name="rl")
+    mark, _, _, done = (tpu._expand(s.argv, {})[-2] for s in tpu.fetch_steps(cfg))
+    assert _remote(mark[len("--command="):], env).returncode == 0  # the copy starts
+    os.utime(home / "rltpu-runs" / ".fetch-started", (2000, 2000))
+    assert _remote(done[len("--command="):], env).returncode == 0  # the copy is done
+    assert unfetched() == ""
+    (run / "checkpoint").write_text("new\n")  # written after the copy started
+    os.utime(run / "checkpoint", (3000, 3000))
+    assert unfetched().endswith(":~/rltpu-runs/runs/a/checkpoint")
+
+
+FAKE_TRAIN = """#!{python}
+import os, signal, sys, time
+def stop(signum, frame):
+    if os.environ.get("IGNORE_TERM"):
+        return
+    time.sleep(0.5)  # the update it is on, and the final checkpoint
+    open(os.path.join(os.environ["HOME"], "final-checkpoint"), "w").write("saved")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+print("training", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+@pytest.mark.parametrize("ignores_term", [False, True], ids=["stops", "hangs"])
+def test_ray_restart_stops_training_with_sigterm_and_a_bounded_grace(ignores_term, tmp_path):
+    """What runs before `ray stop --force`: a live rltpu train gets SIGTERM and time for its
+    final checkpoint; one that does not stop is waited for the grace only, and named."""
+    home, env = _host(tmp_path)
+    train = home / "rltpu-venv" / "bin" / "rltpu"
+    train.parent.mkdir(parents=True)
+    train.write_text(FAKE_TRAIN.format(python=sys.executable))
+    train.chmod(0o755)
+    proc = subprocess.Popen([str(train), "train", "--env", "CartPole-v1"], stdout=subprocess.PIPE,
+                            env={**env, "IGNORE_TERM": "1" if ignores_term else ""}, text=True)
+    try:
+        assert proc.stdout.readline() == "training\n"
+        assert _remote(ALIVE, env).stdout.startswith("RLTPU_TRAINING_ALIVE ")
+        cfg = tpu.LaunchConfig(name="rl", stop_grace_seconds=3)
+        result = _remote(tpu._stop_training(cfg), env)
+        assert result.returncode == 0
+        if ignores_term:
+            assert proc.poll() is None
+            assert result.stderr.startswith("rltpu train still running 3 s after SIGTERM on ")
+        else:
+            assert proc.wait(timeout=5) == 0 and result.stderr == ""
+            assert (home / "final-checkpoint").read_text() == "saved"
+            assert _remote(ALIVE, env).stdout == ""
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_token_file_and_folder_are_made_private_even_when_they_exist(tmp_path):
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    keys.chmod(0o755)
+    (keys / "tok").write_text("f00d\n")
+    (keys / "tok").chmod(0o644)
+    step = tpu.token_step(tpu.LaunchConfig(name="rl", token_file=str(keys / "tok")))
+    assert subprocess.run(step.argv, timeout=30).returncode == 0
+    assert (keys / "tok").read_text() == "f00d\n"  # kept: the cluster's hosts have it
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    assert stat.S_IMODE((keys / "tok").stat().st_mode) == 0o600
+    # on every host: the folder is made 700 before the token arrives, the token 600 after
+    steps = tpu.install_steps(tpu.LaunchConfig(name="rl", accelerator_type="v4-32",
+                                               cpu_hosts=("cpu-a",)))
+    for i, s in enumerate(steps):
+        if any(a.endswith(":.ray/auth_token") for a in s.argv):
+            assert steps[i + 1].argv[-2:] in ((f"--command={TOKEN_MODES}", "--zone=us-central2-b"),
+                                              ("--zone=us-central2-b", f"--command={TOKEN_MODES}"))
+            installs = [t for t in steps[:i] if any(INSTALL_REMOTE in a for a in t.argv)]
+            assert installs, "the token arrived before ~/.ray was made 700"
+
+
+# --- internal IPs, IAP and the service account ----------------------------------------------
+
+def test_internal_ips_ssh_through_iap_and_a_chosen_service_account():
+    cfg = tpu.LaunchConfig(name="rl", accelerator_type="v4-8", internal_ips=True,
+                           service_account="rl-run@p1.iam.gserviceaccount.com",
+                           scopes="cloud-platform", cpu_hosts=("cpu-a",))
+    z = "--zone=us-central2-b"
+    (create,) = tpu.create_steps(cfg)
+    assert create.argv == (
+        "gcloud", "compute", "tpus", "tpu-vm", "create", "rl", "--accelerator-type=v4-8",
+        "--version=tpu-ubuntu2204-base", "--internal-ips",
+        "--service-account=rl-run@p1.iam.gserviceaccount.com", "--scopes=cloud-platform", z)
+    assert [tpu.render_argv(s.argv) for s in tpu.plan("tunnel", cfg)] == [
+        f"gcloud alpha compute tpus tpu-vm ssh rl --worker=0 --tunnel-through-iap {z} -- -N "
+        "-L 8265:localhost:8265 -L 6006:localhost:6006"]
+    steps = tpu.plan("up", cfg, ("--env", "CartPole-v1"))
+    remote = [s.argv for s in steps if "ssh" in s.argv or "scp" in s.argv]
+    assert remote and all("--tunnel-through-iap" in argv for argv in remote)
+    assert all(argv[:2] == ("gcloud", "alpha") for argv in remote if "tpu-vm" in argv)
+    assert not any("--internal-ips" in s.argv for s in steps if s is not steps[0])
+    plain = tpu.LaunchConfig(name="rl", accelerator_type="v4-8")
+    assert not any("--tunnel-through-iap" in " ".join(s.argv) or "alpha" in s.argv
+                   for s in tpu.plan("up", plain, ()))
