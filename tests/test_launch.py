@@ -493,6 +493,14 @@ def test_ray_up_cluster_yaml():
     nodes = config["available_node_types"]
     head = nodes[config["head_node_type"]]
     assert "machineType" in head["node_config"]  # Ray cannot make a TPU the head
+    # the head holds the autoscaler's project-wide credentials: no actor (env code) there
+    assert head["resources"] == {"CPU": 0}
+    assert config["setup_commands"][0] == "chmod 700 ~/.ray && chmod 600 ~/.ray/auth_token"
+    text = open(CLUSTER_YAML).read()
+    assert "ray get-auth-token --generate             # once: ~/.ray/auth_token (mode 600)" \
+        not in text
+    assert "(umask 077 && ray get-auth-token --generate >/dev/null) && chmod 700 ~/.ray && " \
+           "chmod 600 ~/.ray/auth_token" in text
     tpu_node = nodes["ray_tpu"]["node_config"]
     s = tpu.parse_accelerator_type(tpu_node["acceleratorType"])
     assert (s.accelerator_type, s.hosts) == ("v5litepod-16", 4)
@@ -779,3 +787,183 @@ def test_internal_ips_ssh_through_iap_and_a_chosen_service_account():
     plain = tpu.LaunchConfig(name="rl", accelerator_type="v4-8")
     assert not any("--tunnel-through-iap" in " ".join(s.argv) or "alpha" in s.argv
                    for s in tpu.plan("up", plain, ()))
+
+
+# --- automatic resume after a preemption ----------------------------------------------------
+
+PREEMPTING_GCLOUD = """#!{python}
+# A fake gcloud with state (a JSON file): a TPU that is created READY, is preempted (or
+# vanishes) on the watcher's second look after training starts, and a bucket whose run gets
+# its config.json when training starts and its summary.json on the second look after the
+# second start (the resumed run).
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(json.dumps(["gcloud"] + args) + "\\n")
+path = os.environ["FAKE_STATE"]
+with open(path) as f:
+    state = json.load(f)
+code = 0
+command = next((a for a in args if a.startswith("--command=")), "")
+if args[:4] == ["compute", "tpus", "tpu-vm", "describe"] and "--format=value(state)" in args:
+    if state["tpu"] is None:
+        print("ERROR: (gcloud.compute.tpus.tpu-vm.describe) NOT_FOUND: rl", file=sys.stderr)
+        code = 1
+    else:
+        print(state["tpu"])
+elif args[:4] == ["compute", "tpus", "tpu-vm", "create"]:
+    state["tpu"] = "READY"
+elif args[:4] == ["compute", "tpus", "tpu-vm", "delete"]:
+    state["tpu"] = None
+elif args[:4] == ["compute", "tpus", "queued-resources", "create"]:
+    state["qr"] = "WAITING_FOR_RESOURCES"
+elif args[:4] == ["compute", "tpus", "queued-resources", "describe"]:
+    if state["qr"] is None:
+        print("ERROR: NOT_FOUND", file=sys.stderr)
+        code = 1
+    else:
+        print(state["qr"])
+        if state["qr"] == "WAITING_FOR_RESOURCES":  # granted on the next look
+            state["qr"], state["tpu"] = "ACTIVE", "READY"
+elif args[:4] == ["compute", "tpus", "queued-resources", "delete"]:
+    state["qr"] = state["tpu"] = None
+elif args[:2] == ["storage", "ls"] and args[2].endswith("/config.json"):
+    code = 0 if state["trains"] else 1
+elif args[:2] == ["storage", "ls"] and args[2].endswith("/summary.json"):
+    state["looks"] += 1
+    if state["trains"] == 1 and state["looks"] == 2 and not state["preempted"]:
+        state["preempted"] = True
+        state["tpu"] = "PREEMPTED" if state["mode"] == "preempted" else None
+    code = 0 if state["trains"] >= 2 and state["looks"] >= 2 else 1
+elif "nohup setsid" in command:  # the train step (not a check naming rltpu train)
+    state["trains"] += 1
+    state["looks"] = 0
+with open(path, "w") as f:
+    json.dump(state, f)
+sys.exit(code)
+"""
+
+
+def _preempting_cloud(tmp_path, fake, **state):
+    (fake.bin / "gcloud").write_text(PREEMPTING_GCLOUD.format(python=sys.executable))
+    (tmp_path / "cloud.json").write_text(json.dumps(
+        {"tpu": None, "qr": None, "trains": 0, "looks": 0, "preempted": False, **state}))
+    return {"FAKE_STATE": str(tmp_path / "cloud.json")}
+
+
+def _calls_without_tarballs(fake):
+    calls = fake.calls()
+    for path, _, _ in _tarballs(fake):
+        calls = _without_tarball(calls, path)
+    return calls
+
+
+def _tpu_vm(verb, *args, z="--zone=us-west4-a"):
+    return ["gcloud", "compute", "tpus", "tpu-vm", verb, *args, z]
+
+
+def _reinstall(token, run, z="--zone=us-west4-a"):
+    """The calls of install, Ray's head and the train step (fresh or resumed)."""
+    return [
+        _tpu_vm("ssh", "rl", "--worker=all", "--command=" + ALIVE, z=z),
+        ["git", "-C", REPO, "archive", "--format=tar.gz", "--prefix=rltpu/",
+         "--output=TARBALL", "HEAD"],
+        _tpu_vm("scp", "TARBALL", "rl:rltpu.tar.gz", "--worker=all", z=z),
+        _tpu_vm("ssh", "rl", "--worker=all",
+                f"--command={INSTALL_REMOTE}'jax[tpu]' -e ~/rltpu", z=z),
+        _tpu_vm("scp", token, "rl:.ray/auth_token", "--worker=all", z=z),
+        _tpu_vm("ssh", "rl", "--worker=all", "--command=" + TOKEN_MODES, z=z),
+        _tpu_vm("ssh", "rl", "--worker=0",
+                f"--command={RAY_STOP} --head --port=6379 --dashboard-host=127.0.0.1", z=z),
+        ["gcloud", "storage", "ls", "gs://my-bucket/runs/r1/config.json"],
+        _tpu_vm("ssh", "rl", "--worker=0",
+                "--command=mkdir -p ~/rltpu-runs && cd ~/rltpu-runs && RAY_AUTH_MODE=token "
+                f"RAY_ADDRESS=auto nohup setsid ~/rltpu-venv/bin/rltpu train {run} >> "
+                "~/rltpu-train.log 2>&1 < /dev/null &", z=z),
+    ]
+
+
+SUMMARY = ["gcloud", "storage", "ls", "gs://my-bucket/runs/r1/summary.json"]
+
+
+@pytest.mark.parametrize("mode", ["preempted", "vanished"])
+def test_auto_resume_recreates_a_preempted_slice_and_resumes_from_the_bucket(mode, fake_path,
+                                                                            tmp_path):
+    """up --auto-resume against a fake gcloud: create -> READY -> training -> PREEMPTED (or
+    gone) -> delete what is left -> create -> reinstall -> rltpu train --resume gs://... ->
+    summary.json appears -> exit 0. The exact command sequence."""
+    env = _preempting_cloud(tmp_path, fake_path, mode=mode)
+    token = str(tmp_path / "keys" / "tok")
+    result = launcher(["up", "--name", "rl", "--accelerator-type", "v5litepod-1", "--spot",
+                       "--bucket", "gs://my-bucket/runs/", "--run-name", "r1", "--auto-resume",
+                       "--poll-seconds", "0.01", "--token-file", token,
+                       "--", "--env", "CartPole-v1"], fake_path, **env)
+    assert result.returncode == 0, result.stderr + result.stdout
+    describe = _tpu_vm("describe", "rl", "--format=value(state)")
+    create = _tpu_vm("create", "rl", "--accelerator-type=v5litepod-1",
+                     "--version=v2-alpha-tpuv5-lite", "--spot")
+    fresh = "--env CartPole-v1 --run-dir gs://my-bucket/runs/r1"
+    delete = ([describe, _tpu_vm("delete", "rl", "--quiet")] if mode == "preempted"
+              else [describe])  # (nothing left to delete)
+    assert _calls_without_tarballs(fake_path) == [
+        describe, create, *_reinstall(token, fresh),             # up
+        SUMMARY, describe,                                        # READY: wait
+        SUMMARY, describe,                                        # PREEMPTED or gone
+        *delete, describe, create,                                # recreate
+        *_reinstall(token, "--resume gs://my-bucket/runs/r1"),   # resume from the bucket
+        SUMMARY, describe,                                        # READY: wait
+        SUMMARY,                                                  # the run has ended
+    ]
+    assert "gs://my-bucket/runs/r1/summary.json exists: the run has ended (recovered 1 time)" \
+        in result.stdout
+    assert len(_tarballs(fake_path)) == 2
+    assert not any(os.path.exists(os.path.dirname(p)) for p, _, _ in _tarballs(fake_path))
+
+
+def test_watch_queues_for_a_new_slice_and_resumes(fake_path, tmp_path):
+    """watch alone, on a queued spot slice already preempted: the queued resource is deleted
+    and requested again, the launcher waits until it is ACTIVE, then resumes the run."""
+    env = _preempting_cloud(tmp_path, fake_path, mode="preempted", tpu="PREEMPTED",
+                            qr="ACTIVE", trains=1, preempted=True)
+    token = str(tmp_path / "keys" / "tok")
+    result = launcher(["watch", "--name", "rl", "--accelerator-type", "v5litepod-1", "--spot",
+                       "--queued", "--poll-seconds", "0.01", "--token-file", token,
+                       "--", "--resume", "gs://my-bucket/runs/r1"], fake_path, **env)
+    assert result.returncode == 0, result.stderr + result.stdout
+    z = "--zone=us-west4-a"
+    describe = _tpu_vm("describe", "rl", "--format=value(state)")
+    queued = ["gcloud", "compute", "tpus", "queued-resources"]
+    qr_state = [*queued, "describe", "rl", z, "--format=value(state.state)"]
+    assert _calls_without_tarballs(fake_path) == [
+        SUMMARY, describe,                                        # PREEMPTED
+        qr_state, [*queued, "delete", "rl", z, "--force", "--quiet"],
+        describe, [*queued, "create", "rl", "--node-id=rl", "--accelerator-type=v5litepod-1",
+                   "--runtime-version=v2-alpha-tpuv5-lite", "--spot", z],
+        qr_state, qr_state,                                       # WAITING..., then ACTIVE
+        *_reinstall(token, "--resume gs://my-bucket/runs/r1")[:-2],
+        _reinstall(token, "--resume gs://my-bucket/runs/r1")[-1],  # --resume given: no probe
+        SUMMARY, describe, SUMMARY,
+    ]
+
+
+def test_the_yaml_token_recipe_makes_it_private_where_rays_generate_alone_does_not(tmp_path):
+    """What the YAML's header says of `ray get-auth-token --generate`, checked with this
+    Ray: alone (umask 022) it writes 644 in 755; the recipe gives 600 in 700."""
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    recipe = next(line[1:].split("#")[0].strip() for line in open(CLUSTER_YAML)
+                  if "ray get-auth-token --generate" in line and "umask 077" in line)
+    for home, line, modes in ((tmp_path / "alone", "umask 022; ray get-auth-token --generate "
+                               ">/dev/null", (0o755, 0o644)),
+                              (tmp_path / "recipe", "umask 022; " + recipe, (0o700, 0o600))):
+        home.mkdir()
+        env = {**os.environ, "HOME": str(home),
+               "PATH": f"{os.path.dirname(ray)}{os.pathsep}{os.environ['PATH']}"}
+        env.pop("RAY_AUTH_TOKEN", None)
+        env.pop("RAY_AUTH_TOKEN_PATH", None)
+        result = subprocess.run(["bash", "-c", line], env=env, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 0, result.stderr
+        token = home / ".ray" / "auth_token"
+        assert len(token.read_text().strip()) >= 32
+        assert (stat.S_IMODE(token.parent.stat().st_mode),
+                stat.S_IMODE(token.stat().st_mode)) == modes, line
