@@ -30,6 +30,7 @@ import dataclasses
 import inspect
 import math
 import os
+import posixpath
 import re
 import shlex
 import shutil
@@ -541,13 +542,13 @@ def run_target(cfg: LaunchConfig, train_args: tuple[str, ...]) -> RunTarget:
     resume = _flag_value(train_args, "--resume")
     given = resume if resume is not None else _flag_value(train_args, "--run-dir")
     if given is not None:
-        parts = given.replace("\\", "/").split("/")
-        if not given.startswith("gs://") and (
-                ".." in parts or given in ("~/rltpu", "rltpu")
-                or given.startswith(("~/rltpu/", "rltpu/"))):
+        # Where the path lands on a host: rltpu train runs in ~/rltpu-runs.
+        where = posixpath.normpath(given if given.startswith(("/", "~/", "gs://"))
+                                   else posixpath.join(RUNS_DIR, given))
+        if re.match(r"(~|/root|/home/[^/]+)/rltpu(/|$)", where):
             raise ValueError(f"run directory {given!r} would be inside the code checkout "
                              "(~/rltpu, replaced by every install); give a gs:// path or a "
-                             "path inside ~/rltpu-runs (relative paths are)")
+                             "path in ~/rltpu-runs (where relative paths go)")
         return RunTarget(given, train_args)
     if cfg.default_run_dir is not None:
         return RunTarget(cfg.default_run_dir, (*train_args, "--run-dir", cfg.default_run_dir))
@@ -561,7 +562,9 @@ def _train_command(cfg: LaunchConfig, train_args: tuple[str, ...]) -> tuple[str,
     if hosts > 1:
         train_args = (*train_args, *(("--learner-hosts", str(hosts)) if by_ray
                                      else ("--distributed", "auto")))
-    args = " ".join(shlex.quote(a) for a in train_args)
+    # A leading ~/ stays unquoted so that the host's shell expands it (its home, not ours).
+    args = " ".join("~/" + shlex.quote(a[2:]) if a.startswith("~/") else shlex.quote(a)
+                    for a in train_args)
     command = f"{_venv_bin('rltpu')} train{' ' + args if args else ''}"
     remote = (f"mkdir -p {RUNS_DIR} && cd {RUNS_DIR} && RAY_AUTH_MODE=token RAY_ADDRESS=auto "
               f"nohup setsid {command} >> {TRAIN_LOG} 2>&1 < /dev/null &")
@@ -662,7 +665,8 @@ def down_steps(cfg: LaunchConfig) -> list[Step]:
     steps = []
     if not cfg.force:
         steps.append(Step(
-            "check that no run lives only on the slice's disks (fetched ones are fine)",
+            "check that no run lives only on the slice's disks (fetched ones are fine; "
+            "--force skips this)",
             _ssh(cfg, "all", UNFETCHED_REMOTE),
             refuse_if=(UNFETCHED, "runs on the slice's disks were never fetched and would be "
                        f"deleted with it: copy them with python -m {PROG} fetch --name "
@@ -968,9 +972,7 @@ def parse(argv: list[str]) -> tuple[str, LaunchConfig, tuple[str, ...], bool]:
         # Fixed once, here: every later step (and a resume) names the same folder.
         args["run_name"] = (f"{args.get('name', LaunchConfig.name)}-"
                             f"{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
-    cfg = LaunchConfig(**args)
-    check(command, cfg, train_args)
-    return command, cfg, train_args, dry_run
+    return command, LaunchConfig(**args), train_args, dry_run
 
 
 def check(command: str, cfg: LaunchConfig, train_args: tuple[str, ...]) -> RunTarget | None:
@@ -1008,8 +1010,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         command, cfg, train_args, dry_run = parse(argv)
-        steps = plan(command, cfg, train_args)
         target = check(command, cfg, train_args)
+        steps = plan(command, cfg, train_args)
     except ValueError as e:
         return _fail(str(e))
     watching = command == "watch" or cfg.auto_resume

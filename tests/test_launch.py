@@ -124,7 +124,8 @@ def down_check(scope):
     message = ("launch.tpu: error: runs on the slice's disks were never fetched and would be "
                "deleted with it: copy them with python -m launch.tpu fetch --name rl ..., or add "
                "--force (a preempted slice's disks are gone already)")
-    return (f"# check that no run lives only on the slice's disks (fetched ones are fine)\n"
+    return (f"# check that no run lives only on the slice's disks (fetched ones are fine; "
+            "--force skips this)\n"
             f"out=$(gcloud compute tpus tpu-vm ssh rl --worker=all "
             f"{shlex.quote('--command=' + UNFETCHED)} {scope})\n"
             f"if grep -q RLTPU_UNFETCHED_RUNS <<<\"$out\"; then echo \"{message}\" >&2; "
@@ -559,6 +560,7 @@ BAD_NEW_FLAGS = [
     (["up", "--", "--run-dir", "~/rltpu/runs/x"],
      "run directory '~/rltpu/runs/x' would be inside the code checkout"),
     (["up", "--", "--run-dir", "../rltpu/x"], "run directory '../rltpu/x' would be inside"),
+    (["train", "--", "--resume", "/home/me/rltpu/runs/a"], "'/home/me/rltpu/runs/a' would be"),
     (["fetch", "--", "--env", "CartPole-v1"], "flags after -- go to rltpu train; 'fetch'"),
 ]
 
