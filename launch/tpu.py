@@ -95,8 +95,10 @@ GENERATIONS = {
         Generation("v6e", 1, 8, (1, 4, 8, 16, 32, 64, 128, 256), "v2-alpha-tpuv6e", "us-east5-b"),
     )
 }
-ALIASES = {"v5e": "v5litepod"}
-BUCKET_RE = r"gs://[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9](/[^\s/][^\s]*)?/?"  # "v5e-16" is what people say; gcloud wants "v5litepod-16"
+ALIASES = {"v5e": "v5litepod"}  # "v5e-16" is what people say; gcloud wants "v5litepod-16"
+# gs://BUCKET[/PREFIX]: Cloud Storage bucket names are 3 to 222 lower-case letters, digits,
+# '-', '_' and '.', starting and ending with a letter or digit.
+BUCKET_RE = r"gs://[a-z0-9][-a-z0-9_.]{1,220}[a-z0-9](/[^\s/][^\s]*)?/?"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -798,9 +800,9 @@ def render(steps: list[Step], poll_s: float = 30.0) -> str:
             lines.append(f"if {render_argv(step.when)} >/dev/null 2>&1; then {command}; fi")
         elif step.refuse_if:
             marker, message = step.refuse_if
+            error = _quote(f"{PROG}: error: {message}")
             lines += [f"out=$({command})",
-                      f"if grep -q {marker} <<<\"$out\"; then echo {_quote(f'{PROG}: error: {message}')} >&2; "
-                      "exit 2; fi"]
+                      f'if grep -q {marker} <<<"$out"; then echo {error} >&2; exit 2; fi']
         elif step.choose_if:
             lines.append(f"if {render_argv(step.choose_if)} >/dev/null 2>&1; then "
                          f"{render_argv(step.alternative)}; else {command}; fi")
@@ -999,7 +1001,7 @@ def check(command: str, cfg: LaunchConfig, train_args: tuple[str, ...]) -> RunTa
 def _watch_plan(cfg: LaunchConfig, target: RunTarget) -> str:
     """What --auto-resume (or watch) does after the steps, as comments in a dry run."""
     recover = render(recover_steps(cfg, target), cfg.poll_seconds).split("\n", 2)[2]
-    return (f"# then, every {cfg.poll_seconds:g} s until the run has ended:\n"
+    return (f"# watching: every {cfg.poll_seconds:g} s until the run has ended:\n"
             f"#   gcloud storage ls {target.run_dir}/summary.json   (exists: stop)\n"
             f"#   {render_argv(describe_step(cfg).argv)}   (READY: wait; "
             f"{', '.join(LOST_STATES)} or gone: recover)\n"

@@ -117,7 +117,8 @@ HEAD = shlex.quote(f"--command={RAY_STOP} --head --port=6379 --dashboard-host=12
 JOIN = '"' + re.sub(r'([\\"`$])', r"\\\1", f"--command={RAY_STOP} --address=") + '${HEAD_IP}:6379"'
 UNFETCHED = ("cd ~ && f=$(find rltpu-runs rltpu/runs -type f ! -name '.fetch*' "
              "$([ -e rltpu-runs/.fetched ] && echo -newer rltpu-runs/.fetched) 2>/dev/null | "
-             "head -n 1); if [ -n \"$f\" ]; then echo RLTPU_UNFETCHED_RUNS \"$(hostname):~/$f\"; fi")
+             "head -n 1); if [ -n \"$f\" ]; then "
+             "echo RLTPU_UNFETCHED_RUNS \"$(hostname):~/$f\"; fi")
 
 
 def down_check(scope):
@@ -969,3 +970,18 @@ def test_the_yaml_token_recipe_makes_it_private_where_rays_generate_alone_does_n
         assert len(token.read_text().strip()) >= 32
         assert (stat.S_IMODE(token.parent.stat().st_mode),
                 stat.S_IMODE(token.stat().st_mode)) == modes, line
+
+
+def test_auto_resume_dry_run_prints_the_watch_and_calls_nothing(fake_path):
+    result = launcher(["up", "--name", "rl", "--spot", "--bucket", "gs://my-bucket/runs",
+                       "--run-name", "r1", "--auto-resume", "--poll-seconds", "60", "--dry-run",
+                       "--", "--env", "CartPole-v1"], fake_path)
+    assert result.returncode == 0, result.stderr
+    assert not fake_path.calls()
+    up, watching = result.stdout.split("# watching: every 60 s until the run has ended:\n")
+    assert "--run-dir gs://my-bucket/runs/r1" in up
+    assert watching.startswith("#   gcloud storage ls gs://my-bucket/runs/r1/summary.json")
+    assert "#   if gcloud compute tpus tpu-vm describe rl '--format=value(state)' " \
+           "--zone=us-west4-a >/dev/null 2>&1; then gcloud compute tpus tpu-vm delete rl " \
+           "--quiet --zone=us-west4-a; fi\n" in watching
+    assert all(line.startswith("#") for line in watching.splitlines())
