@@ -59,6 +59,9 @@ TRAINING_ALIVE = "RLTPU_TRAINING_ALIVE"
 UNFETCHED = "RLTPU_UNFETCHED_RUNS"
 # Slice states (gcloud's value(state)): healthy, on the way, and lost (recreate it).
 READY_STATES = ("READY",)
+# A queued resource in these states will not become ACTIVE (FAILED: e.g. no capacity within
+# --valid-until-duration; SUSPENDED: its spot TPU was preempted): waiting on is pointless.
+QUEUED_FAILED = ("FAILED", "SUSPENDED")
 LOST_STATES = ("PREEMPTED", "TERMINATED", "STOPPED", "STOPPING", "DELETING")
 DASHBOARD_PORT = 8265
 TENSORBOARD_PORT = 6006
@@ -286,6 +289,8 @@ class Step:
     """Store the command's stdout (stripped) in this variable; later argv use ``${NAME}``."""
     until: str | None = None
     """Re-run the command every poll until it prints this (e.g. ACTIVE)."""
+    until_fails: tuple[str, ...] = ()
+    """Outputs that end such a wait as a failed step (e.g. FAILED: it never will be ACTIVE)."""
     unless: tuple[str, ...] | None = None
     """Skip the step when this command succeeds (e.g. the TPU exists already: reuse it)."""
     when: tuple[str, ...] | None = None
@@ -378,7 +383,7 @@ def create_steps(cfg: LaunchConfig) -> list[Step]:
              unless=exists),
         Step("wait until the queued resource is ACTIVE (capacity granted, VMs up)",
              _queued(cfg, "describe", cfg.name, *_scope(cfg), "--format=value(state.state)"),
-             until="ACTIVE"),
+             until="ACTIVE", until_fails=QUEUED_FAILED),
     ]
 
 
@@ -792,6 +797,11 @@ def render(steps: list[Step], poll_s: float = 30.0) -> str:
         command = render_argv(step.argv)
         if step.capture:
             lines.append(f"{step.capture}=$({command})")
+        elif step.until and step.until_fails:
+            fails = "|".join(step.until_fails)
+            lines.append(f'until state=$({command}); [ "$state" = {step.until} ]; do case '
+                         f'"$state" in {fails}) echo "{PROG}: error: state $state" >&2; exit 1;; '
+                         f"esac; sleep {poll_s:g}; done")
         elif step.until:
             lines.append(f'until [ "$({command})" = {step.until} ]; do sleep {poll_s:g}; done')
         elif step.unless:
@@ -877,6 +887,9 @@ def _execute(steps: list[Step], values: dict[str, str], poll_s: float, echo) -> 
                     break
                 if out == step.until:
                     break
+                if out in step.until_fails:
+                    echo(f"{PROG}: {step.what}: state {out}")
+                    return 1
                 echo(f"#   state {out or '(none yet)'}; waiting")
                 time.sleep(poll_s)
             continue

@@ -159,7 +159,7 @@ V5LITEPOD_16_QUEUED_SPOT = f"""\
 # queue a request for v5litepod-16 (16 chips, 4 hosts, spot) unless the TPU exists
 gcloud compute tpus tpu-vm describe rl '--format=value(state)' --zone=us-central1-a >/dev/null 2>&1 || gcloud compute tpus queued-resources create rl --node-id=rl --accelerator-type=v5litepod-16 --runtime-version=v2-alpha-tpuv5-lite --spot --valid-until-duration=6h --zone=us-central1-a
 # wait until the queued resource is ACTIVE (capacity granted, VMs up)
-until [ "$(gcloud compute tpus queued-resources describe rl --zone=us-central1-a '--format=value(state.state)')" = ACTIVE ]; do sleep 30; done
+until state=$(gcloud compute tpus queued-resources describe rl --zone=us-central1-a '--format=value(state.state)'); [ "$state" = ACTIVE ]; do case "$state" in FAILED|SUSPENDED) echo "launch.tpu: error: state $state" >&2; exit 1;; esac; sleep 30; done
 # start the Ray head on worker 0 (token auth, dashboard on 127.0.0.1 only)
 gcloud compute tpus tpu-vm ssh rl --worker=0 {HEAD} --zone=us-central1-a
 # look up worker 0's internal address (the Ray head)
@@ -820,6 +820,9 @@ elif args[:4] == ["compute", "tpus", "tpu-vm", "delete"]:
     state["tpu"] = None
 elif args[:4] == ["compute", "tpus", "queued-resources", "create"]:
     state["qr"] = "WAITING_FOR_RESOURCES"
+    if state.get("qr_fails"):  # this request will fail (no capacity in time)
+        state["qr_fails"] -= 1
+        state["qr"] = "FAILED"
 elif args[:4] == ["compute", "tpus", "queued-resources", "describe"]:
     if state["qr"] is None:
         print("ERROR: NOT_FOUND", file=sys.stderr)
@@ -925,9 +928,10 @@ def test_auto_resume_recreates_a_preempted_slice_and_resumes_from_the_bucket(mod
 
 def test_watch_queues_for_a_new_slice_and_resumes(fake_path, tmp_path):
     """watch alone, on a queued spot slice already preempted: the queued resource is deleted
-    and requested again, the launcher waits until it is ACTIVE, then resumes the run."""
+    and requested again (a request that FAILED is not waited on: it is made again at the next
+    poll), the launcher waits until it is ACTIVE, then resumes the run."""
     env = _preempting_cloud(tmp_path, fake_path, mode="preempted", tpu="PREEMPTED",
-                            qr="ACTIVE", trains=1, preempted=True)
+                            qr="ACTIVE", trains=1, preempted=True, qr_fails=1)
     token = str(tmp_path / "keys" / "tok")
     result = launcher(["watch", "--name", "rl", "--accelerator-type", "v5litepod-1", "--spot",
                        "--queued", "--poll-seconds", "0.01", "--token-file", token,
@@ -937,11 +941,14 @@ def test_watch_queues_for_a_new_slice_and_resumes(fake_path, tmp_path):
     describe = _tpu_vm("describe", "rl", "--format=value(state)")
     queued = ["gcloud", "compute", "tpus", "queued-resources"]
     qr_state = [*queued, "describe", "rl", z, "--format=value(state.state)"]
+    delete = [*queued, "delete", "rl", z, "--force", "--quiet"]
+    create = [*queued, "create", "rl", "--node-id=rl", "--accelerator-type=v5litepod-1",
+              "--runtime-version=v2-alpha-tpuv5-lite", "--spot", z]
     assert _calls_without_tarballs(fake_path) == [
         SUMMARY, describe,                                        # PREEMPTED
-        qr_state, [*queued, "delete", "rl", z, "--force", "--quiet"],
-        describe, [*queued, "create", "rl", "--node-id=rl", "--accelerator-type=v5litepod-1",
-                   "--runtime-version=v2-alpha-tpuv5-lite", "--spot", z],
+        qr_state, delete, describe, create, qr_state,             # the request FAILED
+        SUMMARY, describe,                                        # gone: try again
+        qr_state, delete, describe, create,
         qr_state, qr_state,                                       # WAITING..., then ACTIVE
         *_reinstall(token, "--resume gs://my-bucket/runs/r1")[:-2],
         _reinstall(token, "--resume gs://my-bucket/runs/r1")[-1],  # --resume given: no probe
