@@ -20,8 +20,31 @@ USAGE_ERROR = 2
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with rltpu's conventions: no abbreviated flags (``--num-actor`` is not
+    ``--num-actors``: a flag added later would change what an old command line means), and
+    every error one line, an unknown flag's with the nearest known one."""
+
+    #: Put before every error (``--config FILE: ``, when the parser reads a file's values).
+    error_prefix = ""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, not argparse's usage block
-        raise SystemExit(_fail(message))
+        if message.startswith("unrecognized arguments: "):
+            unknown = [a.split("=", 1)[0] for a in message.split(": ", 1)[1].split()
+                       if a.startswith("-")]
+            if unknown:
+                message += _did_you_mean(unknown[0], list(self._option_string_actions))
+        raise SystemExit(_fail(self.error_prefix + message))
+
+
+def _did_you_mean(word: str, valid: list[str]) -> str:
+    """``"; did you mean X?"`` with the nearest of ``valid`` to ``word`` ("" if none is near)."""
+    import difflib
+    close = difflib.get_close_matches(word, valid, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _fail(message: str, status: int = USAGE_ERROR) -> int:
@@ -70,7 +93,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls, title: str) -> None:
             kwargs["nargs"] = "+"
             kind = typing.get_args(kind)[0]
         kwargs["type"] = _none_or(kind) if optional else kind
-        kwargs["metavar"] = kind.__name__.upper()
+        kwargs["metavar"] = field.metadata.get("metavar", kind.__name__.upper())
         group.add_argument(flag, **kwargs)
 
 
@@ -358,14 +381,40 @@ def plot_main(argv: list[str]) -> int:
     return 0
 
 
+COMMANDS = {
+    "train": "train an agent (flags, a --preset, a --config file), or --resume a run",
+    "eval": "play greedy episodes with a run's checkpoint (optionally on video)",
+    "plot": "draw run directories' learning curves and throughput as a PNG",
+}
+
+
+def main_help() -> str:
+    """``rltpu --help``: the commands, a line each."""
+    import rltpu
+    width = max(map(len, COMMANDS))
+    lines = ["usage: rltpu [--version] COMMAND [flags]", "",
+             f"rltpu {rltpu.__version__}: distributed RL with Ray actors and a data-parallel "
+             "JAX learner.", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    lines += ["", "rltpu COMMAND --help shows a command's flags."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {"train": train_main, "eval": eval_main, "plot": plot_main}
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: rltpu {{{','.join(commands)}}} [flags]   (rltpu COMMAND --help for the flags)")
-        return 0 if argv else USAGE_ERROR
+    if not argv:
+        return _fail(f"no command; valid: {', '.join(commands)} (rltpu --help says more)")
+    if argv[0] in ("-h", "--help"):
+        print(main_help())
+        return 0
+    if argv[0] == "--version":
+        import rltpu
+        print(f"rltpu {rltpu.__version__}")
+        return 0
     if argv[0] not in commands:
-        return _fail(f"unknown command {argv[0]!r}; valid: {', '.join(commands)}")
+        return _fail(f"unknown command {argv[0]!r}; valid: {', '.join(commands)}"
+                     + _did_you_mean(argv[0], list(commands)))
     return commands[argv[0]](argv[1:])
 
 
