@@ -477,7 +477,6 @@ def _positive_int(text: str) -> int:
 
 
 def eval_main(argv: list[str]) -> int:
-    from rltpu import agents
     from rltpu import evaluate
 
     parser = _Parser(prog="rltpu eval", description="Mean return of greedy episodes played with "
@@ -499,11 +498,9 @@ def eval_main(argv: list[str]) -> int:
         # Render off-screen: pygame needs no display (and complains without one).
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
-        agent, agent_config, saved = evaluate.load_run(args.run_dir, agents.get)
-        from rltpu.config import RunConfig
-        report = evaluate.evaluate(agent, agent_config, saved["run"]["env"], args.run_dir,
-                                   args.checkpoint, args.episodes, args.video, args.seed,
-                                   run=_build(RunConfig, saved["run"]))
+        from rltpu.policy import load
+        report = evaluate.play(load(args.run_dir, args.checkpoint), args.episodes, args.video,
+                               args.seed)
     except ValueError as e:
         return _fail(str(e))
     print(json.dumps(report))
