@@ -1,5 +1,6 @@
 # make train: the default agent (IMPALA) on its default env (CartPole-v1), locally.
 # make test:  the whole suite.  make test-fast: without the slow learning runs.
+# make dist:  an sdist and a wheel in dist/ (python -m build).
 # make test-compat: the fast tests against what a Colab TPU runtime preinstalls
 #                   (jax 0.7.2, flax 0.11.2, ...; constraints-colab.txt), in .venv-compat.
 # Each target creates and fills its venv when it is missing or pyproject.toml changed.
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 COMPAT := .venv-compat
 COMPAT_STAMP := $(COMPAT)/.installed
 
-.PHONY: train test test-fast test-compat bench bench-anakin clean
+.PHONY: train test test-fast test-compat bench bench-anakin dist clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,5 +45,11 @@ bench: $(STAMP)
 bench-anakin: $(STAMP)
 	$(BIN)/python bench/anakin.py $(ARGS)
 
+# The sdist first, and the wheel built from it (python -m build's default): a wheel that
+# builds only from the checkout would hide files missing from the sdist.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) $(COMPAT) *.egg-info
+	rm -rf $(VENV) $(COMPAT) *.egg-info dist build

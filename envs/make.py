@@ -1,8 +1,11 @@
 """Builds gymnasium vector envs and the spec networks are built from."""
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
 import importlib
+from typing import Any, Literal, Mapping, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -10,7 +13,8 @@ import numpy as np
 from rltpu.envs import atari
 from rltpu.envs.spec import EnvSpec
 
-BACKENDS = ("auto", "gymnasium", "ale", "envpool")
+Backend = Literal["auto", "gymnasium", "ale", "envpool"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 
 def _resolve(env_id: str):
@@ -49,6 +53,7 @@ def _atari_backend(env_id: str, backend: str, full_action_space: bool) -> str | 
 
 def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = False,
          backend: str = "auto", full_action_space: bool = False,
+         env_kwargs: Mapping[str, Any] | None = None,
          ) -> tuple[gym.vector.VectorEnv, EnvSpec]:
     """Makes ``num_envs`` copies of an env as one vector env, reset with ``seed``.
 
@@ -65,6 +70,9 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     ``auto`` picks), ``gymnasium`` (the reference wrappers) or ``envpool``;
     ``full_action_space`` gives them all 18 actions.
 
+    ``env_kwargs`` go to each env: ``gym.make(env_id, **env_kwargs)`` or
+    ``Class(**env_kwargs)`` (not to Atari games, which take the options above).
+
     Returns:
       The vector env (already reset; its first observation is ``env.first_observation``)
       and the spec of one env.
@@ -73,15 +81,19 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
         raise ValueError(f"num_envs must be >= 1, got {num_envs}")
     atari_backend = _atari_backend(env_id, backend, full_action_space)
     factory = _resolve(env_id)
+    env_kwargs = _check_env_kwargs(env_id, env_kwargs, atari_backend is not None)
     if atari_backend is not None:
         env = atari.make_vector(env_id, num_envs, atari_backend,
                                 atari.AtariSettings(full_action_space=full_action_space))
     elif factory is None:
         spec = gym.envs.registry[env_id]
         mode = "vector_entry_point" if spec.vector_entry_point is not None else "sync"
-        env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+        with _naming_env_kwargs(env_id, env_kwargs):
+            env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode, **env_kwargs)
     else:
-        env = gym.vector.SyncVectorEnv([factory for _ in range(num_envs)])
+        with _naming_env_kwargs(env_id, env_kwargs):
+            env = gym.vector.SyncVectorEnv([functools.partial(factory, **env_kwargs)
+                                            for _ in range(num_envs)])
     if getattr(env.single_observation_space, "dtype", None) == np.float64:
         env = gym.wrappers.vector.DtypeObservation(env, np.float32)
     if normalize_observations:
@@ -96,27 +108,60 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     return env, EnvSpec(env_id, env.single_observation_space, env.single_action_space)
 
 
-def make_spec(env_id: str, backend: str = "auto", full_action_space: bool = False) -> EnvSpec:
+def make_spec(env_id: str, backend: str = "auto", full_action_space: bool = False,
+              env_kwargs: Mapping[str, Any] | None = None) -> EnvSpec:
     """The spec of ``env_id`` without keeping an env (used to validate before Ray starts)."""
     # (normalisation keeps the observation space)
-    env, spec = make(env_id, 1, seed=0, backend=backend, full_action_space=full_action_space)
+    env, spec = make(env_id, 1, seed=0, backend=backend, full_action_space=full_action_space,
+                     env_kwargs=env_kwargs)
     env.close()
     return spec
 
 
-def make_one(env_id: str, render_mode: str | None = None, full_action_space: bool = False) -> gym.Env:
+def make_one(env_id: str, render_mode: str | None = None, full_action_space: bool = False,
+             env_kwargs: Mapping[str, Any] | None = None) -> gym.Env:
     """One (unvectorised) env, for evaluation; ``render_mode="rgb_array"`` to record video.
     Atari games get the same preprocessing as in training (gymnasium's wrappers).
 
     Raises:
       ValueError: unknown env, or one that cannot render in ``render_mode``.
     """
-    if _atari_backend(env_id, "auto", full_action_space) is not None:
+    is_atari = _atari_backend(env_id, "auto", full_action_space) is not None
+    env_kwargs = _check_env_kwargs(env_id, env_kwargs, is_atari)
+    if is_atari:
         return atari.make_one(env_id, atari.AtariSettings(full_action_space=full_action_space),
                               render_mode)
     factory = _resolve(env_id)
-    kwargs = {} if render_mode is None else {"render_mode": render_mode}
+    kwargs = dict(env_kwargs) if render_mode is None else {**env_kwargs, "render_mode": render_mode}
     try:
         return gym.make(env_id, **kwargs) if factory is None else factory(**kwargs)
     except TypeError as e:
         raise ValueError(f"env {env_id!r} cannot render as {render_mode!r}: {e}") from None
+
+
+def _check_env_kwargs(env_id: str, env_kwargs: Mapping[str, Any] | None,
+                      is_atari: bool) -> dict[str, Any]:
+    """``env_kwargs`` as a dict; Atari games take none (their options are flags)."""
+    if not env_kwargs:
+        return {}
+    if is_atari:
+        raise ValueError(f"--env-kwargs is not for Atari games ({env_id}): they are made with "
+                         "rltpu.envs.atari's settings (--full-action-space, --env-backend)")
+    return dict(env_kwargs)
+
+
+@contextlib.contextmanager
+def _naming_env_kwargs(env_id: str, env_kwargs: Mapping[str, Any]):
+    """Turns an env's refusal of ``env_kwargs`` (a TypeError) into a ValueError naming them."""
+    try:
+        yield
+    except TypeError as e:
+        if not env_kwargs:
+            raise
+        raise ValueError(f"--env-kwargs {_json(env_kwargs)}: env {env_id!r} does not take "
+                         f"them ({e})") from None
+
+
+def _json(value) -> str:
+    import json
+    return json.dumps(value)

@@ -20,8 +20,31 @@ USAGE_ERROR = 2
 
 
 class _Parser(argparse.ArgumentParser):
+    """argparse with rltpu's conventions: no abbreviated flags (``--num-actor`` is not
+    ``--num-actors``: a flag added later would change what an old command line means), and
+    every error one line, an unknown flag's with the nearest known one."""
+
+    #: Put before every error (``--config FILE: ``, when the parser reads a file's values).
+    error_prefix = ""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # one line, not argparse's usage block
-        raise SystemExit(_fail(message))
+        if message.startswith("unrecognized arguments: "):
+            unknown = [a.split("=", 1)[0] for a in message.split(": ", 1)[1].split()
+                       if a.startswith("-")]
+            if unknown:
+                message += _did_you_mean(unknown[0], list(self._option_string_actions))
+        raise SystemExit(_fail(self.error_prefix + message))
+
+
+def _did_you_mean(word: str, valid: list[str]) -> str:
+    """``"; did you mean X?"`` with the nearest of ``valid`` to ``word`` ("" if none is near)."""
+    import difflib
+    close = difflib.get_close_matches(word, valid, n=1)
+    return f"; did you mean {close[0]}?" if close else ""
 
 
 def _fail(message: str, status: int = USAGE_ERROR) -> int:
@@ -46,7 +69,14 @@ def field_docs(cls) -> dict[str, str]:
     return docs
 
 
-def _add_fields(parser: argparse.ArgumentParser, cls, title: str) -> None:
+def _add_fields(parser: argparse.ArgumentParser, cls, title: str,
+                defaults: typing.Mapping[str, typing.Any] = {}) -> None:
+    """A flag for each field of the dataclass ``cls``, its docstring as help.
+
+    Args:
+      defaults: values to show as a field's default instead of the dataclass's (a preset's
+        or a config file's); the flags still default to not given.
+    """
     group = parser.add_argument_group(title)
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
@@ -57,8 +87,9 @@ def _add_fields(parser: argparse.ArgumentParser, cls, title: str) -> None:
             args = [a for a in typing.get_args(kind) if a is not type(None)]
             optional, kind = True, args[0]
         flag = "--" + field.name.replace("_", "-")
+        default = defaults.get(field.name, field.default)
         kwargs: dict = {"dest": field.name, "default": argparse.SUPPRESS,
-                        "help": f"{docs.get(field.name, '')} (default: {field.default})"}
+                        "help": f"{docs.get(field.name, '')} (default: {default})"}
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
             continue
@@ -70,7 +101,7 @@ def _add_fields(parser: argparse.ArgumentParser, cls, title: str) -> None:
             kwargs["nargs"] = "+"
             kind = typing.get_args(kind)[0]
         kwargs["type"] = _none_or(kind) if optional else kind
-        kwargs["metavar"] = kind.__name__.upper()
+        kwargs["metavar"] = field.metadata.get("metavar", kind.__name__.upper())
         group.add_argument(flag, **kwargs)
 
 
@@ -97,6 +128,7 @@ def train_main(argv: list[str]) -> int:
     pre.add_argument("--agent", default=None)
     pre.add_argument("--resume", default=None)
     pre.add_argument("--preset", default=None)
+    pre.add_argument("--config", default=None)
     pre.add_argument("--distributed", default=None)
     pre.add_argument("--coordinator", default=None)
     pre.add_argument("--num-processes", type=int, default=None)
@@ -113,29 +145,26 @@ def train_main(argv: list[str]) -> int:
             # before a resumed run's settings are read (process 0 reads them for all).
             from rltpu import devices
             devices.initialize_distributed(**distributed)
-        preset = None if known.preset is None else presets.get(known.preset)
-        if preset is not None and known.resume is not None:
-            raise ValueError("--preset cannot be combined with --resume (a resumed run keeps "
-                             "its saved settings)")
-        if preset is not None and known.agent not in (None, preset.agent):
-            raise ValueError(f"--preset {known.preset} is for agent {preset.agent}, "
-                             f"not {known.agent!r}")
+        preset, configured = setting_files(known, argv)
         # With Ray-placed learners the run directory is on learner 0's host, which reads it.
         saved = None if known.resume is None or placed else on_first_process(
             lambda: resuming.read_run_config(known.resume))
-        name = known.agent or (preset.agent if preset is not None else RunConfig.agent)
+        name = known.agent or file_agent(preset, configured) or RunConfig.agent
         agent = agents.get(name if saved is None else saved["run"]["agent"])
     except ValueError as e:
         return _fail(str(e))
 
     parser = _Parser(prog="rltpu train", description="Train an agent with Ray actors and a "
                      "data-parallel JAX learner.")
-    _add_fields(parser, RunConfig, "run")
-    _add_fields(parser, agent.Config, f"agent {agent.name}")
+    defaults = file_defaults(preset, configured)
+    _add_fields(parser, RunConfig, "run", defaults)
+    _add_fields(parser, agent.Config, f"agent {agent.name}", defaults)
+    add_file_flags(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    parser.add_argument("--preset", default=argparse.SUPPRESS,
+    parser.add_argument("--preset", metavar="NAME|FILE", default=argparse.SUPPRESS,
                         help="start from a named set of run and agent settings (flags given "
-                        f"override them): {', '.join(sorted(presets.PRESETS))}; see README.md")
+                        f"override them): {', '.join(sorted(presets.PRESETS))}, or a JSON, "
+                        "YAML or TOML file of the same shape; see README.md")
     parser.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
                         help="continue the run in RUN_DIR from its newest complete checkpoint "
                         "(its saved settings; only step budget, target, logging, actor count "
@@ -162,18 +191,25 @@ def train_main(argv: list[str]) -> int:
     quiet = values.pop("quiet", False)
     resume = values.pop("resume", None)
     values.pop("preset", None)
-    if preset is not None:  # the preset's settings, then the flags given
-        values = {"agent": preset.agent, **preset.run, **preset.agent_config, **values}
+    values.pop("config", None)
+    print_config = values.pop("print_config", False)
+    # The preset's settings, then the config file's, then the flags given.
+    values = {**file_values(parser, agent, preset, configured, known.preset, known.config),
+              **values}
     for name in ("distributed", "coordinator", "num_processes", "process_id", "learner_hosts",
                  "learner_resources"):
         values.pop(name, None)  # used above
     if placed:
-        return _train_on_placed_learners(argv, placed, agent, values, resume)
+        return _train_on_placed_learners(for_other_hosts(argv, values), placed, agent, values,
+                                         resume)
     try:
         if saved is not None:
             values = _resumed(saved, values, agent, resume)
         run = _build(RunConfig, values)
         agent_config = _build(agent.Config, values)
+        if print_config:
+            print(json.dumps(resolved_config(run, agent_config), indent=2))
+            return 0
         from rltpu.plan import validate
         plan = validate(agent, agent_config, run, resume=saved is not None)
         restored = None
@@ -203,6 +239,139 @@ def train_main(argv: list[str]) -> int:
               f"{summary['learner_updates']:,}; checkpoint {summary['checkpoint']} is complete. "
               f"Resume with: rltpu train --resume {summary['run_dir']}", file=sys.stderr)
     return 0
+
+
+def add_file_flags(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` and ``--print-config`` (``--preset`` is added beside the others)."""
+    from rltpu import configfile
+    parser.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="start from the run and agent settings in FILE (JSON, YAML or "
+                        'TOML, shaped like a run\'s config.json: {"run": {...}, "agent": '
+                        "{...}}; a run's config.json repeats that run); applied after "
+                        "--preset, and flags given override it. Its "
+                        f"{', '.join(configfile.NOT_FROM_FILES)} is not used: every run gets "
+                        "a new directory")
+    parser.add_argument("--print-config", action="store_true", default=argparse.SUPPRESS,
+                        help="print the resolved settings (the shape of config.json) and exit "
+                        "without starting anything")
+
+
+def setting_files(known, argv: list[str]):
+    """The preset (by name or from a file) and the config file's sections given to ``rltpu
+    train``, read and checked: ``(preset or None, {"run", "agent"} or None)``.
+
+    Raises:
+      ValueError: a file cannot be read or holds an unknown key; a preset or config with
+        --resume; a preset for another agent than the one given; a file naming code to
+        import that the command line does not name.
+    """
+    from rltpu import agents, configfile
+    from rltpu.agents import presets
+    preset = configured = None
+    if known.preset is not None:
+        preset = (configfile.read_preset(known.preset) if configfile.is_file(known.preset)
+                  else presets.get(known.preset))
+    if known.config is not None:
+        configured = configfile.read_config(known.config)
+    for flag, given in (("--preset", preset), ("--config", configured)):
+        if given is not None and known.resume is not None:
+            raise ValueError(f"{flag} cannot be combined with --resume (a resumed run keeps "
+                             "its saved settings)")
+    env_flag = _given(argv, "--env")
+    if preset is not None:
+        configfile.check_no_code(f"--preset {known.preset}", {"agent": preset.agent, **preset.run},
+                                 known.agent, env_flag, agents.BUILTIN)
+        if known.agent not in (None, preset.agent):
+            raise ValueError(f"--preset {known.preset} is for agent {preset.agent}, "
+                             f"not {known.agent!r}")
+    if configured is not None:
+        configfile.check_no_code(f"--config {known.config}", configured["run"], known.agent,
+                                 env_flag, agents.BUILTIN)
+        agent = configured["run"].get("agent")
+        if preset is not None and known.agent is None and agent not in (None, preset.agent):
+            raise ValueError(f"--preset {known.preset} is for agent {preset.agent}, not "
+                             f"{agent!r} (--config {known.config})")
+    return preset, configured
+
+
+def file_agent(preset, configured) -> str | None:
+    """The agent that a config file, else a preset, names (None: neither)."""
+    if configured is not None and configured["run"].get("agent") is not None:
+        return configured["run"]["agent"]
+    return preset.agent if preset is not None else None
+
+
+def file_defaults(preset, configured) -> dict:
+    """The settings of a preset and a config file, as ``--help`` shows them."""
+    from rltpu import configfile
+    values = {}
+    if preset is not None:
+        values.update({"agent": preset.agent, **preset.run, **preset.agent_config})
+    if configured is not None:
+        values.update({**configured["run"], **configured["agent"]})
+    return {k: v for k, v in values.items() if k not in configfile.NOT_FROM_FILES}
+
+
+def file_values(parser: argparse.ArgumentParser, agent, preset, configured,
+                preset_name: str | None, config_path: str | None) -> dict:
+    """The settings of a preset, then of a config file, parsed by ``parser`` as the flags
+    they stand for (so that a value is checked as its flag would be).
+
+    Raises:
+      SystemExit: a key that is no setting of the run or of ``agent``, or a value its flag
+        refuses (one line naming the file, exit status 2).
+    """
+    from rltpu import configfile
+    from rltpu.config import RunConfig
+    sources = []
+    if preset is not None:
+        sources.append((f"--preset {preset_name}", {"agent": preset.agent, **preset.run},
+                        preset.agent_config))
+    if configured is not None:
+        sources.append((f"--config {config_path}", configured["run"], configured["agent"]))
+    values: dict = {}
+    for where, run_values, agent_values in sources:
+        try:
+            configfile.check_fields(f"{where}: run", run_values, RunConfig)
+            configfile.check_fields(f"{where}: agent {agent.name}", agent_values, agent.Config)
+        except ValueError as e:
+            raise SystemExit(_fail(str(e))) from None
+        given = {k: v for k, v in {**run_values, **agent_values}.items()
+                 if k not in configfile.NOT_FROM_FILES}
+        parser.error_prefix = f"{where}: "
+        try:
+            values.update(vars(parser.parse_args(configfile.to_flags(given))))
+        finally:
+            parser.error_prefix = ""
+    return values
+
+
+def for_other_hosts(argv: list[str], values: dict) -> list[str]:
+    """``argv`` for learner processes on other hosts, which may not have the files it
+    names: the settings of ``--config FILE`` and ``--preset FILE`` as flags instead."""
+    from rltpu import configfile
+    preset = _given(argv, "--preset")
+    files = ("--config",) + (("--preset",) if preset and configfile.is_file(preset) else ())
+    if not any(_given(argv, flag) for flag in files):
+        return argv
+    return configfile.to_flags({k: v for k, v in values.items()
+                                if k not in configfile.NOT_FROM_FILES}) + _without(argv, files)
+
+
+def resolved_config(run, agent_config) -> dict:
+    """The settings a run would start with, in config.json's shape."""
+    return {"run": dataclasses.asdict(run), "agent": dataclasses.asdict(agent_config)}
+
+
+def _given(argv: list[str], flag: str) -> str | None:
+    """The last value of ``flag`` in ``argv`` (``--flag V`` or ``--flag=V``; None if absent)."""
+    value = None
+    for arg, nxt in zip(argv, argv[1:] + [None]):
+        if arg == flag:
+            value = nxt
+        elif arg.startswith(flag + "="):
+            value = arg[len(flag) + 1:]
+    return value
 
 
 def _placement(known) -> tuple[int, dict | None] | None:
@@ -309,7 +478,6 @@ def _positive_int(text: str) -> int:
 
 
 def eval_main(argv: list[str]) -> int:
-    from rltpu import agents
     from rltpu import evaluate
 
     parser = _Parser(prog="rltpu eval", description="Mean return of greedy episodes played with "
@@ -331,11 +499,9 @@ def eval_main(argv: list[str]) -> int:
         # Render off-screen: pygame needs no display (and complains without one).
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
-        agent, agent_config, saved = evaluate.load_run(args.run_dir, agents.get)
-        from rltpu.config import RunConfig
-        report = evaluate.evaluate(agent, agent_config, saved["run"]["env"], args.run_dir,
-                                   args.checkpoint, args.episodes, args.video, args.seed,
-                                   run=_build(RunConfig, saved["run"]))
+        from rltpu.policy import load
+        report = evaluate.play(load(args.run_dir, args.checkpoint), args.episodes, args.video,
+                               args.seed)
     except ValueError as e:
         return _fail(str(e))
     print(json.dumps(report))
@@ -359,14 +525,40 @@ def plot_main(argv: list[str]) -> int:
     return 0
 
 
+COMMANDS = {
+    "train": "train an agent (flags, a --preset, a --config file), or --resume a run",
+    "eval": "play greedy episodes with a run's checkpoint (optionally on video)",
+    "plot": "draw run directories' learning curves and throughput as a PNG",
+}
+
+
+def main_help() -> str:
+    """``rltpu --help``: the commands, a line each."""
+    import rltpu
+    width = max(map(len, COMMANDS))
+    lines = ["usage: rltpu [--version] COMMAND [flags]", "",
+             f"rltpu {rltpu.__version__}: distributed RL with Ray actors and a data-parallel "
+             "JAX learner.", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in COMMANDS.items()]
+    lines += ["", "rltpu COMMAND --help shows a command's flags."]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     commands = {"train": train_main, "eval": eval_main, "plot": plot_main}
-    if not argv or argv[0] in ("-h", "--help"):
-        print(f"usage: rltpu {{{','.join(commands)}}} [flags]   (rltpu COMMAND --help for the flags)")
-        return 0 if argv else USAGE_ERROR
+    if not argv:
+        return _fail(f"no command; valid: {', '.join(commands)} (rltpu --help says more)")
+    if argv[0] in ("-h", "--help"):
+        print(main_help())
+        return 0
+    if argv[0] == "--version":
+        import rltpu
+        print(f"rltpu {rltpu.__version__}")
+        return 0
     if argv[0] not in commands:
-        return _fail(f"unknown command {argv[0]!r}; valid: {', '.join(commands)}")
+        return _fail(f"unknown command {argv[0]!r}; valid: {', '.join(commands)}"
+                     + _did_you_mean(argv[0], list(commands)))
     return commands[argv[0]](argv[1:])
 
 

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from typing import Any, Literal, get_args
 
-MODES = ("ray", "anakin")
+from rltpu.envs.make import BACKENDS as ENV_BACKENDS, Backend as EnvBackend
+
+Mode = Literal["ray", "anakin"]
+MODES: tuple[str, ...] = get_args(Mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -11,7 +16,7 @@ class RunConfig:
     """Defaults are tuned for time to 475 on CartPole-v1 on a 2-core machine: small, frequent
     updates. For larger envs raise --envs-per-actor and --batch-size."""
 
-    mode: str = "ray"
+    mode: Mode = "ray"
     """ray: Ray actors step gymnasium envs on CPUs and feed the learner. anakin: a JAX env
     (gymnax:NAME) is stepped, acted in and learned from inside one compiled program on the
     learner's devices, no Ray (--batch-size envs, split over the devices)."""
@@ -19,6 +24,10 @@ class RunConfig:
     """Built-in agent name or a module:Agent path."""
     env: str = "CartPole-v1"
     """Gymnasium env id or a module:Class path; in Anakin mode a JAX env, gymnax:NAME."""
+    env_kwargs: str | None = dataclasses.field(default=None, metadata={"metavar": "JSON"})
+    """Keyword arguments for the env, a JSON object: gym.make(env, **kwargs) or
+    Class(**kwargs), e.g. '{"max_episode_steps": 200}'. (A JSON string, so that the config
+    stays hashable and config.json holds it as given.)"""
     updates_per_call: int = 8
     """Anakin mode: learner updates per compiled call; stops, metrics and checkpoints are
     checked between calls."""
@@ -39,7 +48,7 @@ class RunConfig:
     """Stop when the mean return of the last 20 training episodes reaches this (None: never)."""
     normalize_observations: bool = False
     """Normalise observations by running statistics in each actor (for MuJoCo envs)."""
-    env_backend: str = "auto"
+    env_backend: EnvBackend = "auto"
     """Atari (ALE/...) backend: ale (ale-py's C++ vector env; what auto picks), gymnasium
     (gymnasium's preprocessing wrappers) or envpool (if installed). Others: auto or gymnasium."""
     full_action_space: bool = False
@@ -85,6 +94,14 @@ class RunConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.env_backend not in ENV_BACKENDS:
+            raise ValueError(f"--env-backend {self.env_backend!r} is not one of "
+                             f"{', '.join(ENV_BACKENDS)}")
+        if self.env_kwargs is not None:
+            self.env_kwargs_dict()  # raises if it is not a JSON object
+            if self.mode == "anakin":
+                raise ValueError("--env-kwargs is for gymnasium envs; a JAX env (--mode "
+                                 "anakin) is made with its defaults")
         for name in ("updates_per_call", "num_actors", "envs_per_actor", "unroll_length", "batch_size",
                      "total_env_steps", "publish_every", "max_in_flight", "keep_checkpoints",
                      "max_nonfinite_updates"):
@@ -110,6 +127,24 @@ class RunConfig:
             raise ValueError(f"--batch-size {self.batch_size} must be a multiple of "
                              f"--envs-per-actor {self.envs_per_actor} (a batch is whole unrolls)")
 
+    def env_kwargs_dict(self) -> dict[str, Any]:
+        """``env_kwargs`` as keyword arguments ({} when None).
+
+        Raises:
+          ValueError: it is not a JSON object.
+        """
+        if self.env_kwargs is None:
+            return {}
+        try:
+            kwargs = json.loads(self.env_kwargs)
+        except ValueError as e:
+            raise ValueError(f"--env-kwargs {self.env_kwargs!r} is not JSON ({e}); pass an "
+                             """object, e.g. '{"max_episode_steps": 200}'""") from None
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"--env-kwargs {self.env_kwargs!r} is not a JSON object "
+                             """of keyword arguments, e.g. '{"max_episode_steps": 200}'""")
+        return kwargs
+
     @property
     def samples_per_batch(self) -> int:
         """Transitions in one learner batch (``[T, B]``), the unit of the step budget's updates."""
@@ -117,4 +152,5 @@ class RunConfig:
 
     def env_options(self) -> dict:
         """The keyword arguments ``rltpu.envs.make`` and ``make_spec`` take from this run."""
-        return {"backend": self.env_backend, "full_action_space": self.full_action_space}
+        return {"backend": self.env_backend, "full_action_space": self.full_action_space,
+                "env_kwargs": self.env_kwargs_dict()}

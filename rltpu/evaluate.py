@@ -1,4 +1,5 @@
-"""``rltpu eval``: the greedy policy of a checkpoint, on fresh episodes, optionally on video.
+"""``rltpu eval``: the greedy policy of a checkpoint (``rltpu.load``), on fresh episodes,
+optionally on video.
 
 Runs in this process on the CPU (no Ray): a checkpoint's params and one env.
 """
@@ -11,9 +12,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from rltpu import checkpoint, devices, envs, resume as resuming
+from rltpu import checkpoint, envs
 from rltpu.envs import jax_envs
 from rltpu.agent import Agent
+from rltpu.policy import Policy
 
 VIDEO_DIR = "videos"
 
@@ -23,59 +25,58 @@ def video_available() -> bool:
     return importlib.util.find_spec("moviepy") is not None
 
 
-def load_run(run_dir: str, builtin_agents) -> tuple[Agent, Any, dict]:
-    """The agent, its config and the run's saved config, from ``RUN_DIR/config.json``."""
-    saved = resuming.read_run_config(run_dir, flag="")
-    agent = builtin_agents(saved["run"]["agent"])
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["agent"].items()}
-    return agent, agent.Config(**values), saved
-
-
 def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: int | None = None,
              episodes: int = 10, video: bool = False, seed: int = 12345, run=None) -> dict:
-    """Plays ``episodes`` greedy episodes with a checkpoint's params.
+    """``play`` with the policy of a checkpoint of ``run_dir`` of this agent and config.
 
     Args:
       step: the checkpoint to use (default: the newest complete one).
+      run: the run's settings (default: ``RunConfig(env=env_id)``).
+    """
+    from rltpu.config import RunConfig
+    run = run if run is not None else RunConfig(env=env_id)
+    if jax_envs.is_jax_env(env_id):
+        _, spec = jax_envs.make(env_id)
+    else:
+        spec = envs.make_spec(env_id, **run.env_options())
+    fns = agent.build(spec, agent_config, run)
+    restored = checkpoint.restore(run_dir, fns.init, step)
+    policy = Policy(agent, agent_config, run, spec, restored.state.params, restored.step, run_dir)
+    return play(policy, episodes, video, seed)
+
+
+def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12345) -> dict:
+    """Plays ``episodes`` greedy episodes with ``policy`` (``rltpu.load``) in its run's env.
+
+    Args:
       video: record every episode to ``RUN_DIR/videos/checkpoint-<step>/*.mp4``.
       seed: episode ``i`` starts from ``env.reset(seed=seed + i)``.
 
     Returns:
-      ``{"checkpoint", "episodes", "mean_return", "returns", "lengths", "videos"}``.
+      ``{"run_dir", "checkpoint", "episodes", "mean_return", "returns", "lengths", "videos"}``.
 
     Raises:
-      ValueError (``checkpoint.CheckpointError``): no such or no usable checkpoint, or an
-        agent without ``greedy_step``.
+      ValueError: an agent without ``greedy_step``, or a video of a JAX env.
     """
-    from rltpu.config import RunConfig
-    run = run if run is not None else RunConfig(env=env_id)
-    jax_env = None
+    env_id, run = policy.spec.env_id, policy.run
+    if policy.fns.greedy_step is None:
+        raise ValueError(f"agent {policy.agent.name!r} has no greedy_step to evaluate with")
+    report = {"run_dir": policy.run_dir, "checkpoint": policy.checkpoint, "episodes": episodes}
     if jax_envs.is_jax_env(env_id):  # an Anakin run: play its own JAX env
         if video:
             raise ValueError(f"--video records gymnasium envs; {env_id} is a JAX env, which "
                              "rltpu cannot render")
-        jax_env, spec = jax_envs.make(env_id)
-    else:
-        spec = envs.make_spec(env_id, full_action_space=run.full_action_space)
-    fns = agent.build(spec, agent_config, run)
-    if fns.greedy_step is None:
-        raise ValueError(f"agent {agent.name!r} has no greedy_step to evaluate with")
-    restored = checkpoint.restore(run_dir, fns.init, step)
-    params = devices.to_actor_device(restored.state.params)
-    key = jax.random.key(seed)  # a greedy policy should not use it; passed all the same
-    policy = jax.jit(lambda p, obs: fns.greedy_step(p, obs, key).action)
-
-    if jax_env is not None:
-        returns, lengths = _play_jax(jax_env, fns.greedy_step, params, episodes, seed)
-        return {"run_dir": run_dir, "checkpoint": restored.step, "episodes": episodes,
-                "mean_return": float(np.mean(returns)), "returns": returns, "lengths": lengths,
-                "videos": []}
+        jax_env, _ = jax_envs.make(env_id)
+        returns, lengths = _play_jax(jax_env, policy.fns.greedy_step, policy.params, episodes,
+                                     seed)
+        return {**report, "mean_return": float(np.mean(returns)), "returns": returns,
+                "lengths": lengths, "videos": []}
     env = envs.make_one(env_id, render_mode="rgb_array" if video else None,
-                        full_action_space=run.full_action_space)
+                        full_action_space=run.full_action_space, env_kwargs=run.env_kwargs_dict())
     folder = None
     if video:
         import gymnasium as gym
-        folder = os.path.join(run_dir, VIDEO_DIR, f"checkpoint-{restored.step}")
+        folder = os.path.join(policy.run_dir, VIDEO_DIR, f"checkpoint-{policy.checkpoint}")
         env = gym.wrappers.RecordVideo(env, folder, episode_trigger=lambda _: True,
                                        name_prefix="eval", disable_logger=True)
     returns, lengths = [], []
@@ -84,8 +85,7 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
             observation, _ = env.reset(seed=seed + i)
             total, length, done = 0.0, 0, False
             while not done:
-                action = np.asarray(policy(params, observation[None]))[0]
-                observation, reward, terminated, truncated, _ = env.step(action)
+                observation, reward, terminated, truncated, _ = env.step(policy.act(observation))
                 total, length, done = total + float(reward), length + 1, terminated or truncated
             returns.append(total)
             lengths.append(length)
@@ -93,9 +93,8 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
         env.close()
     videos = sorted(os.path.join(folder, f) for f in os.listdir(folder)
                     if f.endswith(".mp4")) if folder else []
-    return {"run_dir": run_dir, "checkpoint": restored.step, "episodes": episodes,
-            "mean_return": float(np.mean(returns)), "returns": returns, "lengths": lengths,
-            "videos": videos}
+    return {**report, "mean_return": float(np.mean(returns)), "returns": returns,
+            "lengths": lengths, "videos": videos}
 
 
 def _play_jax(env: jax_envs.JaxEnv, greedy_step, params, episodes: int, seed: int):

@@ -50,6 +50,62 @@ CASES = [
     (["--learner-hosts", "2", "--env", "CartPole-v9"], "unknown env 'CartPole-v9'"),
     (["--learner-hosts", "2", "--mode", "anakin", "--env", "gymnax:CartPole-v1"],
      "--learner-hosts places Ray-mode learners"),
+    # No abbreviations, and the nearest flag for an unknown one.
+    (["--num-actor", "3"], "unrecognized arguments: --num-actor 3; did you mean --num-actors?"),
+    (["--pre", "impala-atari"], "unrecognized arguments: --pre impala-atari"),
+    (["--mode", "sync"], "argument --mode: invalid choice: 'sync' (choose from 'ray', 'anakin')"),
+    (["--env-backend", "sdl"], "argument --env-backend: invalid choice: 'sdl'"),
+    (["--env-kwargs", "[200]"], "--env-kwargs '[200]' is not a JSON object of keyword arguments"),
+    (["--env-kwargs", "{max_episode_steps: 200}"], "--env-kwargs '{max_episode_steps: 200}' is "
+                                                   "not JSON"),
+    (["--env-kwargs", '{"gravity": 3}'], """--env-kwargs {"gravity": 3}: env 'CartPole-v1' does """
+                                         "not take them"),
+    (["--env-kwargs", '{"a": 1}', "--mode", "anakin", "--env", "gymnax:CartPole-v1"],
+     "--env-kwargs is for gymnasium envs; a JAX env (--mode anakin) is made with its defaults"),
+    (["--env", "CartPol-v1"], "unknown env 'CartPol-v1': not a registered gymnasium id nor a "
+                              "module:Class path; did you mean CartPole-v1"),
+    (["--config", "missing.json"], "--config missing.json: cannot read it (No such file"),
+    (["--config", "settings.ini"], "--config settings.ini: not a config file; valid suffixes: "
+                                   ".json, .yaml, .yml, .toml"),
+    (["--preset", "mine.yaml"], "--preset mine.yaml: cannot read it"),
+]
+
+# Bad config and preset files: (file name, its text, more flags, the message).
+FILE_CASES = [
+    ("c.json", '{"run": {"num_actor": 3}}', [],
+     "--config c.json: run: unknown key 'num_actor'; did you mean 'num_actors'?"),
+    ("c.toml", "[agent]\nlearning_rat = 0.1\n", [],
+     "--config c.toml: agent impala: unknown key 'learning_rat'; did you mean 'learning_rate'?"),
+    ("c.yaml", "run: {}\nagnet: {}\n", [], "--config c.yaml: unknown key 'agnet'; did you mean "
+                                           "'agent'?"),
+    ("c.yaml", "run: [1, 2]\n", [], "--config c.yaml: 'run' holds a list, not a mapping"),
+    ("c.yaml", "- 1\n", [], "--config c.yaml: holds a list, not a mapping of settings"),
+    ("c.json", '{"run": {"num_actors": "two"}}', [],
+     "--config c.json: argument --num-actors: invalid int value: 'two'"),
+    ("c.json", '{"run": {"mode": "sync"}}', [], "--config c.json: argument --mode: invalid choice"),
+    ("c.json", '{"run": {"num_actors": 0}}', [], "--num-actors must be a positive integer, got 0"),
+    ("c.json", '{"run": {', [], "--config c.json: not valid JSON ("),
+    ("c.toml", "[run\n", [], "--config c.toml: not valid TOML ("),
+    ("c.yaml", "run: {a: [}\n", [], "--config c.yaml: not valid YAML ("),
+    # A file is data: it never decides what code is imported.
+    ("c.json", '{"run": {"agent": "tests.fake_agents:CountingAgent"}}', [],
+     "--config c.json: agent 'tests.fake_agents:CountingAgent' is not a built-in agent; a file "
+     "never decides what code is imported: pass --agent tests.fake_agents:CountingAgent"),
+    ("c.json", '{"run": {"env": "rltpu.envs.fake:CountingEnv"}}', [],
+     "--config c.json: env 'rltpu.envs.fake:CountingEnv' is a module path; a file never "
+     "decides what code is imported: pass --env rltpu.envs.fake:CountingEnv to use it"),
+    ("p.json", '{"agent": "os:system", "run": {}}', ["--preset", "p.json"],
+     "--preset p.json: agent 'os:system' is not a built-in agent"),
+    ("p.json", '{"agent": "ppo", "agent_confg": {}}', ["--preset", "p.json"],
+     "--preset p.json: unknown key 'agent_confg'; did you mean 'agent_config'?"),
+    ("p.json", '{"run": {}}', ["--preset", "p.json"], "--preset p.json: needs 'agent'"),
+    ("p.yaml", "agent: ppo\nagent_config: {baseline_cost: 0.5}\n", ["--preset", "p.yaml"],
+     "--preset p.yaml: agent ppo: unknown key 'baseline_cost'"),
+    ("p.yaml", "agent: ppo\n", ["--preset", "p.yaml", "--agent", "dqn"],
+     "--preset p.yaml is for agent ppo, not 'dqn'"),
+    ("c.json", '{"run": {"agent": "dqn"}}', ["--preset", "ppo-atari"],
+     "--preset ppo-atari is for agent ppo, not 'dqn' (--config c.json)"),
+    ("c.json", "{}", ["--resume", "somewhere"], "--config cannot be combined with --resume"),
 ]
 
 
@@ -73,6 +129,15 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, ray_tmpdir):
     assert message in lines[0]
     assert not os.listdir(ray_tmpdir), "Ray was started"
     assert not (tmp_path / "runs").exists(), "a run directory was made"
+
+
+@pytest.mark.parametrize("name,text,args,message", FILE_CASES,
+                         ids=[f"{n}:{m[:40]}" for n, _, _, m in FILE_CASES])
+def test_bad_settings_file_is_one_line_and_exit_2(name, text, args, message, tmp_path,
+                                                  ray_tmpdir):
+    (tmp_path / name).write_text(text)
+    flags = args if any(name in a for a in args) else ["--config", name, *args]
+    test_bad_input_is_one_line_and_exit_2(flags, message, tmp_path, ray_tmpdir)
 
 
 def test_existing_run_dir_is_refused_and_untouched(tmp_path, ray_tmpdir):
@@ -105,3 +170,78 @@ def test_plot_of_a_directory_without_metrics_is_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == (f"rltpu: error: {tmp_path} is not a run directory: "
                                      "it has no metrics.jsonl")
+
+
+def run_rltpu(args, cwd):
+    env = {**os.environ, "RAY_ADDRESS": "",
+           "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "rltpu.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=cwd)
+
+
+def test_help_lists_the_commands_and_version_prints_it(tmp_path):
+    import rltpu
+    result = run_rltpu(["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    commands = [line.split()[0] for line in result.stdout.split("commands:\n")[1].splitlines()
+                if line.startswith("  ")]
+    assert commands == ["train", "eval", "plot"]
+    version = run_rltpu(["--version"], tmp_path)
+    assert (version.returncode, version.stdout) == (0, f"rltpu {rltpu.__version__}\n")
+    assert run_rltpu([], tmp_path).returncode == 2
+
+
+def test_help_shows_the_presets_own_defaults(tmp_path):
+    result = run_rltpu(["train", "--preset", "impala-atari", "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())  # argparse wraps the help
+    assert "--learning-rate FLOAT Step size (at the start, with --anneal-lr). (default: 0.0006)" in text
+    assert "[C, H, W]. (default: impala_resnet)" in text
+    assert "--mode {ray,anakin}" in text and "--env-backend {auto,gymnasium,ale,envpool}" in text
+    plain = " ".join(run_rltpu(["train", "--help"], tmp_path).stdout.split())
+    assert "(default: 0.0006)" not in plain and "[C, H, W]. (default: mlp)" in plain
+
+
+def print_config(args, cwd) -> dict:
+    import json
+    result = run_rltpu(["train", *args, "--print-config"], cwd)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_config_file_then_flags_and_print_config(tmp_path):
+    (tmp_path / "c.yaml").write_text("run:\n  num_actors: 3\n  seed: 7\n  target_return: null\n"
+                                     "  env_kwargs: {max_episode_steps: 100}\n"
+                                     "agent:\n  learning_rate: 0.001\n  hidden_sizes: [32, 16]\n"
+                                     "  anneal_lr: true\n")
+    # Flags override the file wherever they stand; the file overrides the defaults.
+    config = print_config(["--seed", "9", "--config", "c.yaml", "--entropy-cost", "0.02"], tmp_path)
+    run, agent = config["run"], config["agent"]
+    assert (run["num_actors"], run["seed"], run["target_return"]) == (3, 9, None)
+    assert run["env_kwargs"] == '{"max_episode_steps": 100}'
+    assert (agent["learning_rate"], agent["hidden_sizes"], agent["anneal_lr"]) == (0.001, [32, 16], True)
+    assert agent["entropy_cost"] == 0.02 and run["env"] == "CartPole-v1"
+    assert not (tmp_path / "runs").exists()
+    # TOML and JSON say the same; the printed config read back gives itself.
+    (tmp_path / "c.toml").write_text('[run]\nnum_actors = 3\nseed = 9\nenv_kwargs = '
+                                     '\'{"max_episode_steps": 100}\'\n[agent]\nlearning_rate = 0.001\n'
+                                     "hidden_sizes = [32, 16]\nanneal_lr = true\nentropy_cost = 0.02\n")
+    from_toml = print_config(["--config", "c.toml", "--target-return", "none"], tmp_path)
+    assert from_toml == config
+    import json
+    (tmp_path / "printed.json").write_text(json.dumps(config))
+    assert print_config(["--config", "printed.json"], tmp_path) == config
+
+
+def test_preset_from_a_file_is_the_builtin_one(tmp_path):
+    import dataclasses
+    import json
+
+    from rltpu.agents import presets
+    builtin = presets.get("ppo-atari")
+    (tmp_path / "p.json").write_text(json.dumps(
+        {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(builtin).items()}))
+    from_file = print_config(["--preset", "p.json"], tmp_path)
+    assert from_file == print_config(["--preset", "ppo-atari"], tmp_path)
+    assert from_file["agent"]["learning_rate"] == 2.5e-4 and from_file["run"]["unroll_length"] == 128
+    assert from_file["run"]["agent"] == "ppo"
