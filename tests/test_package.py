@@ -121,10 +121,12 @@ def test_wheel_installs_into_a_fresh_virtualenv_and_trains(dist, tmp_path):
         return subprocess.run(list(args), capture_output=True, text=True, cwd=outside, env=env,
                               timeout=timeout)
 
-    where = run(str(python), "-c", "import json, rltpu, rltpu.agents.impala.losses as l; "
-                "print(json.dumps([rltpu.__file__, l.__file__, rltpu.provenance()]))")
+    where = run(str(python), "-c", "import importlib.util as u, json, rltpu, "
+                "rltpu.agents.impala.losses as l; print(json.dumps([rltpu.__file__, l.__file__, "
+                "rltpu.provenance(), [u.find_spec(n) is None for n in ('agents', 'envs')]]))")
     assert where.returncode == 0, where.stderr
-    module, losses, record = json.loads(where.stdout)
+    module, losses, record, no_top_level = json.loads(where.stdout)
+    assert no_top_level == [True, True]  # rltpu's agents and envs are not importable bare
     assert module.startswith(purelib) and losses.startswith(purelib), (module, losses)
     assert record["rltpu"] == VERSION and record["git_commit"] is None
     version = run(str(venv / "bin" / "rltpu"), "--version")
