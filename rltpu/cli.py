@@ -490,6 +490,11 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--video", action="store_true", help="record every episode to "
                         "RUN_DIR/videos/checkpoint-STEP/*.mp4 (needs moviepy: "
                         "pip install 'rltpu[video]')")
+    parser.add_argument("--agent", metavar="MODULE:AGENT", default=None,
+                        help="the agent of a run of one that is not built in (a run "
+                        "directory never decides what code is imported)")
+    parser.add_argument("--env", metavar="MODULE:CLASS", default=None,
+                        help="likewise, the env of a run of a module:Class env")
     args = parser.parse_args(argv)
     if args.video:
         if not evaluate.video_available():
@@ -498,9 +503,11 @@ def eval_main(argv: list[str]) -> int:
         # Render off-screen: pygame needs no display (and complains without one).
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
+        from rltpu import agents
         from rltpu.policy import load
-        report = evaluate.play(load(args.run_dir, args.checkpoint), args.episodes, args.video,
-                               args.seed)
+        agent = None if args.agent is None else agents.get(args.agent)
+        policy = load(args.run_dir, args.checkpoint, agent=agent, env=args.env)
+        report = evaluate.play(policy, args.episodes, args.video, args.seed)
     except ValueError as e:
         return _fail(str(e))
     print(json.dumps(report))
