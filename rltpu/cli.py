@@ -199,7 +199,7 @@ def train_main(argv: list[str]) -> int:
     for name in ("distributed", "coordinator", "num_processes", "process_id", "learner_hosts",
                  "learner_resources"):
         values.pop(name, None)  # used above
-    if placed:
+    if placed and not print_config:
         return _train_on_placed_learners(for_other_hosts(argv, values), placed, agent, values,
                                          resume)
     try:
