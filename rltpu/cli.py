@@ -1,8 +1,10 @@
 """``rltpu train`` (flags from the run config and the chosen agent's config, optionally
-starting from a ``--preset``), ``rltpu train --resume RUN_DIR``, ``rltpu eval RUN_DIR`` and ``rltpu plot RUN_DIR ...``.
+starting from a ``--preset`` and a ``--config`` file), ``rltpu train --resume RUN_DIR``,
+``rltpu eval RUN_DIR`` and ``rltpu plot RUN_DIR ...``.
 
-Every bad setting is one line on stderr naming the value and what is valid, and exit
-status 2, before any process starts.
+Every bad setting is one line on stderr naming the value and what is valid (for an unknown
+flag, command or key, the nearest valid one), and exit status 2, before any process starts.
+Flags are never abbreviated.
 """
 from __future__ import annotations
 
