@@ -1,8 +1,10 @@
 """``rltpu train`` (flags from the run config and the chosen agent's config, optionally
-starting from a ``--preset``), ``rltpu train --resume RUN_DIR``, ``rltpu eval RUN_DIR`` and ``rltpu plot RUN_DIR ...``.
+starting from a ``--preset`` and a ``--config`` file), ``rltpu train --resume RUN_DIR``,
+``rltpu eval RUN_DIR`` and ``rltpu plot RUN_DIR ...``.
 
-Every bad setting is one line on stderr naming the value and what is valid, and exit
-status 2, before any process starts.
+Every bad setting is one line on stderr naming the value and what is valid (for an unknown
+flag, command or key, the nearest valid one), and exit status 2, before any process starts.
+Flags are never abbreviated.
 """
 from __future__ import annotations
 
@@ -199,7 +201,7 @@ def train_main(argv: list[str]) -> int:
     for name in ("distributed", "coordinator", "num_processes", "process_id", "learner_hosts",
                  "learner_resources"):
         values.pop(name, None)  # used above
-    if placed:
+    if placed and not print_config:
         return _train_on_placed_learners(for_other_hosts(argv, values), placed, agent, values,
                                          resume)
     try:
@@ -491,6 +493,11 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--video", action="store_true", help="record every episode to "
                         "RUN_DIR/videos/checkpoint-STEP/*.mp4 (needs moviepy: "
                         "pip install 'rltpu[video]')")
+    parser.add_argument("--agent", metavar="MODULE:AGENT", default=None,
+                        help="the agent of a run of one that is not built in (a run "
+                        "directory never decides what code is imported)")
+    parser.add_argument("--env", metavar="MODULE:CLASS", default=None,
+                        help="likewise, the env of a run of a module:Class env")
     args = parser.parse_args(argv)
     if args.video:
         if not evaluate.video_available():
@@ -499,9 +506,11 @@ def eval_main(argv: list[str]) -> int:
         # Render off-screen: pygame needs no display (and complains without one).
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
+        from rltpu import agents
         from rltpu.policy import load
-        report = evaluate.play(load(args.run_dir, args.checkpoint), args.episodes, args.video,
-                               args.seed)
+        agent = None if args.agent is None else agents.get(args.agent)
+        policy = load(args.run_dir, args.checkpoint, agent=agent, env=args.env)
+        report = evaluate.play(policy, args.episodes, args.video, args.seed)
     except ValueError as e:
         return _fail(str(e))
     print(json.dumps(report))

@@ -121,13 +121,13 @@ def load(run_dir: str, checkpoint: int | None = None, *, agent: Agent | None = N
         if name not in agents.BUILTIN:
             raise ValueError(f"{run_dir}: agent {name!r} is not a built-in agent, and a run "
                              "directory never decides what code is imported: pass it, "
-                             "rltpu.load(run_dir, agent=...)")
+                             f"rltpu.load(run_dir, agent=...) or rltpu eval --agent {name}")
         agent = agents.get(name)
     env_id = env if env is not None else saved["run"].get("env", RunConfig.env)
     if env is None and ":" in env_id and not jax_envs.is_jax_env(env_id):
         raise ValueError(f"{run_dir}: env {env_id!r} is a module path, and a run directory "
                          f"never decides what code is imported: pass it, "
-                         f"rltpu.load(run_dir, env={env_id!r})")
+                         f"rltpu.load(run_dir, env={env_id!r}) or rltpu eval --env {env_id}")
     run = _settings(RunConfig, {**saved["run"], "env": env_id}, run_dir, "run")
     agent_config = _settings(agent.Config, saved["agent"], run_dir, f"agent {agent.name}")
     if jax_envs.is_jax_env(env_id):

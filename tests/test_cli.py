@@ -245,3 +245,29 @@ def test_preset_from_a_file_is_the_builtin_one(tmp_path):
     assert from_file == print_config(["--preset", "ppo-atari"], tmp_path)
     assert from_file["agent"]["learning_rate"] == 2.5e-4 and from_file["run"]["unroll_length"] == 128
     assert from_file["run"]["agent"] == "ppo"
+
+
+def test_learner_hosts_get_a_files_settings_as_flags(tmp_path, capsys):
+    """Learner processes that Ray starts on other hosts may not have the files: they get
+    the files' settings as flags, which give the same settings without the files."""
+    import json
+
+    from rltpu import cli
+    config, preset = tmp_path / "c.yaml", tmp_path / "p.json"
+    config.write_text("run: {num_actors: 3, env_kwargs: {max_episode_steps: 100}}\n"
+                      "agent: {hidden_sizes: [32, 16], anneal_lr: true}\n")
+    preset.write_text('{"agent": "impala", "run": {"unroll_length": 20, "target_return": null},'
+                      ' "agent_config": {"learning_rate": 0.0006}}')
+    argv = ["--preset", str(preset), "--config", str(config), "--seed", "4"]
+    assert cli.main(["train", *argv, "--print-config"]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    flags = cli.for_other_hosts(argv, {**expected["run"], **expected["agent"]})
+    assert not any(str(tmp_path) in flag for flag in flags), flags
+    config.unlink()
+    preset.unlink()
+    assert cli.main(["train", *flags, "--print-config"]) == 0
+    assert json.loads(capsys.readouterr().out) == expected
+    assert (expected["run"]["num_actors"], expected["run"]["unroll_length"],
+            expected["run"]["seed"], expected["agent"]["learning_rate"]) == (3, 20, 4, 0.0006)
+    # A built-in preset is named as it is.
+    assert cli.for_other_hosts(["--preset", "impala-atari"], {}) == ["--preset", "impala-atari"]

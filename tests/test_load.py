@@ -122,3 +122,23 @@ def test_config_json_passed_back_repeats_the_run(trained, tmp_path):
     assert printed["agent"] == saved["agent"]
     assert printed["run"] == {**saved["run"], "run_dir": None}
     assert dataclasses.asdict(RunConfig(**{**saved["run"], "run_dir": None})) == printed["run"]
+
+
+def test_rltpu_eval_of_a_run_of_an_agent_that_is_not_built_in(trained, tmp_path):
+    copy = copy_with(trained["run_dir"], tmp_path, agent="tests.load_sentinel_never_imported:A")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")])}
+
+    def rltpu_eval(*args):
+        return subprocess.run([sys.executable, "-m", "rltpu.cli", "eval", copy, "--episodes", "2",
+                               *args], env=env, capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)
+
+    refused = rltpu_eval()
+    assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
+        f"rltpu: error: {copy}: agent 'tests.load_sentinel_never_imported:A' is not a built-in "
+        "agent, and a run directory never decides what code is imported: pass it, "
+        "rltpu.load(run_dir, agent=...) or rltpu eval --agent tests.load_sentinel_never_imported:A"]
+    played = rltpu_eval("--agent", "rltpu.agents.impala:IMPALA")
+    assert played.returncode == 0, played.stderr[-3000:]
+    report = json.loads(played.stdout)
+    assert report["checkpoint"] == trained["learner_updates"] and len(report["returns"]) == 2
