@@ -9,11 +9,12 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rltpu import envs
 from rltpu.envs import jax_envs
-from rltpu import checkpoint, devices
+from rltpu import checkpoint, devices, recurrent
 from rltpu.agent import Agent
 
 VIDEO_DIR = "videos"
@@ -64,10 +65,11 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
     restored = checkpoint.restore(run_dir, fns.init, step)
     params = devices.to_actor_device(restored.state.params)
     key = jax.random.key(seed)  # a greedy policy should not use it; passed all the same
-    policy = jax.jit(lambda p, obs: fns.greedy_step(p, obs, key).action)
+    greedy = _recurrent_form(fns)
+    policy = jax.jit(lambda p, obs, core, context: greedy(p, obs, key, core, context))
 
     if jax_env is not None:
-        returns, lengths = _play_jax(jax_env, fns.greedy_step, params, episodes, seed)
+        returns, lengths = _play_jax(jax_env, spec, fns, params, episodes, seed)
         return {"run_dir": run_dir, "checkpoint": restored.step, "episodes": episodes,
                 "mean_return": float(np.mean(returns)), "returns": returns, "lengths": lengths,
                 "videos": []}
@@ -83,10 +85,14 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
     try:
         for i in range(episodes):
             observation, _ = env.reset(seed=seed + i)
+            core, context = _initial(fns, spec)
             total, length, done = 0.0, 0, False
             while not done:
-                action = np.asarray(policy(params, observation[None]))[0]
-                observation, reward, terminated, truncated, _ = env.step(action)
+                action, core = policy(params, observation[None], core, context)
+                action = np.asarray(action)
+                observation, reward, terminated, truncated, _ = env.step(action[0])
+                context = recurrent.next_context(context, action, np.float32([reward]),
+                                                 np.zeros(1, bool))
                 total, length, done = total + float(reward), length + 1, terminated or truncated
             returns.append(total)
             lengths.append(length)
@@ -99,22 +105,49 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
             "videos": videos}
 
 
-def _play_jax(env: jax_envs.JaxEnv, greedy_step, params, episodes: int, seed: int):
+def _recurrent_form(fns):
+    """``fns.greedy_step`` as ``(params, obs, key, core, context) -> (action, core)``; a
+    feed-forward agent's core state is ``()`` and it ignores the context."""
+    if recurrent.is_recurrent(fns):
+        def step(params, observation, key, core, context):
+            out, core = fns.greedy_step(params, observation, key, core, context)
+            return out.action, core
+        return step
+    return lambda params, observation, key, core, context: (
+        fns.greedy_step(params, observation, key).action, core)
+
+
+def _initial(fns, spec):
+    """The core state and context of one env at an episode's start (``()`` and None for a
+    feed-forward agent). Each evaluation episode starts from a fresh core."""
+    if not recurrent.is_recurrent(fns):
+        return (), None
+    return fns.initial_core_state(1), recurrent.initial_context(spec, 1)
+
+
+def _play_jax(env: jax_envs.JaxEnv, spec, fns, params, episodes: int, seed: int):
     """Greedy episodes of a JAX env, one jitted step at a time; episode ``i`` resets with
     ``jax.random.key(seed + i)``."""
+    greedy = _recurrent_form(fns)
+
     @jax.jit
-    def step(key, state, observation):
-        action = greedy_step(params, observation[None], key).action[0]
-        return env.step(key, state, action)
+    def step(key, state, observation, core, context):
+        action, core = greedy(params, observation[None], key, core, context)
+        out = env.step(key, state, action[0])
+        if context is not None:
+            context = recurrent.next_context(context, action, out.reward[None].astype(jnp.float32),
+                                             jnp.zeros(1, bool))
+        return out, core, context
 
     returns, lengths = [], []
     for i in range(episodes):
         key = jax.random.key(seed + i)
         observation, state = env.reset(key)
+        core, context = _initial(fns, spec)
         total, length, done = 0.0, 0, False
         while not done:
             key, step_key = jax.random.split(key)
-            out = step(step_key, state, observation)
+            out, core, context = step(step_key, state, observation, core, context)
             observation, state = out.observation, out.state
             total, length = total + float(out.reward), length + 1
             done = bool(out.terminated) or bool(out.truncated)
