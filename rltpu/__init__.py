@@ -5,13 +5,15 @@ The public surface for writing and training an agent::
     import rltpu
     summary = rltpu.train(MyAgent(), MyAgent.Config(), rltpu.RunConfig(env="CartPole-v1"))
 """
-from rltpu import networks
+from rltpu import networks, recurrent
 from rltpu.agent import Agent, AgentFns
 from rltpu.config import RunConfig
-from rltpu.types import ActorOutput, EnvSpec, TrainState, Trajectory, Unroll
+from rltpu.types import (ActorOutput, EnvSpec, RecurrentStart, StepContext, TrainState,
+                         Trajectory, Unroll)
 
-__all__ = ["networks", "Agent", "AgentFns", "RunConfig", "train", "validate", "ActorOutput", "EnvSpec",
-           "TrainState", "Trajectory", "Unroll"]
+__all__ = ["networks", "recurrent", "Agent", "AgentFns", "RunConfig", "train", "validate",
+           "ActorOutput", "EnvSpec", "RecurrentStart", "StepContext", "TrainState", "Trajectory",
+           "Unroll"]
 
 
 def __getattr__(name: str):

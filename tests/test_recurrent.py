@@ -219,3 +219,35 @@ def test_evaluate_a_recurrent_checkpoint(tmp_path):
             done, length = terminated or truncated, length + 1
         lengths.append(length)
     assert result["lengths"] == lengths and result["checkpoint"] == 5
+
+
+def test_recurrent_example_agent_acts_replays_and_updates():
+    from examples.recurrent_a2c import RecurrentA2C
+    agent = RecurrentA2C()
+    config = agent.Config(hidden_size=16)
+    run = RunConfig(env="CartPoleNoVel-v1", envs_per_actor=4, unroll_length=30, batch_size=4)
+    actor = RolloutActor(0, agent, config, run, seed=0)
+    spec = envs.make_spec("CartPoleNoVel-v1")
+    fns = agent.build(spec, config, run)
+    state = jax.jit(fns.init)(jax.random.key(0))
+    actor.set_params(0, devices.to_host(state.params))
+    trajectories = [actor.unroll_with_current().trajectory for _ in range(2)]
+    assert not trajectories[1].valid.all()  # random play ends episodes within 60 steps
+    network_logits = jax.jit(lambda p, t: agent_logits(fns, p, t))
+    for trajectory in trajectories:
+        np.testing.assert_allclose(network_logits(state.params, trajectory),
+                                   trajectory.extras["logits"], rtol=1e-5, atol=1e-6)
+    new_state, metrics = jax.jit(fns.update)(state, trajectories[1])
+    assert all(np.isfinite(v) for v in metrics.values()) and int(new_state.step) == 1
+
+
+def agent_logits(fns, params, trajectory):
+    """The example's policy replayed through its own actor step, one step at a time."""
+    context = recurrent.unroll_context(trajectory)
+    core = recurrent.start_core_state(trajectory)
+    logits = []
+    for t in range(trajectory.action.shape[0]):
+        out, core = fns.actor_step(params, trajectory.observation[t], jax.random.key(0), core,
+                                   jax.tree.map(lambda x: x[t], context))
+        logits.append(out.extras["logits"])
+    return jnp.stack(logits)

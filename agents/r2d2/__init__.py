@@ -1,0 +1,1 @@
+"""R2D2 (Kapturowski et al. 2019)."""
