@@ -134,23 +134,52 @@ def haiku_heads(output_size: int, gaussian: bool):
     return forward
 
 
+class FlaxQHead(nn.Module):
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, hidden):
+        return nn.Dense(self.num_actions)(hidden)
+
+
+def haiku_q_head(num_actions: int):
+    def forward(hidden):
+        import haiku as hk
+        return hk.Linear(num_actions)(hidden)
+    return forward
+
+
 def recurrent_actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, torso: str,
                            core: str, core_size: int) -> RecurrentActorCriticNetworks:
-    """The recurrent policy and value network for ``spec`` (see the module docstring)."""
+    """The recurrent policy and value network for ``spec`` (see the module docstring):
+    ``unroll`` and ``step`` return ``(policy outputs, values)``."""
+    gaussian = not spec.discrete
+    heads = (FlaxHeads(spec.num_actions, gaussian) if lib == "flax"
+             else haiku_heads(spec.num_actions, gaussian))
+    return _recurrent_network(spec, hidden_sizes, lib, torso, core, core_size, heads)
+
+
+def recurrent_q_network(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, torso: str,
+                        core: str, core_size: int) -> RecurrentActorCriticNetworks:
+    """The same torso and core with one linear Q-value per action on top (R2D2):
+    ``unroll`` and ``step`` return Q-values ``[..., A]``."""
+    heads = (FlaxQHead(spec.num_actions) if lib == "flax" else haiku_q_head(spec.num_actions))
+    return _recurrent_network(spec, hidden_sizes, lib, torso, core, core_size, heads)
+
+
+def _recurrent_network(spec, hidden_sizes, lib, torso, core, core_size, heads_module):
     torsos.check_torso(torso, spec.observation_space.shape)
     _check_lib(lib)
     if core not in CORES[1:]:
         raise ValueError(f"--core {core!r} is not one of {', '.join(CORES[1:])}")
     obs_ndim = len(spec.observation_space.shape)
-    gaussian = not spec.discrete
     if lib == "flax":
         torso_net = as_network(FlaxTorso(torso, tuple(hidden_sizes), obs_ndim))
         cell = as_network(FlaxCell(core, core_size))
-        heads = as_network(FlaxHeads(spec.num_actions, gaussian))
     else:
         torso_net = as_network(haiku_torso(torso, tuple(hidden_sizes), obs_ndim))
         cell = as_network(haiku_cell(core, core_size))
-        heads = as_network(haiku_heads(spec.num_actions, gaussian))
+    heads = as_network(heads_module)
     state_keys = ("c", "h") if core == "lstm" else ("h",)
 
     def initial_state(num_envs: int):
@@ -174,9 +203,9 @@ def recurrent_actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str,
         return heads.apply(params["heads"], outputs), core_state
 
     def step(params, observation, core_state, context: StepContext):
-        (policy_out, value), core_state = unroll(
+        outputs, core_state = unroll(
             params, observation[None], core_state, jax.tree.map(lambda x: x[None], context))
-        return (jax.tree.map(lambda x: x[0], policy_out), value[0]), core_state
+        return jax.tree.map(lambda x: x[0], outputs), core_state
 
     def init(key):
         torso_key, core_key, heads_key = jax.random.split(key, 3)

@@ -122,3 +122,45 @@ def test_dqn_eight_devices_equal_one(network_lib):
     # the target network was copied at update 2, so after update 3 it differs from online
     online, target = jax.tree.leaves(p8["online"]), jax.tree.leaves(p8["target"])
     assert any(not np.allclose(o, t) for o, t in zip(online, target))
+
+
+@pytest.mark.parametrize("network_lib,burn_in", [("flax", 3), ("haiku", 0)])
+def test_r2d2_eight_devices_equal_one(network_lib, burn_in):
+    # Replayed sequences [N, T, ...] with their start states are split on N.
+    agent = agents.get("r2d2")
+    spec = envs.make_spec("CartPoleNoVel-v1")
+    run = RunConfig(env="CartPoleNoVel-v1", unroll_length=8, batch_size=16)
+    fns = agent.build(spec, agent.Config(network_lib=network_lib, sample_size=16, core_size=16,
+                                         burn_in=burn_in, target_update_period=2), run)
+    params = jax.eval_shape(fns.init, jax.random.key(0)).params
+    example = example_replay_sample(fns, spec, params, run.unroll_length)
+    assert example["transitions"]["observation"].shape == (16, 9, 2)
+    assert example["transitions"]["start"].core_state["h"].shape == (16, 16)
+    rng = np.random.default_rng(0)
+
+    def sample():
+        def fill(x):
+            if x.dtype == np.bool_:
+                return rng.random(x.shape) < 0.1
+            if np.issubdtype(x.dtype, np.integer):
+                return rng.integers(0, 2, x.shape).astype(x.dtype)
+            return rng.normal(size=x.shape).astype(x.dtype)
+        s = jax.tree.map(fill, example)
+        s["transitions"]["valid"] = ~s["transitions"]["valid"]
+        s["weights"] = rng.random(16).astype(np.float32)
+        return s
+
+    batches = [sample() for _ in range(3)]
+    results = []
+    for n in (1, 8):
+        learner = Learner(fns, spec, devices.make_mesh(n), 3, run.unroll_length, run.batch_size)
+        metrics = [devices.to_host(learner.update(learner.put(b))) for b in batches]
+        results.append((devices.to_host(learner.state.params), metrics))
+    (p1, m1), (p8, m8) = results
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), p1, p8)
+    for a, b in zip(m1, m8):
+        assert a["priorities"].shape == (16,) and (a["priorities"] > 0).all()
+        np.testing.assert_allclose(a["priorities"], b["priorities"], rtol=2e-5, atol=2e-6)
+        np.testing.assert_allclose(a["loss"], b["loss"], rtol=2e-5, atol=2e-6)
+    online, target = jax.tree.leaves(p8["online"]), jax.tree.leaves(p8["target"])
+    assert any(not np.allclose(o, t) for o, t in zip(online, target))
