@@ -91,8 +91,9 @@ def evaluate(agent: Agent, agent_config: Any, env_id: str, run_dir: str, step: i
                 action, core = policy(params, observation[None], core, context)
                 action = np.asarray(action)
                 observation, reward, terminated, truncated, _ = env.step(action[0])
-                context = recurrent.next_context(context, action, np.float32([reward]),
-                                                 np.zeros(1, bool))
+                if context is not None:  # a recurrent agent's next step context
+                    context = recurrent.next_context(context, action, np.float32([reward]),
+                                                     np.zeros(1, bool))
                 total, length, done = total + float(reward), length + 1, terminated or truncated
             returns.append(total)
             lengths.append(length)
