@@ -13,6 +13,8 @@ NetworkLib = Literal["flax", "haiku"]
 Torso = Literal["mlp", "nature", "impala_resnet"]
 NETWORK_LIBS: tuple[str, ...] = get_args(NetworkLib)
 TORSOS: tuple[str, ...] = get_args(Torso)
+Core = Literal["none", "lstm", "gru"]
+CORES: tuple[str, ...] = get_args(Core)
 
 
 def _flag(name: str) -> str:
@@ -63,9 +65,17 @@ class NetworkConfig:
     (Espeholt et al. 2018); the convolutional ones read uint8 frame stacks [C, H, W]."""
     clip_rewards: bool = False
     """Clip rewards to [-1, 1] in the loss (Atari); returns are reported unclipped."""
+    core: Core = "none"
+    """Recurrent core between the torso and the heads: lstm, gru or none (feed-forward).
+    With a core the policy also reads the previous action and reward (as IMPALA's LSTM
+    agent does), and policy and value share torso and core."""
+    core_size: int = 256
+    """Width of the recurrent core's state (--core lstm or gru)."""
 
     def __post_init__(self):
         check_choice("torso", self.torso, TORSOS)
         check_choice("network_lib", self.network_lib, NETWORK_LIBS)
+        check_choice("core", self.core, CORES)
+        check_ranges(self, positive_int=("core_size",))
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"--hidden-sizes must be positive widths, got {self.hidden_sizes}")

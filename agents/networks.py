@@ -158,11 +158,14 @@ def actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str,
 
 
 def make_actor_critic_init(networks: ActorCriticNetworks, optimizer, spec: EnvSpec):
-    """``init(key) -> TrainState`` for the actor-critic agents."""
+    """``init(key) -> TrainState`` for the actor-critic agents (feed-forward or recurrent)."""
     def init(key) -> TrainState:
         init_key, key = jax.random.split(key)
-        dummy = jnp.zeros((1, *spec.observation_space.shape), spec.observation_space.dtype)
-        params = networks.init(init_key, dummy)
+        if isinstance(networks, ActorCriticNetworks):
+            dummy = jnp.zeros((1, *spec.observation_space.shape), spec.observation_space.dtype)
+            params = networks.init(init_key, dummy)
+        else:  # recurrent (rltpu.agents.cores): builds its own example inputs
+            params = networks.init(init_key)
         return TrainState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
     return init
 

@@ -30,13 +30,15 @@ PRESETS = {
         agent_config={"torso": "impala_resnet", "clip_rewards": True, "optimizer": "rmsprop",
                       "learning_rate": 6e-4, "anneal_lr": True, "rmsprop_decay": 0.99,
                       "rmsprop_epsilon": 0.01, "discount": 0.99, "entropy_cost": 0.01,
-                      "baseline_cost": 0.5, "max_grad_norm": 40.0, "num_epochs": 1},
+                      "baseline_cost": 0.5, "max_grad_norm": 40.0, "num_epochs": 1,
+                      "core": "lstm", "core_size": 256},
         source="Espeholt et al. 2018, IMPALA, Table G.1 (Atari): unroll 20, batch 32, "
                "discount 0.99, baseline cost 0.5, entropy 0.01, RMSProp (decay 0.99, "
                "epsilon 0.01, no momentum), learning rate 0.0006 annealed to 0, gradient "
-               "norm 40, rewards clipped to [-1, 1], 200M frames (50M agent steps)",
-        deviations=("no LSTM (a stack of 4 frames instead)",
-                    "2 actors of 16 envs, not 48 actors (raise --num-actors on a bigger machine)")),
+               "norm 40, rewards clipped to [-1, 1], 200M frames (50M agent steps); the deep "
+               "network with its LSTM (256 units; it also reads the previous action and "
+               "clipped reward)",
+        deviations=("2 actors of 16 envs, not 48 actors (raise --num-actors on a bigger machine)")),
     "ppo-atari": Preset(
         agent="ppo",
         run={"env": "ALE/Pong-v5", "num_actors": 1, "envs_per_actor": 8, "unroll_length": 128,

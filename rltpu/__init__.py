@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 
-from rltpu import networks
+from rltpu import networks, recurrent
 from rltpu.agent import Agent, AgentFns
 from rltpu.config import RunConfig
-from rltpu.types import ActorOutput, EnvSpec, TrainState, Trajectory, Unroll
+from rltpu.types import (ActorOutput, EnvSpec, RecurrentStart, StepContext, TrainState,
+                         Trajectory, Unroll)
 
-__all__ = ["networks", "Agent", "AgentFns", "RunConfig", "train", "validate", "load", "Policy",
-           "provenance", "__version__", "ActorOutput", "EnvSpec", "TrainState", "Trajectory",
-           "Unroll"]
+__all__ = ["networks", "recurrent", "Agent", "AgentFns", "RunConfig", "train", "validate",
+           "load", "Policy", "provenance", "__version__", "ActorOutput", "EnvSpec",
+           "RecurrentStart", "StepContext", "TrainState", "Trajectory", "Unroll"]
 
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

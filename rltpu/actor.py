@@ -15,7 +15,7 @@ import numpy as np
 import ray
 
 from rltpu import envs
-from rltpu import devices
+from rltpu import devices, recurrent
 from rltpu.config import RunConfig
 from rltpu.types import ActorTimings, Trajectory, Unroll
 
@@ -41,23 +41,38 @@ class RolloutActor:
         policy = fns.actor_step if fns.actor_step_for is None else fns.actor_step_for(
             actor_id, run.num_actors)
 
-        def step(params, observation, key):
-            key, sample_key = jax.random.split(key)
-            return policy(params, observation, sample_key), key
-
-        self._step = jax.jit(step)
         self._key = jax.random.key(seed)
         self._observation = self.env.first_observation
         self._episode_ended = np.zeros(run.envs_per_actor, bool)  # the next step is an autoreset step
         self.params = None
         self.version = -1
         self._last_return = None  # perf_counter when the previous unroll was returned
+        shapes = jax.eval_shape(fns.init, jax.random.key(0)).params
+        placeholder = devices.to_actor_device(
+            jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes))
+        self._recurrent = recurrent.is_recurrent(fns)
+        if self._recurrent:
+            # Each env's core state and context live here across steps and unrolls; the
+            # agent resets a core where its context says an episode starts.
+            def step(params, observation, key, core_state, context):
+                key, sample_key = jax.random.split(key)
+                out, core_state = policy(params, observation, sample_key, core_state, context)
+                return out, core_state, key
+
+            self._core_state = fns.initial_core_state(run.envs_per_actor)
+            self._context = recurrent.initial_context(spec, run.envs_per_actor)
+            self._step = jax.jit(step)
+            warm_up = (self._core_state, self._context)
+        else:
+            def step(params, observation, key):
+                key, sample_key = jax.random.split(key)
+                return policy(params, observation, sample_key), key
+
+            self._step = jax.jit(step)
+            warm_up = ()
         # Compile the policy step now, with placeholder params of the right shapes, so the
         # first unroll does not wait for it (this overlaps with the learner's compile).
-        shapes = jax.eval_shape(fns.init, jax.random.key(0)).params
-        placeholder = jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes)
-        jax.block_until_ready(self._step(devices.to_actor_device(placeholder),
-                                         self._observation, self._key))
+        jax.block_until_ready(self._step(placeholder, self._observation, self._key, *warm_up))
 
     def pid(self) -> int:
         return os.getpid()
@@ -100,11 +115,19 @@ class RolloutActor:
         actions, extras = [], []
         returns, lengths = [], []
         observation[0] = self._observation
+        acting_start = None  # the acting state before step 0, for the learner to replay from
+        if self._recurrent:
+            acting_start = jax.tree.map(np.asarray,
+                                        recurrent.start_of(self._core_state, self._context))
         # perf_counter costs well under a microsecond: cheap next to a policy step.
         inference_s = env_s = 0.0
         for t in range(T):
             t0 = time.perf_counter()
-            out, self._key = self._step(params, observation[t], self._key)
+            if self._recurrent:
+                out, self._core_state, self._key = self._step(
+                    params, observation[t], self._key, self._core_state, self._context)
+            else:
+                out, self._key = self._step(params, observation[t], self._key)
             action = np.asarray(out.action)
             t1 = time.perf_counter()
             next_obs, r, term, trunc, info = self.env.step(action)
@@ -113,6 +136,8 @@ class RolloutActor:
             valid[t] = ~self._episode_ended
             self._episode_ended = term | trunc
             observation[t + 1], reward[t], terminated[t], truncated[t] = next_obs, r, term, trunc
+            if self._recurrent:
+                self._context = recurrent.next_context(self._context, action, reward[t], ~valid[t])
             if "_episode" in info:
                 done = info["_episode"]
                 returns.append(info["episode"]["r"][done])
@@ -125,7 +150,7 @@ class RolloutActor:
         trajectory = Trajectory(
             observation=observation, action=np.stack(actions), reward=reward,
             terminated=terminated, truncated=truncated, valid=valid, extras=extras,
-            policy_version=np.full((T, B), self.version, np.int32))
+            policy_version=np.full((T, B), self.version, np.int32), start=acting_start)
         return Unroll(trajectory,
                       np.concatenate(returns).astype(np.float32) if returns else np.zeros(0, np.float32),
                       np.concatenate(lengths).astype(np.int32) if lengths else np.zeros(0, np.int32),

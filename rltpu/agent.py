@@ -42,6 +42,13 @@ class AgentFns:
         replay actor and ``update`` receives replay samples (``{"transitions", "weights"}``,
         batch on axis 0) instead of trajectories; a ``"priorities"`` entry ``[N]`` in its
         metrics is written back to the replay.
+      initial_core_state: optional ``num_envs -> core state`` (a pytree of ``[num_envs, ...]``
+        arrays) for a recurrent agent; None (the default) for a feed-forward one. With it,
+        ``actor_step``, ``greedy_step`` and the steps of ``actor_step_for`` take the core
+        state and the step's ``rltpu.types.StepContext`` and return the next core state:
+        ``(params, observation, key, core_state, context) -> (ActorOutput, core_state)``;
+        trajectories carry the state before their first step in ``Trajectory.start``
+        (see ``rltpu.recurrent``).
     """
 
     init: Callable[[Any], TrainState]
@@ -50,6 +57,7 @@ class AgentFns:
     greedy_step: Callable[[Params, Any, Any], ActorOutput] | None = None
     actor_step_for: Callable[[int, int], Callable] | None = None
     replay: Any = None
+    initial_core_state: Callable[[int], Any] | None = None
 
 
 @runtime_checkable

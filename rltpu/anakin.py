@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rltpu import checkpoint, devices, resume as resuming
+from rltpu import checkpoint, devices, recurrent, resume as resuming
 from rltpu.agent import AgentFns
 from rltpu.envs import jax_envs
 from rltpu.faults import StopRequest
@@ -45,6 +45,7 @@ class EnvBatch(NamedTuple):
     episode_ended: Any  # bool: the next step is the autoreset step (invalid)
     episode_return: Any  # float32: return of the running episode so far
     episode_length: Any  # int32
+    acting: Any = None  # a recurrent agent's (core state, StepContext) per env; None otherwise
 
 
 class Runner(NamedTuple):
@@ -71,12 +72,18 @@ def _where(condition, old, new):
     return jnp.where(condition, old, new).astype(jnp.asarray(new).dtype)
 
 
-def make_reset(env: jax_envs.JaxEnv, num_envs: int) -> Callable[[Any], EnvBatch]:
-    """``key -> EnvBatch`` of ``num_envs`` freshly reset envs."""
+def make_reset(env: jax_envs.JaxEnv, num_envs: int, fns: AgentFns | None = None,
+               spec=None) -> Callable[[Any], EnvBatch]:
+    """``key -> EnvBatch`` of ``num_envs`` freshly reset envs; for a recurrent agent
+    (``fns`` and the env's ``spec`` given) with its initial core states and contexts."""
     def reset(key) -> EnvBatch:
         observation, state = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+        acting = None
+        if fns is not None and recurrent.is_recurrent(fns):
+            acting = (fns.initial_core_state(num_envs),
+                      jax.tree.map(jnp.asarray, recurrent.initial_context(spec, num_envs)))
         return EnvBatch(state, observation, observation, jnp.zeros(num_envs, bool),
-                        jnp.zeros(num_envs, jnp.float32), jnp.zeros(num_envs, jnp.int32))
+                        jnp.zeros(num_envs, jnp.float32), jnp.zeros(num_envs, jnp.int32), acting)
     return reset
 
 
@@ -88,6 +95,7 @@ def make_loop(fns: AgentFns, env: jax_envs.JaxEnv, unroll_length: int, updates_p
     """
     update = skip_nonfinite(fns.update)
     step_envs = jax.vmap(env.step)
+    is_recurrent = recurrent.is_recurrent(fns)
     window = EPISODE_WINDOW
 
     def _record_episodes(ring, count, done, value):
@@ -102,7 +110,11 @@ def make_loop(fns: AgentFns, env: jax_envs.JaxEnv, unroll_length: int, updates_p
         params, version, key, batch, episodes = carry
         acted_on = batch.observation
         key, act_key, env_key = jax.random.split(key, 3)
-        out = fns.actor_step(params, batch.observation, act_key)
+        if is_recurrent:
+            core_state, context = batch.acting
+            out, core_state = fns.actor_step(params, batch.observation, act_key, core_state, context)
+        else:
+            out = fns.actor_step(params, batch.observation, act_key)
         num_envs = batch.episode_ended.shape[0]
         step = step_envs(jax.random.split(env_key, num_envs), batch.state, out.action)
         autoreset = batch.episode_ended  # this step ignores its action (see the module doc)
@@ -111,6 +123,9 @@ def make_loop(fns: AgentFns, env: jax_envs.JaxEnv, unroll_length: int, updates_p
         terminated = valid & step.terminated
         truncated = valid & step.truncated
         done = terminated | truncated
+        acting = None
+        if is_recurrent:  # the next observation starts an episode after an autoreset step
+            acting = (core_state, recurrent.next_context(context, out.action, reward, autoreset))
         episode_return = batch.episode_return + reward
         episode_length = batch.episode_length + valid.astype(jnp.int32)
         returns, lengths, count = episodes
@@ -123,7 +138,7 @@ def make_loop(fns: AgentFns, env: jax_envs.JaxEnv, unroll_length: int, updates_p
             reset_observation=_where(done, step.observation, batch.reset_observation),
             episode_ended=done,
             episode_return=jnp.where(done, 0.0, episode_return),
-            episode_length=jnp.where(done, 0, episode_length))
+            episode_length=jnp.where(done, 0, episode_length), acting=acting)
         record = {"observation": acted_on, "action": out.action, "reward": reward,
                   "terminated": terminated, "truncated": truncated, "valid": valid,
                   "extras": dict(out.extras),
@@ -132,6 +147,7 @@ def make_loop(fns: AgentFns, env: jax_envs.JaxEnv, unroll_length: int, updates_p
 
     def _update(carry, _):
         state, batch, runner, episodes = carry
+        start = None if batch.acting is None else recurrent.start_of(*batch.acting)
         (_, _, key, batch, episodes), steps = jax.lax.scan(
             _env_step, (state.params, runner.version, runner.key, batch, episodes), None,
             length=unroll_length)
@@ -139,7 +155,8 @@ def make_loop(fns: AgentFns, env: jax_envs.JaxEnv, unroll_length: int, updates_p
         trajectory = Trajectory(observation=observation, action=steps["action"],
                                 reward=steps["reward"], terminated=steps["terminated"],
                                 truncated=steps["truncated"], valid=steps["valid"],
-                                extras=steps["extras"], policy_version=steps["policy_version"])
+                                extras=steps["extras"], policy_version=steps["policy_version"],
+                                start=start)
         state, metrics = update(state, trajectory)
         runner = Runner(key, runner.version + 1)
         return (state, batch, runner, episodes), (metrics, steps["valid"].sum(dtype=jnp.int32))
@@ -174,15 +191,16 @@ class Program:
       num_envs: envs in the batch (trajectory columns ``B``), split over the mesh.
       unroll_length: ``T``.
       updates_per_call: updates per compiled call.
+      spec: the env's spec; needed for a recurrent agent (its initial step contexts).
     """
 
     def __init__(self, fns: AgentFns, env: jax_envs.JaxEnv, mesh, seed: int, env_seed: int,
-                 num_envs: int, unroll_length: int, updates_per_call: int):
+                 num_envs: int, unroll_length: int, updates_per_call: int, spec=None):
         self.mesh = mesh
         self.state = devices.replicate(jax.jit(fns.init)(jax.random.key(seed)), mesh)
         reset_key, run_key = jax.random.split(jax.random.key(env_seed))
-        self.env_batch = devices.shard_batch(jax.jit(make_reset(env, num_envs))(reset_key), mesh,
-                                             batch_axis=0)
+        self.env_batch = devices.shard_batch(jax.jit(make_reset(env, num_envs, fns, spec))(reset_key),
+                                             mesh, batch_axis=0)
         self.runner = devices.replicate(Runner(run_key, jnp.zeros((), jnp.int32)), mesh)
         self._loop = devices.anakin_loop(make_loop(fns, env, unroll_length, updates_per_call),
                                          mesh, self.state, self.env_batch, self.runner)
@@ -218,7 +236,8 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
         # A resumed run's envs get a new seed, so they do not replay the first leg's episodes.
         env_seed = (run.seed * 10_000 + 1000 + 7919 * (0 if resume is None else resume.step)) % 2**31
         program = Program(plan.fns, plan.jax_env, devices.make_mesh(plan.num_devices), run.seed,
-                          env_seed, run.batch_size, run.unroll_length, run.updates_per_call)
+                          env_seed, run.batch_size, run.unroll_length, run.updates_per_call,
+                          plan.spec)
         if resume is not None:
             program.restore(resume.state, resume.step)
             resuming.announce_resume(resume, program.state.params)

@@ -10,9 +10,10 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from rltpu import checkpoint, envs
+from rltpu import checkpoint, envs, recurrent
 from rltpu.envs import jax_envs
 from rltpu.agent import Agent
 from rltpu.policy import Policy
@@ -62,13 +63,16 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
     if policy.fns.greedy_step is None:
         raise ValueError(f"agent {policy.agent.name!r} has no greedy_step to evaluate with")
     report = {"run_dir": policy.run_dir, "checkpoint": policy.checkpoint, "episodes": episodes}
+    fns, spec = policy.fns, policy.spec
+    key = jax.random.key(seed)  # a greedy policy should not use it; passed all the same
+    greedy = _recurrent_form(fns)
+    act = jax.jit(lambda params, obs, core, context: greedy(params, obs, key, core, context))
     if jax_envs.is_jax_env(env_id):  # an Anakin run: play its own JAX env
         if video:
             raise ValueError(f"--video records gymnasium envs; {env_id} is a JAX env, which "
                              "rltpu cannot render")
         jax_env, _ = jax_envs.make(env_id)
-        returns, lengths = _play_jax(jax_env, policy.fns.greedy_step, policy.params, episodes,
-                                     seed)
+        returns, lengths = _play_jax(jax_env, spec, fns, policy.params, episodes, seed)
         return {**report, "mean_return": float(np.mean(returns)), "returns": returns,
                 "lengths": lengths, "videos": []}
     env = envs.make_one(env_id, render_mode="rgb_array" if video else None,
@@ -83,9 +87,15 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
     try:
         for i in range(episodes):
             observation, _ = env.reset(seed=seed + i)
+            core, context = _initial(fns, spec)
             total, length, done = 0.0, 0, False
             while not done:
-                observation, reward, terminated, truncated, _ = env.step(policy.act(observation))
+                action, core = act(policy.params, observation[None], core, context)
+                action = np.asarray(action)
+                observation, reward, terminated, truncated, _ = env.step(action[0])
+                if context is not None:  # a recurrent agent's next step context
+                    context = recurrent.next_context(context, action, np.float32([reward]),
+                                                     np.zeros(1, bool))
                 total, length, done = total + float(reward), length + 1, terminated or truncated
             returns.append(total)
             lengths.append(length)
@@ -97,22 +107,49 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
             "lengths": lengths, "videos": videos}
 
 
-def _play_jax(env: jax_envs.JaxEnv, greedy_step, params, episodes: int, seed: int):
+def _recurrent_form(fns):
+    """``fns.greedy_step`` as ``(params, obs, key, core, context) -> (action, core)``; a
+    feed-forward agent's core state is ``()`` and it ignores the context."""
+    if recurrent.is_recurrent(fns):
+        def step(params, observation, key, core, context):
+            out, core = fns.greedy_step(params, observation, key, core, context)
+            return out.action, core
+        return step
+    return lambda params, observation, key, core, context: (
+        fns.greedy_step(params, observation, key).action, core)
+
+
+def _initial(fns, spec):
+    """The core state and context of one env at an episode's start (``()`` and None for a
+    feed-forward agent). Each evaluation episode starts from a fresh core."""
+    if not recurrent.is_recurrent(fns):
+        return (), None
+    return fns.initial_core_state(1), recurrent.initial_context(spec, 1)
+
+
+def _play_jax(env: jax_envs.JaxEnv, spec, fns, params, episodes: int, seed: int):
     """Greedy episodes of a JAX env, one jitted step at a time; episode ``i`` resets with
     ``jax.random.key(seed + i)``."""
+    greedy = _recurrent_form(fns)
+
     @jax.jit
-    def step(key, state, observation):
-        action = greedy_step(params, observation[None], key).action[0]
-        return env.step(key, state, action)
+    def step(key, state, observation, core, context):
+        action, core = greedy(params, observation[None], key, core, context)
+        out = env.step(key, state, action[0])
+        if context is not None:
+            context = recurrent.next_context(context, action, out.reward[None].astype(jnp.float32),
+                                             jnp.zeros(1, bool))
+        return out, core, context
 
     returns, lengths = [], []
     for i in range(episodes):
         key = jax.random.key(seed + i)
         observation, state = env.reset(key)
+        core, context = _initial(fns, spec)
         total, length, done = 0.0, 0, False
         while not done:
             key, step_key = jax.random.split(key)
-            out = step(step_key, state, observation)
+            out, core, context = step(step_key, state, observation, core, context)
             observation, state = out.observation, out.state
             total, length = total + float(out.reward), length + 1
             done = bool(out.terminated) or bool(out.truncated)

@@ -8,9 +8,9 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from rltpu import devices
+from rltpu import devices, recurrent
 from rltpu.agent import AgentFns
-from rltpu.types import EnvSpec, TrainState, Trajectory, Unroll
+from rltpu.types import EnvSpec, RecurrentStart, TrainState, Trajectory, Unroll
 from rltpu.validation import skip_nonfinite
 
 
@@ -24,14 +24,22 @@ def example_trajectory(fns: AgentFns, spec: EnvSpec, params, unroll_length: int,
     """Shapes and dtypes (``jax.ShapeDtypeStruct``) of a ``[T, B]`` batch from actors."""
     T, B = unroll_length, batch_size
     obs = jax.ShapeDtypeStruct((B, *spec.observation_space.shape), spec.observation_space.dtype)
-    out = jax.eval_shape(fns.actor_step, params, obs, jax.random.key(0))
     over_time = lambda x, n=T: jax.ShapeDtypeStruct((n, *x.shape), x.dtype)
+    start = None
+    if recurrent.is_recurrent(fns):
+        core_state = jax.eval_shape(lambda: fns.initial_core_state(B))
+        context = recurrent.initial_context(spec, B)
+        out, _ = jax.eval_shape(fns.actor_step, params, obs, jax.random.key(0), core_state,
+                                context)
+        start = jax.tree.map(lambda x: over_time(x, 1), RecurrentStart(core_state, context))
+    else:
+        out = jax.eval_shape(fns.actor_step, params, obs, jax.random.key(0))
     flags = jax.ShapeDtypeStruct((T, B), np.bool_)
     return Trajectory(observation=over_time(obs, T + 1), action=over_time(out.action),
                       reward=jax.ShapeDtypeStruct((T, B), np.float32), terminated=flags,
                       truncated=flags, valid=flags,
                       extras=jax.tree.map(over_time, dict(out.extras)),
-                      policy_version=jax.ShapeDtypeStruct((T, B), np.int32))
+                      policy_version=jax.ShapeDtypeStruct((T, B), np.int32), start=start)
 
 
 def example_replay_sample(fns: AgentFns, spec: EnvSpec, params, unroll_length: int):

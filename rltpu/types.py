@@ -22,6 +22,30 @@ class ActorOutput(NamedTuple):
     extras: Mapping[str, Any]  # behaviour-policy outputs kept for the learner, e.g. logits
 
 
+class StepContext(NamedTuple):
+    """What a recurrent policy step reads besides the observation, per env (``[B, ...]``).
+
+    The runtime keeps it for every env, so an agent's network can take the previous action
+    and reward as inputs (as IMPALA's LSTM agent does) and reset its core where an episode
+    starts, and the learner rebuilds the same inputs from a trajectory
+    (``rltpu.recurrent.unroll_context``).
+    """
+
+    first: Any  # bool: this observation starts an episode (the core resets before reading it)
+    prev_action: Any  # [*action_shape]: the action taken before it (zeros at the run's start)
+    prev_reward: Any  # float32: the reward that action earned (0 on autoreset steps)
+
+
+class RecurrentStart(NamedTuple):
+    """A recurrent agent's acting state at the start of an unroll, so the learner can replay
+    the unroll exactly. Every leaf is ``[1, B, ...]``: like the other trajectory fields it
+    has the env axis ``B`` second, so stacking unrolls, validating them, splitting a batch
+    over the mesh and PPO's minibatches treat it like any other leaf."""
+
+    core_state: Any  # the agent's core state before step 0, [1, B, ...] leaves
+    context: StepContext  # step 0's context, [1, B, ...] leaves
+
+
 class Trajectory(NamedTuple):
     """A time-major unroll of ``T`` steps over ``B`` environments.
 
@@ -41,6 +65,7 @@ class Trajectory(NamedTuple):
     valid: Any  # [T, B] bool: False on autoreset steps
     extras: Mapping[str, Any]  # behaviour-policy outputs, [T, B, ...]
     policy_version: Any  # [T, B] int32: version of the params that chose each action
+    start: RecurrentStart | None = None  # recurrent agents only: the acting state at step 0
 
 
 class TrainState(NamedTuple):

@@ -47,6 +47,9 @@ class DQNConfig(NetworkConfig):
                      unit_interval=("discount", "epsilon", "importance_exponent"),
                      positive_int=("n_step", "target_update_period", "sample_size",
                                    "replay_capacity"))
+        if self.core != "none":
+            raise ValueError(f"--core {self.core}: agent 'dqn' is feed-forward (use --core none, "
+                             "or a recurrent agent: impala, ppo)")
         if self.min_replay_size > self.replay_capacity:
             raise ValueError(f"--min-replay-size {self.min_replay_size} exceeds --replay-capacity "
                              f"{self.replay_capacity}")

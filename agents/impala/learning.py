@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from rltpu.agents.cores import trajectory_outputs
 from rltpu.agents.impala.config import IMPALAConfig
 from rltpu.agents.impala.losses import impala_loss, impala_targets
 from rltpu.agents.networks import ActorCriticNetworks
@@ -40,9 +41,10 @@ def make_update_fn(networks: ActorCriticNetworks, distribution,
         clip_pg_rho_threshold=config.clip_pg_rho_threshold), in_axes=1, out_axes=1)
 
     def loss_fn(params, trajectory: Trajectory):
-        # One pass over all T + 1 observations (a shared torso sees each frame once); the
-        # policy at the bootstrap observation is not used.
-        policy_out, values = networks.policy_and_value(params, trajectory.observation)
+        # One pass over all T + 1 observations (a shared torso sees each frame once; a
+        # recurrent core replays the unroll from its start state); the policy at the
+        # bootstrap observation is not used.
+        policy_out, values = trajectory_outputs(networks, params, trajectory)
         policy_out = jax.tree.map(lambda x: x[:-1], policy_out)  # [T, B, ...]; values [T + 1, B]
         reward = trajectory.reward
         if config.clip_rewards:
