@@ -95,6 +95,8 @@ def train_main(argv: list[str]) -> int:
 
     pre = _Parser(add_help=False)
     pre.add_argument("--agent", default=None)
+    pre.add_argument("--env", default=None)
+    pre.add_argument("--trust-run-code", action="store_true")
     pre.add_argument("--resume", default=None)
     pre.add_argument("--preset", default=None)
     pre.add_argument("--distributed", default=None)
@@ -124,7 +126,12 @@ def train_main(argv: list[str]) -> int:
         saved = None if known.resume is None or placed else on_first_process(
             lambda: resuming.read_run_config(known.resume))
         name = known.agent or (preset.agent if preset is not None else RunConfig.agent)
+        if saved is not None:
+            resuming.check_run_code(saved, f"--resume {known.resume}", known.agent, known.env,
+                                    known.trust_run_code)
         agent = agents.get(name if saved is None else saved["run"]["agent"])
+        if saved is not None:
+            resuming.check_saved_settings(saved, agent.Config, f"--resume {known.resume}")
     except ValueError as e:
         return _fail(str(e))
 
@@ -140,6 +147,7 @@ def train_main(argv: list[str]) -> int:
                         help="continue the run in RUN_DIR from its newest complete checkpoint "
                         "(its saved settings; only step budget, target, logging, actor count "
                         "and checkpointing flags may change)")
+    _add_trust_flags(parser, with_names=False)
     hosts = parser.add_argument_group(
         "multi-host learner (one rltpu train per host of a pod slice, all with the same flags)")
     hosts.add_argument("--distributed", choices=["auto"], default=argparse.SUPPRESS,
@@ -162,6 +170,7 @@ def train_main(argv: list[str]) -> int:
     quiet = values.pop("quiet", False)
     resume = values.pop("resume", None)
     values.pop("preset", None)
+    values.pop("trust_run_code", None)  # used above
     if preset is not None:  # the preset's settings, then the flags given
         values = {"agent": preset.agent, **preset.run, **preset.agent_config, **values}
     for name in ("distributed", "coordinator", "num_processes", "process_id", "learner_hosts",
@@ -323,6 +332,7 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--video", action="store_true", help="record every episode to "
                         "RUN_DIR/videos/checkpoint-STEP/*.mp4 (needs moviepy: "
                         "pip install 'rltpu[video]')")
+    _add_trust_flags(parser, with_names=True)
     args = parser.parse_args(argv)
     if args.video:
         if not evaluate.video_available():
@@ -331,7 +341,8 @@ def eval_main(argv: list[str]) -> int:
         # Render off-screen: pygame needs no display (and complains without one).
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
-        agent, agent_config, saved = evaluate.load_run(args.run_dir, agents.get)
+        agent, agent_config, saved = evaluate.load_run(args.run_dir, agents.get, args.agent,
+                                                       args.env, args.trust_run_code)
         from rltpu.config import RunConfig
         report = evaluate.evaluate(agent, agent_config, saved["run"]["env"], args.run_dir,
                                    args.checkpoint, args.episodes, args.video, args.seed,
@@ -340,6 +351,21 @@ def eval_main(argv: list[str]) -> int:
         return _fail(str(e))
     print(json.dumps(report))
     return 0
+
+
+def _add_trust_flags(parser: argparse.ArgumentParser, with_names: bool) -> None:
+    """``--trust-run-code`` (and, for eval, ``--agent``/``--env``): how a user allows the
+    ``module:Class`` code a run directory's config.json names (``resume.check_run_code``)."""
+    from rltpu import resume as resuming
+    if with_names:
+        parser.add_argument("--agent", metavar="MODULE:CLASS", default=None,
+                            help="the run's own agent, named again to allow importing it")
+        parser.add_argument("--env", metavar="MODULE:CLASS", default=None,
+                            help="the run's own env, named again to allow importing it")
+    parser.add_argument(resuming.TRUST_FLAG, action="store_true",
+                        default=False if with_names else argparse.SUPPRESS,
+                        help="import the module:Class agent or env the run directory's "
+                        "config.json names (only for run directories you trust: that code runs)")
 
 
 def plot_main(argv: list[str]) -> int:

@@ -4,6 +4,7 @@ Runs in this process on the CPU (no Ray): a checkpoint's params and one env.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 from typing import Any
@@ -23,11 +24,30 @@ def video_available() -> bool:
     return importlib.util.find_spec("moviepy") is not None
 
 
-def load_run(run_dir: str, builtin_agents) -> tuple[Agent, Any, dict]:
-    """The agent, its config and the run's saved config, from ``RUN_DIR/config.json``."""
+def load_run(run_dir: str, builtin_agents, agent: str | None = None, env: str | None = None,
+             trust: bool = False) -> tuple[Agent, Any, dict]:
+    """The agent, its config and the run's saved config, from ``RUN_DIR/config.json``.
+
+    Args:
+      agent, env, trust: what the user named on the command line: a ``module:Class`` agent
+        or env in config.json is imported only if named again there, or with ``trust``
+        (``resume.check_run_code``).
+
+    Raises:
+      ValueError: not a run directory, settings of the wrong shape or type, code the user
+        did not name, or an agent or env given that is not the run's.
+    """
     saved = resuming.read_run_config(run_dir, flag="")
+    for what, given in (("agent", agent), ("env", env)):
+        if given is not None and given != saved["run"][what]:
+            raise ValueError(f"--{what} {given}: {run_dir} was trained with --{what} "
+                             f"{saved['run'][what]}")
+    resuming.check_run_code(saved, run_dir, agent, env, trust)
     agent = builtin_agents(saved["run"]["agent"])
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["agent"].items()}
+    resuming.check_saved_settings(saved, agent.Config, run_dir)
+    names = {f.name for f in dataclasses.fields(agent.Config)}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in saved["agent"].items()
+              if k in names}
     return agent, agent.Config(**values), saved
 
 
