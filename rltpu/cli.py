@@ -187,7 +187,12 @@ def train_main(argv: list[str]) -> int:
         plan = validate(agent, agent_config, run, resume=saved is not None)
         restored = None
         if saved is not None:
-            restored = resuming.restore_on_first_process(run.run_dir, plan.fns.init)
+            try:
+                restored = resuming.restore_on_first_process(run.run_dir, plan.fns.init)
+            except ValueError:
+                if plan.run_dir_lock is not None:
+                    plan.run_dir_lock.release()
+                raise
     except ValueError as e:
         return _fail(str(e))
     from rltpu import checkpoint

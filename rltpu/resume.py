@@ -25,7 +25,8 @@ SKIPPED_DIR = "skipped-checkpoints"
 # Run settings a resumed run may change; every other run setting and every agent setting
 # must stay as saved (they shape the params, the batch or the data the agent learns from).
 RESUMABLE_RUN_FIELDS = frozenset({
-    "total_env_steps", "target_return", "log_every_s", "updates_per_call", "num_actors", "max_in_flight",
+    "total_env_steps", "target_return", "log_every_s", "updates_per_call", "num_actors",
+    "oversubscribe", "max_in_flight",
     "publish_every", "num_devices", "checkpoint_every_updates", "checkpoint_every_minutes",
     "keep_checkpoints", "keep_best", "max_actor_restarts", "max_nonfinite_updates",
     "env_backend", "compilation_cache"})  # (every Atari backend gives the same observations)
