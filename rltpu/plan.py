@@ -279,10 +279,13 @@ def _make_dir(path: str) -> None:
     try:
         os.makedirs(parent, exist_ok=True)
         os.mkdir(path)
-    except FileExistsError:
-        if os.path.isdir(parent) and os.path.lexists(path):
+    except (FileExistsError, NotADirectoryError) as e:
+        if isinstance(e, FileExistsError) and os.path.isdir(parent) and os.path.lexists(path):
             raise
-        raise ValueError(f"--run-dir {path}: cannot make it, a file is in the way") from None
+        blocking = parent
+        while not os.path.lexists(blocking):
+            blocking = os.path.dirname(blocking)
+        raise ValueError(f"--run-dir {path}: cannot make it, {blocking} is a file") from None
     except OSError as e:
         raise ValueError(f"--run-dir {path}: cannot make it ({e.strerror}: "
                          f"{e.filename or path})") from None

@@ -160,3 +160,117 @@ def test_coordinator_listens_on_its_address_alone():
             other.bind(("127.0.0.1", port))
     finally:
         holder.close()
+
+
+def _validate(tmp_path, resume=False, **changes):
+    from rltpu.config import RunConfig
+    from rltpu.plan import validate
+    impala = agents.get("impala")
+    run = RunConfig(**{"compilation_cache": None, **changes})
+    return validate(impala, impala.Config(), run, resume=resume)
+
+
+def test_default_run_dirs_of_the_same_second_differ(tmp_path, monkeypatch):
+    import datetime
+    import types
+    from rltpu import plan as planning
+
+    class Frozen(datetime.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return cls(2026, 11, 30, 10, 0, 0)
+    monkeypatch.setattr(planning, "datetime", types.SimpleNamespace(datetime=Frozen))
+    monkeypatch.chdir(tmp_path)
+    first, second = _validate(tmp_path), _validate(tmp_path)
+    try:
+        assert first.run_dir == os.path.join("runs", "impala-CartPole-v1-20261130-100000")
+        assert second.run_dir == first.run_dir + "-1"
+        assert os.listdir(tmp_path / "runs") and not os.listdir(first.run_dir)
+    finally:
+        first.run_dir_lock.release()
+        second.run_dir_lock.release()
+
+
+def test_resuming_a_run_in_progress_is_refused(tmp_path):
+    run_dir = str(tmp_path / "run")
+    running = _validate(tmp_path, run_dir=run_dir)
+    assert os.path.isdir(run_dir)
+    with pytest.raises(ValueError, match=r"^--resume .*/run: another rltpu process is running "
+                                         "it; wait for it to end \\(or stop it\\) first$"):
+        _validate(tmp_path, resume=True, run_dir=run_dir)
+    running.run_dir_lock.release()  # the run ended: now it may be resumed
+    _validate(tmp_path, resume=True, run_dir=run_dir).run_dir_lock.release()
+
+
+def test_resume_of_a_locked_run_is_one_line_from_the_cli(tmp_path):
+    """Another process holds the run (as a running ``rltpu train`` does)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"run": {"agent": "impala", "env": "CartPole-v1"},
+                                                 "agent": {}}))
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, os, sys, time\n"
+                               f"fd = os.open({str(run)!r}, os.O_RDONLY)\n"
+                               "fcntl.flock(fd, fcntl.LOCK_EX)\nprint('held', flush=True)\n"
+                               "time.sleep(120)\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        out = cli(["train", "--resume", str(run)], tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.returncode == 2 and out.stderr.strip() == (
+        f"rltpu: error: --resume {run}: another rltpu process is running it; wait for it to "
+        "end (or stop it) first"), out.stderr
+    assert sorted(os.listdir(run)) == ["config.json"]
+
+
+@pytest.mark.parametrize("run_dir, message", [
+    ("", "--run-dir '' is empty"),
+    ("{file}/run", "--run-dir {file}/run: cannot make it, {file} is a file"),
+    ("{file}/a/run", "--run-dir {file}/a/run: cannot make it, {file} is a file"),
+    ("{file}", "--run-dir {file} already exists"),
+    ("/proc/rltpu-run", "--run-dir /proc/rltpu-run: cannot make it ("),
+])
+def test_run_dir_that_cannot_be_made_is_one_line(tmp_path, run_dir, message):
+    (tmp_path / "file").write_text("")
+    run_dir, message = (x.format(file=tmp_path / "file") for x in (run_dir, message))
+    with pytest.raises(ValueError) as error:
+        _validate(tmp_path, run_dir=run_dir)
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert os.listdir(tmp_path) == ["file"]
+
+
+def test_batch_bytes_is_counted_from_the_spaces():
+    from rltpu import envs
+    from rltpu.config import RunConfig
+    from rltpu.plan import batch_bytes
+    spec = envs.make_spec("CartPole-v1")  # float32 [4] observations, int64 actions: 16 + 8 + 16
+    assert batch_bytes(RunConfig(), spec) == (16 * 16 + 2 * 2 * 16 * 16) * 40
+    assert batch_bytes(RunConfig(mode="anakin", env="gymnax:CartPole-v1"), spec) == 16 * 16 * 40
+
+
+def test_bounds_from_the_machine(tmp_path):
+    import psutil
+    cpus = os.cpu_count()
+    bad = [
+        (dict(num_actors=cpus + 1), f"--num-actors {cpus + 1} puts {cpus + 1} actors on this "
+         f"machine, which has {cpus} CPUs (one actor each); give at most {cpus} or pass "
+         "--oversubscribe"),
+        (dict(batch_size=10**20), "--batch-size 100000000000000000000 is larger than 2,147,483,647"),
+        (dict(unroll_length=10**12), "--unroll-length 1000000000000 is larger than 2,147,483,647"),
+        (dict(unroll_length=2**16, batch_size=2**16), "--unroll-length 65536 x --batch-size 65536 "
+         "is more than 2,147,483,647 transitions per batch"),
+        (dict(target_return=float("nan")), "--target-return nan can never be reached"),
+        (dict(target_return=float("inf")), "--target-return inf can never be reached"),
+        (dict(max_in_flight=2**20, unroll_length=2**10), "--batch-size 16 x --unroll-length 1024 "
+         "of CartPole-v1 steps and 2 actors x --max-in-flight 1048576 unrolls in flight need about"),
+    ]
+    for changes, message in bad:
+        with pytest.raises(ValueError) as error:
+            _validate(tmp_path, run_dir=str(tmp_path / "run"), **changes)
+        assert str(error.value).startswith(message), (changes, str(error.value))
+        assert not (tmp_path / "run").exists()
+    # (the last: 2 x 2**20 x 2**10 x 16 steps of 40 bytes, more than the machine has at all)
+    assert 2 * 2**20 * 2**10 * 16 * 40 > psutil.virtual_memory().total
+    _validate(tmp_path, run_dir=str(tmp_path / "run"), num_actors=cpus + 1,
+              oversubscribe=True).run_dir_lock.release()
