@@ -108,9 +108,14 @@ def test_token_file_is_private_before_ray_starts(tmp_path, monkeypatch):
 
 def test_local_ray_starts_with_the_private_token(tmp_path, ray_tmpdir):
     """A real local Ray in a fresh home: it uses the token file made 0600 in a 0700 folder
-    (Ray would write its own 0644 one)."""
+    (Ray would write its own 0644 one). Ray's temp folder names a cluster that is gone
+    (``ray_current_cluster``, left by a Ray killed before it could remove it): a new local
+    Ray starts all the same."""
     home = tmp_path / "home"
     home.mkdir()
+    os.makedirs(os.path.join(ray_tmpdir, "ray"))
+    with open(os.path.join(ray_tmpdir, "ray", "ray_current_cluster"), "w") as f:
+        f.write("127.0.0.1:1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
     env.update(HOME=str(home), RAY_TMPDIR=ray_tmpdir, RAY_ADDRESS="", PYTHONPATH=REPO)
     code = ("import ray\nfrom rltpu.cluster import start_local_ray\nstart_local_ray(1)\n"
