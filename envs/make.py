@@ -5,6 +5,7 @@ import contextlib
 import difflib
 import functools
 import importlib
+import types
 from typing import Any, Literal, Mapping, get_args
 
 import gymnasium as gym
@@ -30,12 +31,30 @@ def _resolve(env_id: str):
         return None
     module_name, attr = env_id.split(":", 1)
     try:
-        cls = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"unknown env {env_id!r}: {e}") from None
-    if not callable(cls):
-        raise ValueError(f"env {env_id!r} is not a class or factory")
-    return cls
+        module = importlib.import_module(module_name)
+    except Exception as e:  # the user's module, failing as it may: one line naming it
+        hint = ("; is its folder on PYTHONPATH?" if isinstance(e, ModuleNotFoundError) else "")
+        raise ValueError(f"unknown env {env_id!r}: importing {module_name} raised "
+                         f"{type(e).__name__}: {' '.join(str(e).split())}{hint}") from None
+    try:
+        cls = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"unknown env {env_id!r}: module {module_name} has no {attr!r}") from None
+    # A gymnasium.Env class, or a function of the user's that returns one (checked when
+    # called, in ``_checked``); any other callable (os:getcwd, say) is never called.
+    if not ((isinstance(cls, type) and issubclass(cls, gym.Env))
+            or isinstance(cls, types.FunctionType)):
+        raise ValueError(f"env {env_id!r} is not a gymnasium.Env class nor a Python function "
+                         f"returning one (it is {type(cls).__name__} {cls!r:.60})")
+    return functools.partial(_checked, cls, env_id)
+
+
+def _checked(factory, env_id: str, **kwargs) -> gym.Env:
+    """``factory(**kwargs)``, refused unless it made a ``gymnasium.Env``."""
+    env = factory(**kwargs)
+    if not isinstance(env, gym.Env):
+        raise ValueError(f"env {env_id!r} made a {type(env).__name__}, not a gymnasium.Env")
+    return env
 
 
 def _atari_backend(env_id: str, backend: str, full_action_space: bool) -> str | None:

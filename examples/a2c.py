@@ -3,7 +3,7 @@
 
 Train it from the command line::
 
-    rltpu train --agent examples.a2c:A2C --on-policy
+    PYTHONPATH=. rltpu train --agent examples.a2c:A2C --on-policy
 
 or from Python::
 

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
-import sys
 from typing import Any, Callable, Protocol, runtime_checkable
 
 from rltpu.types import ActorOutput, EnvSpec, Metrics, Params, TrainState
@@ -77,20 +75,42 @@ class Agent(Protocol):
 
 
 def load_agent(name: str, builtin: dict[str, str]) -> Agent:
-    """Resolves a built-in agent name or a ``module:Attribute`` path to an agent instance."""
+    """Resolves a built-in agent name or a ``module:Attribute`` path to an agent instance.
+
+    The module is imported from ``sys.path`` as it is: the current directory is not added
+    (a run directory or a download someone runs rltpu from must not supply modules). Put
+    your own agent's folder on ``PYTHONPATH`` or install it.
+
+    Raises:
+      ValueError: no such agent, its module fails to import (whatever it raised), or the
+        object is not an agent.
+    """
     path = builtin.get(name, name)
     if ":" not in path:
         raise ValueError(f"unknown agent {name!r}; valid: {', '.join(sorted(builtin))} "
-                         "or a module:Agent path")
+                         "or a module:Agent path (its module importable: on PYTHONPATH)")
     module_name, attr = path.split(":", 1)
-    if os.getcwd() not in sys.path:  # as `python -m` does: modules next to the user first
-        sys.path.insert(0, os.getcwd())
     try:
-        obj = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as e:
-        raise ValueError(f"cannot load agent {name!r}: {e}") from None
-    agent = obj() if isinstance(obj, type) else obj
+        module = importlib.import_module(module_name)
+    except Exception as e:  # the user's module, failing as it may: one line naming it
+        hint = ("; is its folder on PYTHONPATH?" if isinstance(e, ModuleNotFoundError) else "")
+        raise ValueError(f"cannot load agent {name!r}: importing {module_name} raised "
+                         f"{type(e).__name__}: {_one_line(e)}{hint}") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise ValueError(f"cannot load agent {name!r}: module {module_name} has no "
+                         f"{attr!r}") from None
+    try:
+        agent = obj() if isinstance(obj, type) else obj
+    except Exception as e:
+        raise ValueError(f"cannot load agent {name!r}: {attr}() raised "
+                         f"{type(e).__name__}: {_one_line(e)}") from None
     missing = [a for a in ("name", "Config", "check_spec", "build") if not hasattr(agent, a)]
     if missing:
         raise ValueError(f"agent {name!r} lacks {', '.join(missing)}; see rltpu.Agent")
     return agent
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())

@@ -128,6 +128,8 @@ def train_main(argv: list[str]) -> int:
 
     pre = _Parser(add_help=False)
     pre.add_argument("--agent", default=None)
+    pre.add_argument("--env", default=None)
+    pre.add_argument("--trust-run-code", action="store_true")
     pre.add_argument("--resume", default=None)
     pre.add_argument("--preset", default=None)
     pre.add_argument("--config", default=None)
@@ -152,7 +154,12 @@ def train_main(argv: list[str]) -> int:
         saved = None if known.resume is None or placed else on_first_process(
             lambda: resuming.read_run_config(known.resume))
         name = known.agent or file_agent(preset, configured) or RunConfig.agent
+        if saved is not None:
+            resuming.check_run_code(saved, f"--resume {known.resume}", known.agent, known.env,
+                                    known.trust_run_code)
         agent = agents.get(name if saved is None else saved["run"]["agent"])
+        if saved is not None:
+            resuming.check_saved_settings(saved, agent.Config, f"--resume {known.resume}")
     except ValueError as e:
         return _fail(str(e))
 
@@ -171,6 +178,7 @@ def train_main(argv: list[str]) -> int:
                         help="continue the run in RUN_DIR from its newest complete checkpoint "
                         "(its saved settings; only step budget, target, logging, actor count "
                         "and checkpointing flags may change)")
+    _add_trust_flags(parser, with_names=False)
     hosts = parser.add_argument_group(
         "multi-host learner (one rltpu train per host of a pod slice, all with the same flags)")
     hosts.add_argument("--distributed", choices=["auto"], default=argparse.SUPPRESS,
@@ -194,6 +202,7 @@ def train_main(argv: list[str]) -> int:
     resume = values.pop("resume", None)
     values.pop("preset", None)
     values.pop("config", None)
+    values.pop("trust_run_code", None)  # used above
     print_config = values.pop("print_config", False)
     # The preset's settings, then the config file's, then the flags given.
     values = {**file_values(parser, agent, preset, configured, known.preset, known.config),
@@ -216,7 +225,12 @@ def train_main(argv: list[str]) -> int:
         plan = validate(agent, agent_config, run, resume=saved is not None)
         restored = None
         if saved is not None:
-            restored = resuming.restore_on_first_process(run.run_dir, plan.fns.init)
+            try:
+                restored = resuming.restore_on_first_process(run.run_dir, plan.fns.init)
+            except ValueError:
+                if plan.run_dir_lock is not None:
+                    plan.run_dir_lock.release()
+                raise
     except ValueError as e:
         return _fail(str(e))
     from rltpu import checkpoint
@@ -493,11 +507,7 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--video", action="store_true", help="record every episode to "
                         "RUN_DIR/videos/checkpoint-STEP/*.mp4 (needs moviepy: "
                         "pip install 'rltpu[video]')")
-    parser.add_argument("--agent", metavar="MODULE:AGENT", default=None,
-                        help="the agent of a run of one that is not built in (a run "
-                        "directory never decides what code is imported)")
-    parser.add_argument("--env", metavar="MODULE:CLASS", default=None,
-                        help="likewise, the env of a run of a module:Class env")
+    _add_trust_flags(parser, with_names=True)
     args = parser.parse_args(argv)
     if args.video:
         if not evaluate.video_available():
@@ -506,15 +516,36 @@ def eval_main(argv: list[str]) -> int:
         # Render off-screen: pygame needs no display (and complains without one).
         os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
-        from rltpu import agents
+        from rltpu import agents, resume as resuming
         from rltpu.policy import load
-        agent = None if args.agent is None else agents.get(args.agent)
-        policy = load(args.run_dir, args.checkpoint, agent=agent, env=args.env)
+        saved = resuming.read_run_config(args.run_dir, flag="")
+        resuming.check_run_code(saved, args.run_dir, args.agent, args.env, args.trust_run_code)
+        # Named again on the command line, or trusted: the run's own agent and env.
+        trusted = args.trust_run_code
+        agent_name = args.agent or (saved["run"]["agent"] if trusted else None)
+        agent = None if agent_name is None else agents.get(agent_name)
+        env = args.env or (saved["run"]["env"] if trusted else None)
+        policy = load(args.run_dir, args.checkpoint, agent=agent, env=env)
         report = evaluate.play(policy, args.episodes, args.video, args.seed)
     except ValueError as e:
         return _fail(str(e))
     print(json.dumps(report))
     return 0
+
+
+def _add_trust_flags(parser: argparse.ArgumentParser, with_names: bool) -> None:
+    """``--trust-run-code`` (and, for eval, ``--agent``/``--env``): how a user allows the
+    ``module:Class`` code a run directory's config.json names (``resume.check_run_code``)."""
+    from rltpu import resume as resuming
+    if with_names:
+        parser.add_argument("--agent", metavar="MODULE:CLASS", default=None,
+                            help="the run's own agent, named again to allow importing it")
+        parser.add_argument("--env", metavar="MODULE:CLASS", default=None,
+                            help="the run's own env, named again to allow importing it")
+    parser.add_argument(resuming.TRUST_FLAG, action="store_true",
+                        default=False if with_names else argparse.SUPPRESS,
+                        help="import the module:Class agent or env the run directory's "
+                        "config.json names (only for run directories you trust: that code runs)")
 
 
 def plot_main(argv: list[str]) -> int:

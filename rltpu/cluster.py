@@ -1,24 +1,70 @@
 """Connecting to Ray: a local Ray of this machine alone, or the cluster named by
-``RAY_ADDRESS``."""
+``RAY_ADDRESS``; either way with token authentication, the token readable by this user alone."""
 from __future__ import annotations
 
 import os
+import secrets
 
 import ray
 
 
+def force_token_auth() -> None:
+    """Turns token authentication on for every connection this process (and its children)
+    makes to Ray: ``RAY_AUTH_MODE=token`` (``validate`` refuses ``disabled``)."""
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        os.environ["RAY_AUTH_MODE"] = "token"
+        from ray._raylet import Config
+        Config.initialize("")  # Ray read the mode when it was imported: read it again, as
+        # Ray's own default for a local start does
+
+
+def private_token_file() -> str | None:
+    """Makes sure the token a local Ray is started with can be read by this user alone, and
+    returns its file (None: the token is in ``RAY_AUTH_TOKEN``, no file).
+
+    Ray reads the token from ``RAY_AUTH_TOKEN``, else the file ``RAY_AUTH_TOKEN_PATH``
+    names, else ``~/.ray/auth_token``; missing, it writes that last one itself, mode 0644
+    in a 0755 folder: any local user could read it and, the local ports being open to every
+    local user, run code as this one. So the file is made here first: in a folder of mode
+    0700 (``~/.ray``; a folder ``RAY_AUTH_TOKEN_PATH`` names is made 0700 if missing), with
+    ``O_CREAT | O_EXCL`` and mode 0600, or, if it exists, tightened to 0600.
+    """
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return None
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    default = not path
+    path = os.path.expanduser(path or os.path.join("~", ".ray", "auth_token"))
+    folder = os.path.dirname(os.path.abspath(path))
+    if default or not os.path.isdir(folder):
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)  # (an existing ~/.ray, or the umask, may allow more)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        if os.path.getsize(path) > 0:
+            return path
+        fd = os.open(path, os.O_WRONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))  # as Ray's own generator: 256 random bits
+    return path
+
+
 def start_local_ray(num_cpus: int) -> None:
-    """Starts a Ray of this machine alone, with every port on loopback and no dashboard.
+    """Starts a Ray of this machine alone, with every port on loopback, no dashboard and
+    token authentication (its token file private: ``private_token_file``).
 
     Ray rewrites a node address of 127.0.0.1 to the machine's routable address and binds its
     gRPC servers to all interfaces; its switch for single-machine Ray (the default on macOS
     and Windows) keeps every listening socket on loopback instead. The switch is read when
     ``ray`` is imported, hence the module attribute too; the environment carries it to Ray's
-    processes.
+    processes. ``address="local"`` starts a new Ray even where Ray's temp folder names a
+    running one (or one that is gone, its file left behind).
 
-    Token authentication stays on, as Ray (>= 2.52) sets it for a new local cluster; rltpu
-    chooses it explicitly (RAY_AUTH_MODE=token), which is all that keeps Ray from saying so
-    on stderr with an invitation to opt out.
+    Token authentication is chosen explicitly (``force_token_auth``), as Ray (>= 2.52) would
+    for a new local cluster; that is also what keeps Ray from announcing it on stderr with an
+    invitation to opt out.
 
     Ray starts its head processes (GCS, raylet) with ``subprocess`` and a ``preexec_fn``, so
     Python runs its fork hooks, and JAX's (installed once its backend is up: validation has
@@ -32,31 +78,46 @@ def start_local_ray(num_cpus: int) -> None:
 
     from ray._private import ray_constants
 
+    force_token_auth()
+    private_token_file()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
-    if os.environ.get("RAY_AUTH_MODE") is None:  # (validation refuses "disabled")
-        try:
-            from ray._private.authentication import authentication_token_setup as auth
-        except ImportError:
-            auth = None  # a Ray before token authentication: nothing to choose, nothing said
-        if auth is not None:
-            # What Ray does when it turns token authentication on: the environment, which
-            # its processes inherit, and its config in this process, which read the
-            # environment when ``ray`` was imported.
-            auth._enable_token_auth()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
                                 category=RuntimeWarning)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 configure_logging=False)
+
+
+def join_cluster(purpose: str) -> None:
+    """Connects to the cluster ``RAY_ADDRESS`` names, with token authentication forced on.
+
+    ``address="auto"`` (which scans this machine's processes for any Ray, another user's or
+    another run's among them) only when the user sets ``RAY_ADDRESS=auto``, never by default.
+
+    Raises:
+      ValueError: ``RAY_ADDRESS`` is unset, or names no reachable cluster.
+    """
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    if not address:
+        raise ValueError(f"{purpose} joins a running Ray cluster: set RAY_ADDRESS to its "
+                         "head's address (e.g. RAY_ADDRESS=10.0.0.2:6379, or RAY_ADDRESS=auto "
+                         "for the Ray `ray start` ran on this machine)")
+    force_token_auth()
+    try:
+        ray.init(address=address, configure_logging=False)
+    except ConnectionError as e:
+        raise ValueError(f"{purpose}: no Ray cluster at RAY_ADDRESS={address} "
+                         f"({' '.join(str(e).split())[:200]})") from None
 
 
 def connect(num_actors: int) -> bool:
-    """Starts a local Ray (loopback only, no dashboard) unless one is already connected;
-    returns whether this call started it."""
+    """Starts a local Ray (loopback only, no dashboard) unless one is already connected, or
+    joins the cluster ``RAY_ADDRESS`` names; returns whether this call connected."""
     if ray.is_initialized():
         return False
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+        join_cluster("rltpu train with RAY_ADDRESS")
         return True
     start_local_ray(max(num_actors, os.cpu_count() or 1))
     return True

@@ -33,7 +33,10 @@ class RunConfig:
     checked between calls."""
     num_actors: int = 2
     """Ray rollout actors, one CPU each (in all: a multi-host learner splits them over
-    its hosts)."""
+    its hosts); at most the machine's CPUs (each host's, with a local Ray) unless
+    --oversubscribe."""
+    oversubscribe: bool = False
+    """Allow more rollout actors than the machine has CPUs (they then share them)."""
     envs_per_actor: int = 16
     """Envs each actor steps together (trajectory columns per unroll)."""
     unroll_length: int = 16

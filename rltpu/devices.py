@@ -8,6 +8,7 @@ mean over the global batch, so XLA inserts the cross-device gradient all-reduce 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import time
 from typing import Callable
@@ -95,16 +96,33 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     the coordinator's ``host:port``, the process count and this process's id. On CPUs (a
     simulated pod) collectives go over gloo, and ``cpu_devices`` sets the virtual CPU
     devices per process. Call it before anything else touches JAX's devices.
+
+    Process 0's coordinator (unauthenticated: whoever reaches it can join the program)
+    listens on ``coordinator`` alone, not on every interface as JAX's default would; the
+    port must stay inside the VPC.
+
+    Raises:
+      ValueError: with no arguments, off a Cloud TPU (nothing says where the others are).
     """
     if cpu_devices is not None:
         jax.config.update("jax_num_cpu_devices", cpu_devices)
     if os.environ.get("JAX_PLATFORMS", "") == "cpu" or cpu_devices is not None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if coordinator is None and num_processes is None:
-        jax.distributed.initialize()
-    else:
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id)
+        try:
+            jax.distributed.initialize()
+        except ValueError as e:  # JAX's "coordinator_address should be defined."
+            raise ValueError(f"--distributed auto: the TPU runtime did not say where the other "
+                             f"hosts are ({' '.join(str(e).split())}); off a Cloud TPU give "
+                             "--coordinator HOST:PORT --num-processes N --process-id I") from None
+        return
+    bind = {}
+    if "coordinator_bind_address" in inspect.signature(jax.distributed.initialize).parameters:
+        bind["coordinator_bind_address"] = coordinator
+    else:  # (an older JAX reads it from the environment)
+        os.environ["JAX_COORDINATOR_BIND_ADDRESS"] = coordinator
+    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                               process_id=process_id, **bind)
 
 
 def process_index() -> int:

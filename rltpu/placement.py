@@ -55,13 +55,15 @@ class LearnerHost:
 
     def __init__(self):
         self._process: subprocess.Popen | None = None
+        self._port_holder: socket.socket | None = None
 
     def coordinator_address(self) -> str:
-        """``IP:PORT`` on this host for ``jax.distributed``'s coordinator (a free port)."""
-        with socket.socket() as s:
-            s.bind(("", 0))
-            port = s.getsockname()[1]
-        return f"{ray.util.get_node_ip_address()}:{port}"
+        """``IP:PORT`` on this host for ``jax.distributed``'s coordinator: a port the system
+        picks, kept from every other program until this actor ends (``reserve_port``)."""
+        ip = ray.util.get_node_ip_address()
+        self._port_holder = reserve_port(ip)
+        port = self._port_holder.getsockname()[1]
+        return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
     def start(self, argv: list[str], env: dict[str, str], cwd: str) -> str:
         """Starts ``rltpu train argv`` in ``cwd`` (the driver's; the home directory on a
@@ -83,6 +85,23 @@ class LearnerHost:
         if self._process is not None and self._process.poll() is None:
             self._process.kill()
             self._process.wait()
+        if self._port_holder is not None:
+            self._port_holder.close()
+
+
+def reserve_port(ip: str) -> socket.socket:
+    """A socket bound to a free port of ``ip`` (the system picks it) with ``SO_REUSEPORT``,
+    which holds the port for the JAX coordinator until it is closed.
+
+    A port bound and closed again could be taken by any program before the coordinator binds
+    it. This socket never listens (it takes no connection) and the coordinator's gRPC server
+    binds with ``SO_REUSEPORT`` too, so it can take the same port while the socket holds it
+    and no other program can: no race.
+    """
+    holder = socket.socket(socket.AF_INET6 if ":" in ip else socket.AF_INET)
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind((ip, 0))
+    return holder
 
 
 def tpu_resources_per_host() -> dict[str, float]:
@@ -120,17 +139,13 @@ def parse_resources(text: str | None) -> dict[str, float] | None:
 
 
 def connect() -> None:
-    """Joins the running Ray cluster this driver is on (``RAY_ADDRESS`` or ``ray start``).
+    """Joins the running Ray cluster ``RAY_ADDRESS`` names, with token authentication.
 
     Raises:
-      ValueError: there is none.
+      ValueError: ``RAY_ADDRESS`` is unset or names no cluster.
     """
-    try:
-        ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", configure_logging=False)
-    except ConnectionError:
-        raise ValueError("--learner-hosts needs a running Ray cluster (RAY_ADDRESS, or `ray "
-                         "start` on this machine); python -m launch.tpu ray starts one on a "
-                         "TPU slice") from None
+    from rltpu import cluster
+    cluster.join_cluster("--learner-hosts")
 
 
 def run_learners(argv: list[str], num_hosts: int, resources: dict[str, float] | None,

@@ -13,6 +13,7 @@ import numpy as np
 
 GRID_POINTS = 200
 THROUGHPUT_WINDOW = 5  # log intervals the throughput panel averages over
+COLUMNS = ("env_steps", "time_s", "mean_return")  # what is plotted: numbers or null
 IGNORED_SETTINGS = ("seed", "run_dir", "log_every_s", "quiet", "wandb", "plan_steps")
 
 
@@ -37,21 +38,43 @@ def load_run(run_dir: str) -> RunCurves:
     metrics = os.path.join(run_dir, "metrics.jsonl")
     if not os.path.isfile(metrics):
         raise ValueError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
-    with open(metrics) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = []
+    with open(metrics, errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as e:
+                if not line.endswith("\n"):
+                    break  # the last row, cut off mid-write by a run still going or killed
+                raise ValueError(f"{metrics}:{number} is not a JSON row ({e})") from None
+            bad = ("not an object" if not isinstance(row, dict) else next(
+                (f"{k} = {v!r:.40}, not a number" for k, v in row.items()
+                 if k in COLUMNS and not _number_or_none(v)), None))
+            if bad:
+                raise ValueError(f"{metrics}:{number} is not a metrics row ({bad})")
+            rows.append(row)
     if not rows:
         raise ValueError(f"{run_dir} has no metrics rows yet")
     config_path = os.path.join(run_dir, "config.json")
     group = "?"
-    if os.path.isfile(config_path):
+    try:
         with open(config_path) as f:
             config = json.load(f)
-        run = {k: v for k, v in config.get("run", {}).items() if k not in IGNORED_SETTINGS}
-        group = json.dumps({"run": run, "agent": config.get("agent", {})}, sort_keys=True)
+        run = {k: v for k, v in config["run"].items() if k not in IGNORED_SETTINGS}
+        group = json.dumps({"run": run, "agent": config["agent"]}, sort_keys=True)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # no readable settings: the run is a group of its own
     column = lambda key: np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
     env_steps, time_s = column("env_steps"), column("time_s")
     return RunCurves(os.path.basename(os.path.normpath(run_dir)), group, env_steps, time_s,
                      column("mean_return"), windowed_rate(env_steps, time_s))
+
+
+def _number_or_none(value) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                             and not abs(value) > 1.7976931348623157e308)  # (a float holds it)
 
 
 def windowed_rate(env_steps: np.ndarray, time_s: np.ndarray,
@@ -130,11 +153,22 @@ def make_figure(runs: list[RunCurves]):
 
 
 def plot(run_dirs: list[str], out: str) -> str:
-    """Writes the figure of ``run_dirs`` to ``out`` (PNG); returns ``out``."""
+    """Writes the figure of ``run_dirs`` to ``out`` (PNG); returns ``out``.
+
+    Raises:
+      ValueError: a run directory cannot be read, or ``out`` cannot be written.
+    """
+    folder = os.path.dirname(out) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"--out {out}: no folder {folder} to write it in")
     fig = make_figure([load_run(d) for d in run_dirs])
-    fig.savefig(out, dpi=100)
     import matplotlib.pyplot as plt
-    plt.close(fig)
+    try:
+        fig.savefig(out, dpi=100, format="png")
+    except OSError as e:
+        raise ValueError(f"--out {out}: cannot write it ({e.strerror or e})") from None
+    finally:
+        plt.close(fig)
     return out
 
 

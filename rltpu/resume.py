@@ -6,10 +6,13 @@ run's saved settings; only the fields in ``RESUMABLE_RUN_FIELDS`` may be given a
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import time
+import types
+import typing
 from typing import Callable
 
 import jax
@@ -22,7 +25,8 @@ SKIPPED_DIR = "skipped-checkpoints"
 # Run settings a resumed run may change; every other run setting and every agent setting
 # must stay as saved (they shape the params, the batch or the data the agent learns from).
 RESUMABLE_RUN_FIELDS = frozenset({
-    "total_env_steps", "target_return", "log_every_s", "updates_per_call", "num_actors", "max_in_flight",
+    "total_env_steps", "target_return", "log_every_s", "updates_per_call", "num_actors",
+    "oversubscribe", "max_in_flight",
     "publish_every", "num_devices", "checkpoint_every_updates", "checkpoint_every_minutes",
     "keep_checkpoints", "keep_best", "max_actor_restarts", "max_nonfinite_updates",
     "env_backend", "compilation_cache"})  # (every Atari backend gives the same observations)
@@ -77,13 +81,15 @@ def set_aside(run_dir: str, restored: checkpoint.Restored) -> None:
 
 
 def read_run_config(run_dir: str, flag: str = "--resume") -> dict:
-    """The run's ``config.json`` (``{"run", "agent"}``).
+    """The run's ``config.json`` (``{"run", "agent"}``), checked for shape: both objects,
+    the run's ``agent`` and ``env`` strings (the values' types are checked against the
+    settings' by ``check_saved_settings``).
 
     Args:
       flag: how the user named ``run_dir``, for error messages.
 
     Raises:
-      CheckpointError: ``run_dir`` is not a run directory.
+      CheckpointError: ``run_dir`` is not a run directory or its config.json is not one's.
     """
     path = os.path.join(run_dir, "config.json")
     where = f"{flag} {run_dir}".strip()
@@ -92,10 +98,95 @@ def read_run_config(run_dir: str, flag: str = "--resume") -> dict:
     try:
         with open(path) as f:
             config = json.load(f)
-        config["run"], config["agent"]  # noqa: B018 -- both must be there
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{where}: cannot read its config.json ({e})") from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{where}: cannot read its config.json ({_one_line(e)})") from None
+    if not (isinstance(config, dict) and isinstance(config.get("run"), dict)
+            and isinstance(config.get("agent"), dict)
+            and all(isinstance(config["run"].get(k), str) for k in ("agent", "env"))):
+        raise CheckpointError(f"{where}: its config.json is not a run's settings (an object "
+                              'with "run" and "agent" objects, the run naming its agent and env)')
     return config
+
+
+TRUST_FLAG = "--trust-run-code"
+
+
+def check_run_code(config: dict, where: str, agent: str | None = None, env: str | None = None,
+                   trust: bool = False) -> None:
+    """Refuses code that a run directory's ``config.json`` would have rltpu import.
+
+    A run directory is data (it may come from anyone): from it rltpu takes only built-in
+    agents (``rltpu.agents.BUILTIN``), registered gymnasium ids and JAX envs
+    (``gymnax:NAME``). An agent or env given there as ``module:Class`` is imported only
+    when the user names the same value on the command line (``agent``, ``env``) or passes
+    ``--trust-run-code`` (``trust``).
+
+    Raises:
+      CheckpointError: naming the value and how to allow it.
+    """
+    from rltpu.agents import BUILTIN
+    from rltpu.envs import jax_envs
+    saved_agent, saved_env = config["run"]["agent"], config["run"]["env"]
+    for what, value, given, builtin in (
+            ("agent", saved_agent, agent, saved_agent in BUILTIN),
+            ("env", saved_env, env, ":" not in saved_env or jax_envs.is_jax_env(saved_env))):
+        if not (builtin or trust or given == value):
+            raise CheckpointError(
+                f"{where}: its config.json names {what} {value!r}, code from outside rltpu, "
+                f"which a run directory cannot choose; if you trust that code, name it again "
+                f"(--{what} {value}) or pass {TRUST_FLAG}")
+
+
+def check_saved_settings(config: dict, agent_config_cls: type, where: str) -> None:
+    """Checks the types of a run's saved settings against ``RunConfig``'s and the agent
+    config's fields (a hand-edited or damaged config.json fails here, in one line, rather
+    than deep inside the agent). Unknown names are ignored, as when the run is built.
+
+    Raises:
+      CheckpointError: naming the setting, its value and the type it needs.
+    """
+    from rltpu.config import RunConfig
+    for cls, values in ((RunConfig, config["run"]), (agent_config_cls, config["agent"])):
+        hints = typing.get_type_hints(cls)
+        for field in dataclasses.fields(cls):
+            if field.name in values and not _fits(values[field.name], hints[field.name]):
+                raise CheckpointError(
+                    f"{where}: its config.json has {field.name} = {values[field.name]!r:.60}, "
+                    f"not a {_type_name(hints[field.name])}")
+
+
+def _fits(value, kind) -> bool:
+    """Whether a JSON value fits a config field's type."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is typing.Literal:
+        return value in args
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(v, args[0]) for v in value)
+        return len(value) == len(args) and all(_fits(v, a) for v, a in zip(value, args))
+    if kind is type(None):
+        return value is None
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    return True  # a type config.json cannot hold: the config's own checks decide
+
+
+def _type_name(kind) -> str:
+    return getattr(kind, "__name__", None) or str(kind).replace("typing.", "")
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def resumed_values(saved: dict, given: dict, run_fields: set[str], agent_fields: set[str],

@@ -42,21 +42,24 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
 
 def train_plan(plan: Plan, quiet: bool = False,
                resume: checkpoint.Restored | None = None) -> dict:
-    """``train`` for settings already validated (the CLI validates before it restores)."""
-    devices.use_compilation_cache(plan.run.compilation_cache)
-    if plan.run.mode == "anakin":
-        from rltpu import anakin
-        return anakin.train(plan, quiet, resume)
-    from rltpu import driver
-    return driver.train(plan, quiet, resume)
+    """``train`` for settings already validated (the CLI validates before it restores);
+    releases the run directory's lock when the run ends."""
+    try:
+        devices.use_compilation_cache(plan.run.compilation_cache)
+        if plan.run.mode == "anakin":
+            from rltpu import anakin
+            return anakin.train(plan, quiet, resume)
+        from rltpu import driver
+        return driver.train(plan, quiet, resume)
+    finally:
+        if plan.run_dir_lock is not None:
+            plan.run_dir_lock.release()
 
 
 def create_run_dir(plan: Plan, resume: checkpoint.Restored | None) -> None:
-    """Makes the run directory (resuming: sets its skipped checkpoints aside) and writes
-    ``config.json``. Learner process 0 only."""
-    if resume is None:
-        os.makedirs(plan.run_dir)
-    else:
+    """Fills the run directory ``validate`` claimed (resuming: sets its skipped checkpoints
+    aside) and writes ``config.json``. Learner process 0 only."""
+    if resume is not None:
         resuming.set_aside(plan.run_dir, resume)
     write_json(os.path.join(plan.run_dir, "config.json"), plan.config())
 
