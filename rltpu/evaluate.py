@@ -5,7 +5,6 @@ Runs in this process on the CPU (no Ray): a checkpoint's params and one env.
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 from typing import Any
