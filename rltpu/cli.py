@@ -321,8 +321,8 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--episodes", type=_positive_int, default=10, help="episodes to play")
     parser.add_argument("--seed", type=int, default=12345, help="episode i resets with seed+i")
     parser.add_argument("--video", action="store_true", help="record every episode to "
-                        "RUN_DIR/videos/checkpoint-STEP/*.mp4 (needs moviepy: "
-                        "pip install 'rltpu[video]')")
+                        "RUN_DIR/videos/TIME-checkpoint-STEP/*.mp4, a new folder each time "
+                        "(needs moviepy: pip install 'rltpu[video]')")
     args = parser.parse_args(argv)
     if args.video:
         if not evaluate.video_available():

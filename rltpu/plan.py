@@ -12,7 +12,7 @@ import datetime
 import os
 from typing import Any
 
-from rltpu import devices, envs
+from rltpu import devices, envs, storage
 from rltpu.agent import Agent, AgentFns
 from rltpu.config import RunConfig
 from rltpu.envs import jax_envs
@@ -140,9 +140,13 @@ def _run_dir(agent: Agent, run: RunConfig, resume: bool) -> str:
     if devices.process_index() != 0:
         return run.run_dir or "(process 0's run directory)"  # only process 0 writes it
     if run.run_dir is not None:
-        if resume and not os.path.isdir(run.run_dir):
+        flag = "--resume" if resume else "--run-dir"
+        storage.check_path(run.run_dir, flag)
+        # A bucket that cannot be reached or written fails here, before anything starts.
+        storage.check_writable(run.run_dir, flag)
+        if resume and not storage.isdir(run.run_dir):
             raise ValueError(f"--resume {run.run_dir}: no such run directory")
-        if not resume and os.path.exists(run.run_dir):
+        if not resume and storage.exists(run.run_dir):
             raise ValueError(f"--run-dir {run.run_dir} already exists; runs are never "
                              "overwritten, pass a new path")
         return run.run_dir

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
 import numpy as np
+
+from rltpu import console, storage
 
 GRID_POINTS = 200
 THROUGHPUT_WINDOW = 5  # log intervals the throughput panel averages over
@@ -28,29 +29,59 @@ class RunCurves:
     env_sps: np.ndarray  # averaged over ``THROUGHPUT_WINDOW`` intervals; NaN on the first row
 
 
+def read_rows(path: str) -> list[dict]:
+    """The rows of a ``metrics.jsonl``, each leg of a resumed run continuing where its
+    checkpoint left off: a ``{"resumed_from_update": N}`` row drops the earlier rows past
+    update ``N`` (work the resumed run redid) and the leg's ``time_s`` goes on from the last
+    row kept (each leg counts from its own process start). A last line cut off mid-write
+    (the process was killed) is skipped with a warning.
+
+    Raises:
+      ValueError: a line before the last is not JSON.
+    """
+    lines = [line for line in storage.read_text(path).splitlines() if line.strip()]
+    rows: list[dict] = []
+    offset = 0.0  # seconds the earlier legs took, up to the rows kept
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                console.warn(f"{path}: skipping its last line, cut off mid-write")
+                break
+            raise ValueError(f"{path}: line {i + 1} is not JSON") from None
+        if "resumed_from_update" in row:
+            update = row["resumed_from_update"]
+            rows = [r for r in rows if r.get("learner_updates", 0) <= update]
+            offset = rows[-1]["time_s"] if rows else 0.0
+            continue
+        if offset and row.get("time_s") is not None:
+            row = {**row, "time_s": row["time_s"] + offset}
+        rows.append(row)
+    return rows
+
+
 def load_run(run_dir: str) -> RunCurves:
-    """Reads a run directory.
+    """Reads a run directory (local or ``gs://``).
 
     Raises:
       ValueError: when it is not a run directory or holds no metrics rows yet.
     """
-    metrics = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(metrics):
+    metrics = storage.join(run_dir, "metrics.jsonl")
+    if not storage.isfile(metrics):
         raise ValueError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
-    with open(metrics) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_rows(metrics)
     if not rows:
         raise ValueError(f"{run_dir} has no metrics rows yet")
-    config_path = os.path.join(run_dir, "config.json")
+    config_path = storage.join(run_dir, "config.json")
     group = "?"
-    if os.path.isfile(config_path):
-        with open(config_path) as f:
-            config = json.load(f)
+    if storage.isfile(config_path):
+        config = json.loads(storage.read_text(config_path))
         run = {k: v for k, v in config.get("run", {}).items() if k not in IGNORED_SETTINGS}
         group = json.dumps({"run": run, "agent": config.get("agent", {})}, sort_keys=True)
     column = lambda key: np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
     env_steps, time_s = column("env_steps"), column("time_s")
-    return RunCurves(os.path.basename(os.path.normpath(run_dir)), group, env_steps, time_s,
+    return RunCurves(storage.basename(run_dir), group, env_steps, time_s,
                      column("mean_return"), windowed_rate(env_steps, time_s))
 
 
@@ -132,7 +163,8 @@ def make_figure(runs: list[RunCurves]):
 def plot(run_dirs: list[str], out: str) -> str:
     """Writes the figure of ``run_dirs`` to ``out`` (PNG); returns ``out``."""
     fig = make_figure([load_run(d) for d in run_dirs])
-    fig.savefig(out, dpi=100)
+    with storage.open_file(out, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
     import matplotlib.pyplot as plt
     plt.close(fig)
     return out
@@ -140,4 +172,4 @@ def plot(run_dirs: list[str], out: str) -> str:
 
 def default_out(run_dirs: list[str]) -> str:
     """``RUN_DIR/curves.png`` for one run, ``curves.png`` here for several."""
-    return os.path.join(run_dirs[0], "curves.png") if len(run_dirs) == 1 else "curves.png"
+    return storage.join(run_dirs[0], "curves.png") if len(run_dirs) == 1 else "curves.png"

@@ -7,14 +7,12 @@ run's saved settings; only the fields in ``RESUMABLE_RUN_FIELDS`` may be given a
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from typing import Callable
 
 import jax
 
-from rltpu import checkpoint, console, devices, hosts
+from rltpu import checkpoint, console, devices, hosts, storage
 from rltpu.checkpoint import CheckpointError
 
 SKIPPED_DIR = "skipped-checkpoints"
@@ -65,15 +63,24 @@ def announce_resume(restored: checkpoint.Restored, params) -> None:
 
 
 def set_aside(run_dir: str, restored: checkpoint.Restored) -> None:
-    """Moves the checkpoints skipped on resume to ``RUN_DIR/skipped-checkpoints`` (kept for
-    inspection, never deleted), so new saves cannot collide with them."""
+    """Clears the checkpoints skipped on resume out of the way of new saves: a save cut off
+    mid-write is deleted (it never held a whole checkpoint); a complete-looking one that
+    could not be read is moved to ``RUN_DIR/skipped-checkpoints`` (kept for inspection,
+    never deleted)."""
     if not restored.skipped:
         return
-    target = os.path.join(run_dir, SKIPPED_DIR)
-    os.makedirs(target, exist_ok=True)
+    directory = checkpoint.checkpoint_dir(run_dir)
+    incomplete = set(checkpoint.list_checkpoints(run_dir)[1])
+    target = storage.join(run_dir, SKIPPED_DIR)
     for name in restored.skipped:
-        destination = os.path.join(target, f"{name}-{int(time.time())}")
-        shutil.move(os.path.join(checkpoint.checkpoint_dir(run_dir), name), destination)
+        if name in incomplete:
+            storage.remove(storage.join(directory, name))
+            console.say(f"deleted {storage.join(directory, name)} (a save cut off mid-write)")
+            continue
+        storage.makedirs(target, exist_ok=True)
+        destination = storage.join(target, f"{name}-{int(time.time())}")
+        storage.move(storage.join(directory, name), destination)
+        console.say(f"moved unreadable checkpoint {name} to {destination}")
 
 
 def read_run_config(run_dir: str, flag: str = "--resume") -> dict:
@@ -85,13 +92,18 @@ def read_run_config(run_dir: str, flag: str = "--resume") -> dict:
     Raises:
       CheckpointError: ``run_dir`` is not a run directory.
     """
-    path = os.path.join(run_dir, "config.json")
+    path = storage.join(run_dir, "config.json")
     where = f"{flag} {run_dir}".strip()
-    if not os.path.isdir(run_dir):
-        raise CheckpointError(f"{where}: no such run directory")
     try:
-        with open(path) as f:
-            config = json.load(f)
+        storage.check_path(run_dir, flag or "run directory")
+        if not storage.isdir(run_dir):
+            raise CheckpointError(f"{where}: no such run directory")
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- a bucket that cannot be reached
+        raise CheckpointError(f"{where}: cannot read it ({storage.describe_error(e)})") from None
+    try:
+        config = json.loads(storage.read_text(path))
         config["run"], config["agent"]  # noqa: B018 -- both must be there
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{where}: cannot read its config.json ({e})") from None

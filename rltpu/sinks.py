@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from rltpu import storage
 from rltpu.metrics import MetricsWriter
 from rltpu.progress import Progress
 from rltpu.tensorboard import EventWriter
@@ -26,7 +27,9 @@ class WandbSink:
     def __init__(self, run_dir: str, config: dict):
         import wandb
         self._run = wandb.init(project=os.environ.get("WANDB_PROJECT", "rltpu"),
-                               name=os.path.basename(os.path.normpath(run_dir)), dir=run_dir,
+                               name=storage.basename(run_dir),
+                               # W&B keeps its files in a local folder: a gs:// run's go here
+                               dir=None if storage.is_remote(run_dir) else run_dir,
                                config=config)
 
     def write(self, row: dict) -> None:
