@@ -14,6 +14,7 @@ tensorstore (orbax's array writer) is pointed at it through ``TENSORSTORE_GCS_HT
 from __future__ import annotations
 
 import io
+import logging
 import os
 import shutil
 import time
@@ -42,6 +43,17 @@ def _remote(path: str):
     _use_emulator()
     from etils import epath
     return epath.Path(path)
+
+
+def _fresh(path: str):
+    """``path`` as an ``epath.Path`` whose listing and existence are asked anew: gcsfs keeps
+    the listings it has seen, and orbax's arrays (tensorstore) and other processes write
+    around it."""
+    import fsspec
+    target = _remote(path)
+    # the filesystem etils.epath uses: fsspec hands out one instance per set of arguments
+    fsspec.filesystem("gcs", finalize_on_close=True).invalidate_cache()
+    return target
 
 
 def _use_emulator() -> None:
@@ -75,22 +87,22 @@ def basename(path: str) -> str:
 
 
 def exists(path: str) -> bool:
-    return _remote(path).exists() if is_remote(path) else os.path.exists(path)
+    return _fresh(path).exists() if is_remote(path) else os.path.exists(path)
 
 
 def isdir(path: str) -> bool:
     """A folder; in Cloud Storage, a prefix holding at least one object."""
-    return _remote(path).is_dir() if is_remote(path) else os.path.isdir(path)
+    return _fresh(path).is_dir() if is_remote(path) else os.path.isdir(path)
 
 
 def isfile(path: str) -> bool:
-    return _remote(path).is_file() if is_remote(path) else os.path.isfile(path)
+    return _fresh(path).is_file() if is_remote(path) else os.path.isfile(path)
 
 
 def listdir(path: str) -> list[str]:
     """Names in a folder (none if it does not exist)."""
     if is_remote(path):
-        folder = _remote(path)
+        folder = _fresh(path)
         return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
     return sorted(os.listdir(path)) if os.path.isdir(path) else []
 
@@ -146,12 +158,15 @@ def remove(path: str) -> None:
 def move(source: str, destination: str) -> None:
     """Moves a file or folder (in Cloud Storage: copies every object, then deletes)."""
     if is_remote(source):
-        src = _remote(source)
-        for item in src.rglob("*"):
-            if item.is_file():
-                relative = str(item)[len(str(src)):].lstrip("/")
-                item.copy(_remote(join(destination, relative)))
-        src.rmtree()
+        src = _fresh(source)
+        if src.is_file():
+            src.copy(_remote(destination))
+            src.unlink()
+            return
+        for name in listdir(source):
+            move(join(source, name), join(destination, name))
+        if _fresh(source).exists():
+            src.rmtree()
     else:
         shutil.move(source, destination)
 
@@ -167,12 +182,18 @@ def check_writable(run_dir: str, flag: str = "--run-dir") -> None:
     if not is_remote(run_dir):
         return
     probe = join(run_dir, f".rltpu-probe-{uuid.uuid4().hex}")
+    # gcsfs logs each failed request with a traceback; the failure is reported once, here
+    log = logging.getLogger("gcsfs")
+    level = log.level
+    log.setLevel(logging.CRITICAL)
     try:
         write_text(probe, "probe\n")
         remove(probe)
     except Exception as e:  # noqa: BLE001 -- any failure means "cannot write there"
         raise ValueError(f"{flag} {run_dir}: cannot write there ({describe_error(e)})"
                          + _emulator_hint()) from None
+    finally:
+        log.setLevel(level)
 
 
 def describe_error(e: BaseException) -> str:
