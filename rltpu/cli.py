@@ -202,6 +202,13 @@ def train_main(argv: list[str]) -> int:
         print(f"rltpu: stopped by {summary['stopped_by']} after update "
               f"{summary['learner_updates']:,}; checkpoint {summary['checkpoint']} is complete. "
               f"Resume with: rltpu train --resume {summary['run_dir']}", file=sys.stderr)
+    from rltpu import cluster
+    if cluster.stuck():
+        # Ray's processes are gone (a signal to the whole process group) and its client
+        # would hold the exit for a minute: everything is written, so leave now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

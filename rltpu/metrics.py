@@ -81,6 +81,9 @@ class MetricsWriter:
     def write(self, row: dict) -> None:
         self._file.write(json.dumps(_plain(row)) + "\n")
 
+    def sync(self) -> None:
+        self._file.sync()
+
     def close(self) -> None:
         self._file.close()
 

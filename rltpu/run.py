@@ -162,6 +162,8 @@ class Run:
     def checkpoint_if_due(self, version: int, state) -> None:
         if self.checkpoints.due(version):
             self.checkpoints.save(version, state, self.counters(version), self.episodes.mean)
+            if self._writer is not None:
+                self._writer.sync()  # the rows up to the checkpoint survive with it
 
     def log(self, version: int, force: bool, extras: Callable[[float], dict]) -> bool:
         """Writes a metrics row if one is due (or ``force``); ``extras(interval_s)`` adds the

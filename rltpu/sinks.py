@@ -67,6 +67,11 @@ class MetricSinks:
             self.wandb.write(row)
         self.progress.update(row)
 
+    def sync(self) -> None:
+        """Uploads the rows so far (a ``gs://`` run's files; local ones are always whole)."""
+        self.jsonl.sync()
+        self.tensorboard.sync()
+
     def close(self, summary: dict | None = None) -> None:
         self.progress.close()
         self.jsonl.close()

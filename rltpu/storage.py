@@ -210,9 +210,10 @@ class AppendFile:
     """A file that grows by appends: ``metrics.jsonl``, TensorBoard events.
 
     Locally each ``write`` is appended and flushed at once. In Cloud Storage (no append)
-    the whole content is kept in memory and uploaded when ``sync_every_s`` have passed since
-    the last upload, and on ``close``; a file that already exists (a resumed run's) is
-    read first and grown.
+    the whole content is kept in memory and uploaded on the first write, then when
+    ``sync_every_s`` have passed since the last upload, on ``sync`` (the run calls it with
+    each checkpoint, so the rows up to a checkpoint are there with it) and on ``close``; a
+    file that already exists (a resumed run's) is read first and grown.
 
     Args:
       path: the file.
@@ -228,7 +229,7 @@ class AppendFile:
             if exists(path):
                 with open_file(path, "rb") as f:
                     self._buffer.write(f.read())
-            self._dirty, self._synced_at = False, time.monotonic()
+            self._dirty, self._synced_at = False, None
         else:
             self._file = open(path, "ab" if binary else "a")
 
@@ -239,7 +240,7 @@ class AppendFile:
             return
         self._buffer.write(data if self._binary else data.encode())
         self._dirty = True
-        if time.monotonic() - self._synced_at >= self.sync_every_s:
+        if self._synced_at is None or time.monotonic() - self._synced_at >= self.sync_every_s:
             self.sync()
 
     def sync(self) -> None:

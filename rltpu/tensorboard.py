@@ -102,5 +102,8 @@ class EventWriter:
             self._write(_event(time.time() if wall_time is None else wall_time, step,
                                summary=summary))
 
+    def sync(self) -> None:
+        self._file.sync()
+
     def close(self) -> None:
         self._file.close()

@@ -92,14 +92,17 @@ def test_storage_reads_and_writes_the_bucket(gcs):
     assert not storage.exists(f"{base}/missing")
 
     log = storage.AppendFile(f"{base}/log.jsonl", sync_every_s=3600)
-    log.write("1\n")
-    assert "unit/log.jsonl" not in objects(gcs, "unit/")  # held until the sync is due
+    log.write("1\n")  # the first write is uploaded at once
     log.write("2\n")
-    log.close()
+    assert storage.read_text(f"{base}/log.jsonl") == "1\n"  # held until a sync is due
+    log.sync()
     assert storage.read_text(f"{base}/log.jsonl") == "1\n2\n"
+    log.write("x\n")
+    log.close()
+    assert storage.read_text(f"{base}/log.jsonl") == "1\n2\nx\n"
     again = storage.AppendFile(f"{base}/log.jsonl", sync_every_s=0)  # a resumed run's
     again.write("3\n")
-    assert storage.read_text(f"{base}/log.jsonl") == "1\n2\n3\n"
+    assert storage.read_text(f"{base}/log.jsonl") == "1\n2\nx\n3\n"
     again.close()
 
     storage.move(f"{base}/sub", f"{base}/moved")
