@@ -203,9 +203,10 @@ def train_main(argv: list[str]) -> int:
               f"{summary['learner_updates']:,}; checkpoint {summary['checkpoint']} is complete. "
               f"Resume with: rltpu train --resume {summary['run_dir']}", file=sys.stderr)
     from rltpu import cluster
-    if cluster.stuck():
-        # Ray's processes are gone (a signal to the whole process group) and its client
-        # would hold the exit for a minute: everything is written, so leave now.
+    if summary["stopped_by"] is not None or cluster.stuck():
+        # Everything is written. After a signal Ray's processes may be gone (a preempted
+        # VM signals them all), and Ray's client would then hold the exit for a minute in
+        # its exit handlers, past the grace period: leave without them.
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)

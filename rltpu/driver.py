@@ -286,6 +286,8 @@ class Loop:
         """The final checkpoint (complete before the actors stop), the bottleneck report and
         the summary."""
         run, learner, hosts = self.plan.run, self.learner, self.hosts
+        if self.stop.requested:
+            self.supervisor.stop_asking_ray()
         self.run.end(learner.version, learner.state)  # needs nothing of Ray
         if not self.stop.requested:
             # (after a signal to the whole group Ray's processes are gone, and asking them

@@ -71,11 +71,19 @@ class ActorSupervisor:
         self.incarnation = [0] * len(self._actors)  # bumped at each failure handled
         self._probes: dict[int, ray.ObjectRef] = {}  # index -> pid() of the restarting actor
         self.retired: set[int] = set()
+        self._ask_ray = True
+
+    def stop_asking_ray(self) -> None:
+        """From now on counts restarts from the failures handled alone: after a stop, Ray's
+        processes may be gone (a signal to the whole group), and asking its GCS would wait
+        a minute."""
+        self._ask_ray = False
 
     def _restarts(self, index: int) -> int:
         """Restarts of actor ``index``: Ray's count, or the failures handled if more (Ray may
         not have recorded the newest yet)."""
-        count = max(self._handled[index], _ray_restart_count(self._actors[index]))
+        count = max(self._handled[index],
+                    _ray_restart_count(self._actors[index]) if self._ask_ray else 0)
         return min(count, self._max_restarts)
 
     @property

@@ -123,7 +123,7 @@ class UnrollQueue:
                 self._supervisor.check_any_left()
                 if not self._pending:
                     continue
-            done, _ = ray.wait(list(self._pending), fetch_local=True, timeout=1.0,
+            done, _ = ray.wait(list(self._pending), fetch_local=False, timeout=1.0,
                                num_returns=min(num_unrolls - len(unrolls), len(self._pending)))
             for ref in done:
                 index, incarnation = self._pending.pop(ref)

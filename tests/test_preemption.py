@@ -51,6 +51,9 @@ def signal_and_wait(proc, tmp_path, group: bool) -> float:
                              + (tmp_path / "train.log").read_text()[-3000:])
     took = time.time() - t0
     assert code == 0, (tmp_path / "train.log").read_text()[-3000:]
+    summary = tmp_path / "run" / "summary.json"
+    if summary.exists():  # written right after the final checkpoint was committed
+        print(f"summary.json {os.path.getmtime(summary) - t0:.1f} s after SIGTERM")
     return took
 
 
