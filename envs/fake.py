@@ -64,6 +64,15 @@ class SlowCountingEnv(CountingEnv):
         return super().step(action)
 
 
+class HangingEnv(CountingEnv):
+    """A CountingEnv whose steps never return (a simulator that hung): its actors never
+    answer, so a run waits for its first batch until it is stopped."""
+
+    def step(self, action):
+        time.sleep(3600)
+        return super().step(action)
+
+
 class MultiBinaryActionEnv(CountingEnv):
     """CountingEnv with a MultiBinary action space (no built-in agent acts in it)."""
 

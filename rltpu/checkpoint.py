@@ -26,13 +26,16 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from rltpu import console, devices
+from rltpu import console, devices, storage
 from rltpu.config import RunConfig
 from rltpu.types import TrainState
 
 CHECKPOINT_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^(\d+)$")
 _TMP_DIR = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+# What orbax writes last into a complete checkpoint in Cloud Storage (orbax's
+# atomicity_types.COMMIT_SUCCESS_FILE; not public API, so named here).
+COMMIT_SUCCESS_FILE = "commit_success.txt"
 
 class CheckpointError(ValueError):
     """No usable checkpoint, or a resume that would change what cannot change."""
@@ -50,8 +53,9 @@ class Restored(NamedTuple):
 
 
 def checkpoint_dir(run_dir: str) -> str:
-    """Absolute, as orbax requires (run directories are often given relative, runs/...)."""
-    return os.path.join(os.path.abspath(run_dir), CHECKPOINT_DIR)
+    """Absolute, as orbax requires (run directories are often given relative, runs/...);
+    a ``gs://`` run directory's as it is."""
+    return storage.join(storage.absolute(run_dir), CHECKPOINT_DIR)
 
 
 def host_state(state: TrainState) -> TrainState:
@@ -83,7 +87,7 @@ def _manager(run_dir: str, run: RunConfig) -> ocp.CheckpointManager:
         # so its copy is the whole checkpoint, and the other hosts need no shared file
         # system. orbax then syncs process 0 with itself alone; the folder is made here
         # (orbax cannot create it for a subset of processes).
-        os.makedirs(checkpoint_dir(run_dir), exist_ok=True)
+        storage.makedirs(checkpoint_dir(run_dir), exist_ok=True)
         kwargs["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
             primary_host=0, active_processes={0})
     options = ocp.CheckpointManagerOptions(
@@ -165,12 +169,17 @@ class NoCheckpoints:
 def list_checkpoints(run_dir: str) -> tuple[list[int], list[str]]:
     """Complete-looking checkpoint steps (newest first) and incomplete folders' names."""
     directory = checkpoint_dir(run_dir)
-    if not os.path.isdir(directory):
-        return [], []
+    remote = storage.is_remote(directory)
     steps, incomplete = [], []
-    for name in os.listdir(directory):
-        if _STEP_DIR.match(name) and os.path.isdir(os.path.join(directory, name)):
-            steps.append(int(name))
+    for name in storage.listdir(directory):
+        path = storage.join(directory, name)
+        if _STEP_DIR.match(name) and storage.isdir(path):
+            # In Cloud Storage orbax writes the step's folder in place and marks it complete
+            # with a last object (no folder rename there); without it, it was cut off.
+            if remote and not storage.exists(storage.join(path, COMMIT_SUCCESS_FILE)):
+                incomplete.append(name)
+            else:
+                steps.append(int(name))
         elif _TMP_DIR.match(name):
             incomplete.append(name)
     return sorted(steps, reverse=True), sorted(incomplete)
@@ -210,7 +219,7 @@ def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
     # shuts its event loop while that read's callbacks are still arriving, and asyncio then
     # prints tracebacks after the one-line error; an unclosed reader ends with the process.
     for candidate in steps:
-        path = os.path.join(directory, str(candidate))
+        path = storage.join(directory, str(candidate))
         try:
             with _native_stderr_muted():
                 try:
@@ -234,7 +243,7 @@ def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
             continue
         reader.close()
         for name, why in skipped:
-            console.warn(f"skipping checkpoint {os.path.join(directory, name)} ({why})")
+            console.warn(f"skipping checkpoint {storage.join(directory, name)} ({why})")
         state = state._replace(key=jax.random.wrap_key_data(state.key, impl=key_impl))
         return Restored(candidate, state, dict(restored.counters), dict(restored.config),
                         path, tuple(name for name, _ in skipped))

@@ -254,6 +254,14 @@ def train_main(argv: list[str]) -> int:
         print(f"rltpu: stopped by {summary['stopped_by']} after update "
               f"{summary['learner_updates']:,}; checkpoint {summary['checkpoint']} is complete. "
               f"Resume with: rltpu train --resume {summary['run_dir']}", file=sys.stderr)
+    from rltpu import cluster
+    if summary["stopped_by"] is not None or cluster.stuck():
+        # Everything is written. After a signal Ray's processes may be gone (a preempted
+        # VM signals them all), and Ray's client would then hold the exit for a minute in
+        # its exit handlers, past the grace period: leave without them.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
@@ -505,8 +513,8 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--episodes", type=_positive_int, default=10, help="episodes to play")
     parser.add_argument("--seed", type=int, default=12345, help="episode i resets with seed+i")
     parser.add_argument("--video", action="store_true", help="record every episode to "
-                        "RUN_DIR/videos/checkpoint-STEP/*.mp4 (needs moviepy: "
-                        "pip install 'rltpu[video]')")
+                        "RUN_DIR/videos/TIME-checkpoint-STEP/*.mp4, a new folder each time "
+                        "(needs moviepy: pip install 'rltpu[video]')")
     _add_trust_flags(parser, with_names=True)
     args = parser.parse_args(argv)
     if args.video:

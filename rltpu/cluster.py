@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import threading
 
 import ray
 
@@ -121,3 +122,33 @@ def connect(num_actors: int) -> bool:
         return True
     start_local_ray(max(num_actors, os.cpu_count() or 1))
     return True
+
+
+SHUTDOWN_TIMEOUT_S = 10.0
+"""The longest ``shutdown`` waits for Ray."""
+
+_stuck = False
+
+
+def shutdown(timeout_s: float = SHUTDOWN_TIMEOUT_S) -> bool:
+    """``ray.shutdown()``, given at most ``timeout_s``: after a signal to the whole process
+    group Ray's own processes are gone, and its client would wait a minute for them.
+    Returns whether Ray shut down; if not, ``stuck()`` says so and the process should exit
+    without waiting for Ray (``os._exit``) once its results are written."""
+    global _stuck
+    done = threading.Event()
+
+    def stop_ray():
+        try:
+            ray.shutdown()
+        finally:
+            done.set()
+    threading.Thread(target=stop_ray, name="ray-shutdown", daemon=True).start()
+    if not done.wait(timeout_s):
+        _stuck = True
+    return not _stuck
+
+
+def stuck() -> bool:
+    """Whether a ``shutdown`` timed out (Ray's client may hold the process at exit)."""
+    return _stuck

@@ -18,10 +18,10 @@ import numpy as np
 import psutil
 import ray
 
-from rltpu import checkpoint, devices, report, resume as resuming
+from rltpu import checkpoint, cluster, devices, report, resume as resuming
 from rltpu.cluster import connect
 from rltpu.actor import RayRolloutActor
-from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest
+from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest, Stopped
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
 from rltpu.hosts import LearnerHosts, UpdateRecorder
 from rltpu.learner import Learner
@@ -49,26 +49,45 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
     t_start = process_start_time()
     startup = {"imports": time.time() - t_start}  # seconds since process start, per phase
     hosts = LearnerHosts.current()
-    if hosts.primary:
-        create_run_dir(plan, resume)
-    run = plan.run
-    # The learner initialises and compiles its update while Ray and the actors start:
-    # both take seconds, and neither needs the other.
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        learner = pool.submit(_at_low_priority, Learner, plan.fns, plan.spec,
-                              devices.make_mesh(plan.num_devices), run.seed, run.unroll_length,
-                              run.batch_size)
-        started_ray = connect(run.num_actors)
-        startup["ray"] = time.time() - t_start
-        try:
-            # After ray.init, which installs a SIGTERM handler of its own.
-            with StopRequest() as stop:
+    # From the start: a preemption's SIGTERM may come while Ray starts or the learner
+    # compiles, and the run must still end with its checkpoint within the grace period.
+    with StopRequest() as stop:
+        if hosts.primary:
+            create_run_dir(plan, resume)
+        run = plan.run
+        # The learner initialises and compiles its update while Ray and the actors start:
+        # both take seconds, and neither needs the other.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            learner = pool.submit(_at_low_priority, Learner, plan.fns, plan.spec,
+                                  devices.make_mesh(plan.num_devices), run.seed,
+                                  run.unroll_length, run.batch_size)
+            started_ray = stop.during_ray_init(lambda: connect(run.num_actors))
+            startup["ray"] = time.time() - t_start
+            try:
+                if stop.requested:
+                    return _stopped_at_start(plan, learner.result(), hosts, resume, stop)
                 actors = _start_actors(plan, hosts, resume)
                 loop = Loop(plan, learner.result(), actors, hosts, resume, stop, startup, quiet)
                 return loop.train()
-        finally:
-            if started_ray:
-                ray.shutdown()
+            finally:
+                if started_ray or stop.requested:  # (ray.init may have been cut short)
+                    cluster.shutdown()
+
+
+def _stopped_at_start(plan: Plan, learner: Learner, hosts: LearnerHosts,
+                      resume: checkpoint.Restored | None, stop: StopRequest) -> dict:
+    """A stop before any actor started: the learner's state (a new run's initial one, so
+    that ``--resume`` has a checkpoint to start from; a resumed run's is saved already)
+    is saved and summarised without Ray."""
+    no_faults = {"actor_restarts": 0, "dropped_unrolls": 0, "rejected_unrolls": 0}
+    run = Run(plan, resume, process_start_time(), lambda: no_faults, hosts.primary, quiet=True)
+    if resume is not None:
+        learner.restore(resume.state, resume.step)
+    run.started()
+    run.end(learner.version, learner.state)
+    return run.summary(learner.version, stop.signal_name,
+                       {"num_processes": hosts.count, "process_index": hosts.index,
+                        "num_actors": plan.run.num_actors})
 
 
 def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored | None) -> list:
@@ -128,12 +147,14 @@ class Loop:
         self.params = ParamStore()
         self.params.publish(learner.version, learner.host_params())
         self.run = Run(plan, resume, t_start, self._loop_faults, hosts.primary, quiet)
-        for pid in pids:
-            self._watch(pid)
+        self._watch_starting(pids)
         startup["actors"] = time.time() - t_start
         self.supervisor = ActorSupervisor(actors, run.max_actor_restarts, on_restart=self._watch)
+        # One learner process gives up waiting for unrolls on a stop; several stop together
+        # at their next agreement (one alone would leave the others in a collective).
         self.queue = UnrollQueue(actors, self.params, run.max_in_flight, on_policy=run.on_policy,
-                                 supervisor=self.supervisor)
+                                 supervisor=self.supervisor,
+                                 check_stop=stop.check if hosts.count == 1 else None)
         self.validator = None
         if plan.fns.replay is None:
             self.validator = UnrollValidator(unroll_example(learner.example, run.envs_per_actor))
@@ -145,6 +166,15 @@ class Loop:
         self.lags, self._interval_lags = [], []
         self.acting_s, self.acting_steps = 0.0, 0
         self._put = learner.put if self.recorder is None else self.recorder.recording(learner.put)
+
+    def _watch_starting(self, pids: list) -> None:
+        """Watches the actors' processes as they come up; gives up on a stop (actors that
+        never start must not hold off a SIGTERM)."""
+        waiting = list(pids)
+        while waiting and not self.stop.requested:
+            ready, waiting = ray.wait(waiting, num_returns=len(waiting), timeout=1.0)
+            for pid in ready:
+                self._watch(pid)
 
     def _watch(self, pid_ref) -> None:
         """Adds an actor's process to the memory monitor once it is up."""
@@ -181,7 +211,12 @@ class Loop:
         # Learns when each update finishes on the devices (for the bottleneck report) while
         # the loop goes on collecting the next batch.
         update_watch = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="update-watch")
-        batch, arrivals = self._next_batch()
+        try:
+            batch, arrivals = self._next_batch()
+        except Stopped:  # before the first batch: the learner's state is all there is
+            self.run.started()
+            update_watch.shutdown()
+            return self._finish(None)
         self.startup["first_batch"] = time.time() - self.run.t_start
         self.run.started()
         self.timer.start()  # waiting for the first unrolls was start-up
@@ -201,16 +236,22 @@ class Loop:
             done = (self.run.env_steps + agreed.env_steps >= run.total_env_steps
                     or bool(agreed.stop_by))
             if not done and not run.on_policy:
-                batch, arrivals = self._next_batch()  # overlaps with the update on the devices
+                try:
+                    batch, arrivals = self._next_batch()  # overlaps with the update
+                except Stopped:
+                    done = True
             metrics = devices.to_host(metrics)
             self.run.update_skipped(bool(metrics.pop("update_skipped")), learner.version)
             self.feed.after_update(metrics)
             self.timer.mark("fetched")
-            if learner.version % run.publish_every == 0 or run.on_policy:
+            if not done and (learner.version % run.publish_every == 0 or run.on_policy):
                 self.params.publish(learner.version, learner.host_params())
                 self.timer.mark("published")
             if not done and run.on_policy:
-                batch, arrivals = self._next_batch()  # acted with the params just published
+                try:
+                    batch, arrivals = self._next_batch()  # acted with the params just published
+                except Stopped:
+                    done = True
             self.timer.end_update(update_done.result())
             if self.recorder is not None:
                 self.recorder.updated(learner.version, learner.host_params())
@@ -245,9 +286,14 @@ class Loop:
         """The final checkpoint (complete before the actors stop), the bottleneck report and
         the summary."""
         run, learner, hosts = self.plan.run, self.learner, self.hosts
-        self.run.end(learner.version, learner.state)
-        for actor in self.actors:
-            ray.kill(actor)
+        if self.stop.requested:
+            self.supervisor.stop_asking_ray()
+        self.run.end(learner.version, learner.state)  # needs nothing of Ray
+        if not self.stop.requested:
+            # (after a signal to the whole group Ray's processes are gone, and asking them
+            # would wait a minute; the actors end with Ray's shutdown or the driver)
+            for actor in self.actors:
+                ray.kill(actor)
         if self.recorder is not None:
             self.recorder.close()
         # This host's view: its actors, its share of the batches and of the devices.
@@ -270,7 +316,8 @@ class Loop:
         if run.plan_steps is not None:
             fields["plan"] = report.plan(run.plan_steps, env_sps, self.run.startup_s)
         stopped_by = self.stop.signal_name or (
-            f"a signal to learner process {agreed.stop_by[0]}" if agreed.stop_by else None)
+            f"a signal to learner process {agreed.stop_by[0]}"
+            if agreed is not None and agreed.stop_by else None)
         summary = self.run.summary(learner.version, stopped_by, fields)
         if hosts.primary and not self.quiet:
             print(report.format_report(bottleneck, summary.get("plan")), file=sys.stderr,

@@ -5,15 +5,17 @@ Runs in this process on the CPU (no Ray): a checkpoint's params and one env.
 """
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import os
+import tempfile
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rltpu import checkpoint, envs, recurrent
+from rltpu import checkpoint, envs, recurrent, storage
 from rltpu.envs import jax_envs
 from rltpu.agent import Agent
 from rltpu.policy import Policy
@@ -50,7 +52,8 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
     """Plays ``episodes`` greedy episodes with ``policy`` (``rltpu.load``) in its run's env.
 
     Args:
-      video: record every episode to ``RUN_DIR/videos/checkpoint-<step>/*.mp4``.
+      video: record every episode to ``RUN_DIR/videos/<time>-checkpoint-<step>/*.mp4``, a
+        new folder for each evaluation (so none overwrites an earlier one's).
       seed: episode ``i`` starts from ``env.reset(seed=seed + i)``.
 
     Returns:
@@ -77,11 +80,14 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
                 "lengths": lengths, "videos": []}
     env = envs.make_one(env_id, render_mode="rgb_array" if video else None,
                         full_action_space=run.full_action_space, env_kwargs=run.env_kwargs_dict())
-    folder = None
+    folder = recording = None
     if video:
         import gymnasium as gym
-        folder = os.path.join(policy.run_dir, VIDEO_DIR, f"checkpoint-{policy.checkpoint}")
-        env = gym.wrappers.RecordVideo(env, folder, episode_trigger=lambda _: True,
+        folder = video_folder(policy.run_dir, policy.checkpoint)
+        # RecordVideo writes local files: a gs:// run's are recorded here, then uploaded.
+        recording = (tempfile.mkdtemp(prefix="rltpu-videos-") if storage.is_remote(folder)
+                     else folder)
+        env = gym.wrappers.RecordVideo(env, recording, episode_trigger=lambda _: True,
                                        name_prefix="eval", disable_logger=True)
     returns, lengths = [], []
     try:
@@ -101,10 +107,29 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
             lengths.append(length)
     finally:
         env.close()
-    videos = sorted(os.path.join(folder, f) for f in os.listdir(folder)
-                    if f.endswith(".mp4")) if folder else []
+    videos = []
+    for name in sorted(os.listdir(recording)) if recording else []:
+        if name.endswith(".mp4"):
+            videos.append(storage.join(folder, name))
+            if recording != folder:
+                with open(os.path.join(recording, name), "rb") as src, \
+                        storage.open_file(videos[-1], "wb") as dst:
+                    dst.write(src.read())
+    if recording is not None and recording != folder:
+        storage.remove(recording)
     return {**report, "mean_return": float(np.mean(returns)), "returns": returns,
             "lengths": lengths, "videos": videos}
+
+
+def video_folder(run_dir: str, step: int) -> str:
+    """A new folder for one evaluation's videos: ``RUN_DIR/videos/<time>-checkpoint-<step>``
+    (suffixed ``-2``, ``-3``, ... if that exists already)."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = folder = storage.join(run_dir, VIDEO_DIR, f"{stamp}-checkpoint-{step}")
+    n = 2
+    while storage.exists(folder):
+        folder, n = f"{base}-{n}", n + 1
+    return folder
 
 
 def _recurrent_form(fns):

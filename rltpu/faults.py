@@ -71,11 +71,19 @@ class ActorSupervisor:
         self.incarnation = [0] * len(self._actors)  # bumped at each failure handled
         self._probes: dict[int, ray.ObjectRef] = {}  # index -> pid() of the restarting actor
         self.retired: set[int] = set()
+        self._ask_ray = True
+
+    def stop_asking_ray(self) -> None:
+        """From now on counts restarts from the failures handled alone: after a stop, Ray's
+        processes may be gone (a signal to the whole group), and asking its GCS would wait
+        a minute."""
+        self._ask_ray = False
 
     def _restarts(self, index: int) -> int:
         """Restarts of actor ``index``: Ray's count, or the failures handled if more (Ray may
         not have recorded the newest yet)."""
-        count = max(self._handled[index], _ray_restart_count(self._actors[index]))
+        count = max(self._handled[index],
+                    _ray_restart_count(self._actors[index]) if self._ask_ray else 0)
         return min(count, self._max_restarts)
 
     @property
@@ -151,12 +159,18 @@ def _ray_restart_count(actor) -> int:
         return 0
 
 
+class Stopped(Exception):
+    """A wait (for Ray, for unrolls, for actors) gave up because a stop was requested."""
+
+
 class StopRequest:
-    """Turns SIGTERM and SIGINT into a flag the training loop checks after each update.
+    """Turns SIGTERM and SIGINT into a flag the training loop checks after each update and
+    every waiting loop checks at least once a second (``Stopped``).
 
     A second signal while the first is being handled restores the default handlers and
     re-raises, so a stuck shutdown can still be interrupted. Only the main thread can
-    install handlers; elsewhere this does nothing.
+    install handlers; elsewhere this does nothing. ``ray.init`` replaces the SIGTERM
+    handler with one that exits: ``during_ray_init`` keeps a SIGTERM then a stop request.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -183,6 +197,34 @@ class StopRequest:
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
+
+    def check(self) -> None:
+        """Raises ``Stopped`` if a stop was requested."""
+        if self.requested:
+            raise Stopped(self.signal_name)
+
+    def during_ray_init(self, start: Callable[[], bool]) -> bool:
+        """Calls ``start`` (which calls ``ray.init``) and puts this object's handlers back
+        after it. ``ray.init`` first installs a SIGTERM handler that calls ``sys.exit``; a
+        SIGTERM then (or a failure of a Ray whose processes a signal to the whole group
+        ended) becomes a stop request. Returns what ``start`` returned, or False then."""
+        try:
+            return start()
+        except SystemExit as e:
+            if e.code != signal.SIGTERM:
+                raise
+            self.signal_name = self.signal_name or "SIGTERM"
+            console.say("SIGTERM received while Ray was starting: stopping")
+            return False
+        except Exception:  # noqa: BLE001 -- re-raised unless a stop explains it
+            if not self.requested:
+                raise
+            console.say(f"Ray failed to start after {self.signal_name}: stopping")
+            return False
+        finally:
+            if threading.current_thread() is threading.main_thread() and self._previous:
+                for signum in self.SIGNALS:
+                    signal.signal(signum, self._handle)
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():

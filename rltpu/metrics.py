@@ -4,11 +4,12 @@ from __future__ import annotations
 import collections
 import json
 import math
-import os
 from typing import Iterable
 
 import numpy as np
 import psutil
+
+from rltpu import storage
 
 
 def process_start_time() -> float:
@@ -75,22 +76,21 @@ class MetricsWriter:
     is ``rltpu.progress``; ``rltpu.sinks`` sends each row to both)."""
 
     def __init__(self, run_dir: str):
-        self._file = open(os.path.join(run_dir, "metrics.jsonl"), "a")
+        self._file = storage.AppendFile(storage.join(run_dir, "metrics.jsonl"))
 
     def write(self, row: dict) -> None:
         self._file.write(json.dumps(_plain(row)) + "\n")
-        self._file.flush()
+
+    def sync(self) -> None:
+        self._file.sync()
 
     def close(self) -> None:
         self._file.close()
 
 
 def write_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(_plain(obj), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    """Writes ``obj`` whole (a reader never sees half of it), locally or in Cloud Storage."""
+    storage.write_text(path, json.dumps(_plain(obj), indent=2) + "\n")
 
 
 def _plain(obj):

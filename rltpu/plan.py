@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from rltpu import devices, envs
+from rltpu import devices, envs, storage
 from rltpu.agent import Agent, AgentFns
 from rltpu.config import RunConfig
 from rltpu.envs import jax_envs
@@ -242,6 +242,8 @@ def _claim_run_dir(agent: Agent, run: RunConfig, resume: bool) -> tuple[str, Run
     if run.run_dir is not None and not run.run_dir.strip():
         raise ValueError(f"--run-dir {run.run_dir!r} is empty; give a path (or leave it out "
                          "for a new folder under runs/)")
+    if run.run_dir is not None and storage.is_remote(run.run_dir):
+        return _check_remote_run_dir(run.run_dir, resume), None
     if resume:
         if run.run_dir is None:
             raise ValueError("resuming needs the run directory")
@@ -266,6 +268,21 @@ def _claim_run_dir(agent: Agent, run: RunConfig, resume: bool) -> tuple[str, Run
             run_dir = f"{base}-{n}"
     raise ValueError(f"{base}-* : ten thousand run directories of this second exist; pass "
                      "--run-dir")
+
+
+def _check_remote_run_dir(run_dir: str, resume: bool) -> str:
+    """A run directory in Cloud Storage, checked: it can be reached and written (a probe
+    write and delete), and exists when resuming, not otherwise. A bucket has no atomic
+    ``mkdir`` nor a lock: two runs given the same gs:// path at once are not kept apart."""
+    flag = "--resume" if resume else "--run-dir"
+    storage.check_path(run_dir, flag)
+    storage.check_writable(run_dir, flag)  # before anything starts
+    if resume and not storage.isdir(run_dir):
+        raise ValueError(f"--resume {run_dir}: no such run directory")
+    if not resume and storage.exists(run_dir):
+        raise ValueError(f"--run-dir {run_dir} already exists; runs are never "
+                         "overwritten, pass a new path")
+    return run_dir
 
 
 def _make_dir(path: str) -> None:

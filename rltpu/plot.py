@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from rltpu import console, storage
+
 GRID_POINTS = 200
 THROUGHPUT_WINDOW = 5  # log intervals the throughput panel averages over
 COLUMNS = ("env_steps", "time_s", "mean_return")  # what is plotted: numbers or null
@@ -29,46 +31,66 @@ class RunCurves:
     env_sps: np.ndarray  # averaged over ``THROUGHPUT_WINDOW`` intervals; NaN on the first row
 
 
+def read_rows(path: str) -> list[dict]:
+    """The rows of a ``metrics.jsonl``, each leg of a resumed run continuing where its
+    checkpoint left off: a ``{"resumed_from_update": N}`` row drops the earlier rows past
+    update ``N`` (work the resumed run redid) and the leg's ``time_s`` goes on from the last
+    row kept (each leg counts from its own process start). A last line cut off mid-write
+    (the process was killed) is skipped with a warning.
+
+    Raises:
+      ValueError: a line before the last is not JSON.
+    """
+    lines = [line for line in storage.read_text(path).splitlines() if line.strip()]
+    rows: list[dict] = []
+    offset = 0.0  # seconds the earlier legs took, up to the rows kept
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                console.warn(f"{path}: skipping its last line, cut off mid-write")
+                break
+            raise ValueError(f"{path}:{i + 1} is not a JSON row") from None
+        bad = ("not an object" if not isinstance(row, dict) else next(
+            (f"{k} = {v!r:.40}, not a number" for k, v in row.items()
+             if k in COLUMNS and not _number_or_none(v)), None))
+        if bad:
+            raise ValueError(f"{path}:{i + 1} is not a metrics row ({bad})")
+        if "resumed_from_update" in row:
+            update = row["resumed_from_update"]
+            rows = [r for r in rows if r.get("learner_updates", 0) <= update]
+            offset = rows[-1]["time_s"] if rows else 0.0
+            continue
+        if offset and row.get("time_s") is not None:
+            row = {**row, "time_s": row["time_s"] + offset}
+        rows.append(row)
+    return rows
+
+
 def load_run(run_dir: str) -> RunCurves:
-    """Reads a run directory.
+    """Reads a run directory (local or ``gs://``).
 
     Raises:
       ValueError: when it is not a run directory or holds no metrics rows yet.
     """
-    metrics = os.path.join(run_dir, "metrics.jsonl")
-    if not os.path.isfile(metrics):
+    metrics = storage.join(run_dir, "metrics.jsonl")
+    if not storage.isfile(metrics):
         raise ValueError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
-    rows = []
-    with open(metrics, errors="replace") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                if not line.endswith("\n"):
-                    break  # the last row, cut off mid-write by a run still going or killed
-                raise ValueError(f"{metrics}:{number} is not a JSON row ({e})") from None
-            bad = ("not an object" if not isinstance(row, dict) else next(
-                (f"{k} = {v!r:.40}, not a number" for k, v in row.items()
-                 if k in COLUMNS and not _number_or_none(v)), None))
-            if bad:
-                raise ValueError(f"{metrics}:{number} is not a metrics row ({bad})")
-            rows.append(row)
+    rows = read_rows(metrics)
     if not rows:
         raise ValueError(f"{run_dir} has no metrics rows yet")
-    config_path = os.path.join(run_dir, "config.json")
+    config_path = storage.join(run_dir, "config.json")
     group = "?"
     try:
-        with open(config_path) as f:
-            config = json.load(f)
+        config = json.loads(storage.read_text(config_path))
         run = {k: v for k, v in config["run"].items() if k not in IGNORED_SETTINGS}
         group = json.dumps({"run": run, "agent": config["agent"]}, sort_keys=True)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass  # no readable settings: the run is a group of its own
     column = lambda key: np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
     env_steps, time_s = column("env_steps"), column("time_s")
-    return RunCurves(os.path.basename(os.path.normpath(run_dir)), group, env_steps, time_s,
+    return RunCurves(storage.basename(run_dir), group, env_steps, time_s,
                      column("mean_return"), windowed_rate(env_steps, time_s))
 
 
@@ -158,13 +180,15 @@ def plot(run_dirs: list[str], out: str) -> str:
     Raises:
       ValueError: a run directory cannot be read, or ``out`` cannot be written.
     """
-    folder = os.path.dirname(out) or "."
-    if not os.path.isdir(folder):
-        raise ValueError(f"--out {out}: no folder {folder} to write it in")
+    if not storage.is_remote(out):
+        folder = os.path.dirname(out) or "."
+        if not os.path.isdir(folder):
+            raise ValueError(f"--out {out}: no folder {folder} to write it in")
     fig = make_figure([load_run(d) for d in run_dirs])
     import matplotlib.pyplot as plt
     try:
-        fig.savefig(out, dpi=100, format="png")
+        with storage.open_file(out, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
     except OSError as e:
         raise ValueError(f"--out {out}: cannot write it ({e.strerror or e})") from None
     finally:
@@ -174,4 +198,4 @@ def plot(run_dirs: list[str], out: str) -> str:
 
 def default_out(run_dirs: list[str]) -> str:
     """``RUN_DIR/curves.png`` for one run, ``curves.png`` here for several."""
-    return os.path.join(run_dirs[0], "curves.png") if len(run_dirs) == 1 else "curves.png"
+    return storage.join(run_dirs[0], "curves.png") if len(run_dirs) == 1 else "curves.png"

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
 import time
 import types
 import typing
@@ -17,7 +15,7 @@ from typing import Callable
 
 import jax
 
-from rltpu import checkpoint, console, devices, hosts
+from rltpu import checkpoint, console, devices, hosts, storage
 from rltpu.checkpoint import CheckpointError
 
 SKIPPED_DIR = "skipped-checkpoints"
@@ -69,15 +67,24 @@ def announce_resume(restored: checkpoint.Restored, params) -> None:
 
 
 def set_aside(run_dir: str, restored: checkpoint.Restored) -> None:
-    """Moves the checkpoints skipped on resume to ``RUN_DIR/skipped-checkpoints`` (kept for
-    inspection, never deleted), so new saves cannot collide with them."""
+    """Clears the checkpoints skipped on resume out of the way of new saves: a save cut off
+    mid-write is deleted (it never held a whole checkpoint); a complete-looking one that
+    could not be read is moved to ``RUN_DIR/skipped-checkpoints`` (kept for inspection,
+    never deleted)."""
     if not restored.skipped:
         return
-    target = os.path.join(run_dir, SKIPPED_DIR)
-    os.makedirs(target, exist_ok=True)
+    directory = checkpoint.checkpoint_dir(run_dir)
+    incomplete = set(checkpoint.list_checkpoints(run_dir)[1])
+    target = storage.join(run_dir, SKIPPED_DIR)
     for name in restored.skipped:
-        destination = os.path.join(target, f"{name}-{int(time.time())}")
-        shutil.move(os.path.join(checkpoint.checkpoint_dir(run_dir), name), destination)
+        if name in incomplete:
+            storage.remove(storage.join(directory, name))
+            console.say(f"deleted {storage.join(directory, name)} (a save cut off mid-write)")
+            continue
+        storage.makedirs(target, exist_ok=True)
+        destination = storage.join(target, f"{name}-{int(time.time())}")
+        storage.move(storage.join(directory, name), destination)
+        console.say(f"moved unreadable checkpoint {name} to {destination}")
 
 
 def read_run_config(run_dir: str, flag: str = "--resume") -> dict:
@@ -91,13 +98,18 @@ def read_run_config(run_dir: str, flag: str = "--resume") -> dict:
     Raises:
       CheckpointError: ``run_dir`` is not a run directory or its config.json is not one's.
     """
-    path = os.path.join(run_dir, "config.json")
+    path = storage.join(run_dir, "config.json")
     where = f"{flag} {run_dir}".strip()
-    if not os.path.isdir(run_dir):
-        raise CheckpointError(f"{where}: no such run directory")
     try:
-        with open(path) as f:
-            config = json.load(f)
+        storage.check_path(run_dir, flag or "run directory")
+        if not storage.isdir(run_dir):
+            raise CheckpointError(f"{where}: no such run directory")
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- a bucket that cannot be reached
+        raise CheckpointError(f"{where}: cannot read it ({storage.describe_error(e)})") from None
+    try:
+        config = json.loads(storage.read_text(path))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{where}: cannot read its config.json ({_one_line(e)})") from None
     if not (isinstance(config, dict) and isinstance(config.get("run"), dict)

@@ -9,11 +9,10 @@ interval, appended to on resume), TensorBoard events, ``checkpoints/`` and, at t
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable
 
-from rltpu import checkpoint, devices, resume as resuming, sinks
+from rltpu import checkpoint, devices, resume as resuming, sinks, storage
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
 from rltpu.metrics import EpisodeWindow, MemoryMonitor, write_json
@@ -57,11 +56,14 @@ def train_plan(plan: Plan, quiet: bool = False,
 
 
 def create_run_dir(plan: Plan, resume: checkpoint.Restored | None) -> None:
-    """Fills the run directory ``validate`` claimed (resuming: sets its skipped checkpoints
-    aside) and writes ``config.json``. Learner process 0 only."""
-    if resume is not None:
+    """Fills the run directory ``validate`` claimed (a bucket's needs no folder made;
+    resuming: sets its skipped checkpoints aside) and writes ``config.json``. Learner
+    process 0 only."""
+    if resume is None:
+        storage.makedirs(plan.run_dir, exist_ok=True)
+    else:
         resuming.set_aside(plan.run_dir, resume)
-    write_json(os.path.join(plan.run_dir, "config.json"), plan.config())
+    write_json(storage.join(plan.run_dir, "config.json"), plan.config())
 
 
 def counters(version: int, env_steps: int, samples: int, episodes: EpisodeWindow,
@@ -96,6 +98,13 @@ class Run:
             self.checkpoints = checkpoint.Checkpointer(plan.run_dir, run, config)
             self._writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb,
                                              quiet)
+            if resume is not None:
+                # Marks where this leg goes on from: the rows after an older checkpoint's
+                # update repeat env steps, and ``rltpu plot`` drops the ones they replace.
+                self._writer.jsonl.write({
+                    "resumed_from_update": resume.step,
+                    "env_steps": resume.counters.get("env_steps", 0),
+                    "time": time.time()})
         else:  # the params are the same everywhere: process 0's checkpoints and metrics suffice
             self.checkpoints, self._writer = checkpoint.NoCheckpoints(), None
         self.nonfinite = NonFiniteGuard(run.max_nonfinite_updates)
@@ -159,6 +168,8 @@ class Run:
     def checkpoint_if_due(self, version: int, state) -> None:
         if self.checkpoints.due(version):
             self.checkpoints.save(version, state, self.counters(version), self.episodes.mean)
+            if self._writer is not None:
+                self._writer.sync()  # the rows up to the checkpoint survive with it
 
     def log(self, version: int, force: bool, extras: Callable[[float], dict]) -> bool:
         """Writes a metrics row if one is due (or ``force``); ``extras(interval_s)`` adds the
@@ -208,10 +219,10 @@ class Run:
             "learner_samples_per_s": (self.samples - self._leg_start[1]) / self.train_s,
             "peak_rss_mb": self.memory.peak_mb, "run_dir": plan.run_dir, **self.faults(),
             "resumed_from_update": self.resumed_from, "stopped_by": stopped_by,
-            "checkpoint": None if last is None else os.path.join(
+            "checkpoint": None if last is None else storage.join(
                 checkpoint.checkpoint_dir(plan.run_dir), str(last)),
             **fields}
         if self._writer is not None:
-            write_json(os.path.join(plan.run_dir, "summary.json"), summary)
+            write_json(storage.join(plan.run_dir, "summary.json"), summary)
             self._writer.close(summary)
         return summary

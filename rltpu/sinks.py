@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
+from rltpu import storage
 from rltpu.metrics import MetricsWriter
 from rltpu.progress import Progress
 from rltpu.tensorboard import EventWriter
@@ -26,7 +27,9 @@ class WandbSink:
     def __init__(self, run_dir: str, config: dict):
         import wandb
         self._run = wandb.init(project=os.environ.get("WANDB_PROJECT", "rltpu"),
-                               name=os.path.basename(os.path.normpath(run_dir)), dir=run_dir,
+                               name=storage.basename(run_dir),
+                               # W&B keeps its files in a local folder: a gs:// run's go here
+                               dir=None if storage.is_remote(run_dir) else run_dir,
                                config=config)
 
     def write(self, row: dict) -> None:
@@ -63,6 +66,11 @@ class MetricSinks:
         if self.wandb is not None:
             self.wandb.write(row)
         self.progress.update(row)
+
+    def sync(self) -> None:
+        """Uploads the rows so far (a ``gs://`` run's files; local ones are always whole)."""
+        self.jsonl.sync()
+        self.tensorboard.sync()
 
     def close(self, summary: dict | None = None) -> None:
         self.progress.close()

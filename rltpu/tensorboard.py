@@ -16,6 +16,8 @@ import struct
 import time
 from typing import Mapping
 
+from rltpu import storage
+
 
 def _crc32c_table() -> list[int]:
     table = []
@@ -81,8 +83,8 @@ class EventWriter:
         # TensorBoard reads files whose names contain "tfevents"; the rest keeps them apart.
         name = (f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
                 f"{os.getpid()}.rltpu")
-        self.path = os.path.join(log_dir, name)
-        self._file = open(self.path, "wb")
+        self.path = storage.join(log_dir, name)
+        self._file = storage.AppendFile(self.path, binary=True)
         self._write(_event(time.time(), file_version="brain.Event:2"))
 
     def _write(self, event: bytes) -> None:
@@ -99,7 +101,9 @@ class EventWriter:
         if summary:
             self._write(_event(time.time() if wall_time is None else wall_time, step,
                                summary=summary))
-            self._file.flush()
+
+    def sync(self) -> None:
+        self._file.sync()
 
     def close(self) -> None:
         self._file.close()

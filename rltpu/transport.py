@@ -15,7 +15,7 @@ trajectory, lost or half-made, never reaches the learner; with a supervisor (see
 from __future__ import annotations
 
 import collections
-from typing import Sequence
+from typing import Callable, Sequence
 
 import ray
 
@@ -51,13 +51,17 @@ class UnrollQueue:
     """
 
     def __init__(self, actors: Sequence, params: ParamStore, max_in_flight: int = 2,
-                 on_policy: bool = False, supervisor=None):
+                 on_policy: bool = False, supervisor=None,
+                 check_stop: Callable[[], None] | None = None):
+        """``check_stop`` is called at least once a second while waiting and raises to
+        give up the wait (``rltpu.faults.StopRequest.check``)."""
         if max_in_flight < 1:
             raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
         self._actors = list(actors)
         self._params = params
         self._on_policy = on_policy
         self._supervisor = supervisor
+        self._check_stop = check_stop or (lambda: None)
         self._pending: dict = {}  # ObjectRef -> (actor index, its incarnation when asked)
         self._owed: collections.Counter = collections.Counter()  # requests held while restarting
         self.dropped = 0
@@ -83,8 +87,10 @@ class UnrollQueue:
         fetching them; their actors are asked for the next. For consumers that pass the
         unrolls on (to a replay actor) rather than read them here."""
         refs = list(self._pending)
-        if block:
-            ray.wait(refs, num_returns=1, fetch_local=False)
+        while block:
+            self._check_stop()
+            if ray.wait(refs, num_returns=1, fetch_local=False, timeout=1.0)[0]:
+                break
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0, fetch_local=False)
         for ref in ready:
             index, _ = self._pending.pop(ref)
@@ -101,12 +107,14 @@ class UnrollQueue:
         Raises:
           ray.exceptions.RayError: a request failed and there is no supervisor.
           rltpu.faults.ActorsExhaustedError: every actor is out of restarts.
+          rltpu.faults.Stopped: ``check_stop`` gave up the wait.
         """
         if self._on_policy:
             for i in range(num_unrolls):
                 self._request(i % len(self._actors))
         unrolls: list[Unroll] = []
         while len(unrolls) < num_unrolls:
+            self._check_stop()  # e.g. actors that never answer must not hold off a SIGTERM
             if self._supervisor is not None:
                 # Actors back from a restart get the requests they missed.
                 for index in self._supervisor.poll(timeout=0 if self._pending else 1.0):
@@ -115,7 +123,7 @@ class UnrollQueue:
                 self._supervisor.check_any_left()
                 if not self._pending:
                     continue
-            done, _ = ray.wait(list(self._pending), fetch_local=True, timeout=1.0,
+            done, _ = ray.wait(list(self._pending), fetch_local=False, timeout=1.0,
                                num_returns=min(num_unrolls - len(unrolls), len(self._pending)))
             for ref in done:
                 index, incarnation = self._pending.pop(ref)

@@ -144,11 +144,15 @@ def test_corrupt_and_incomplete_newest_fall_back_with_warnings(setup, tmp_path, 
         assert any(f"skipping checkpoint {ckpts / name} ({why}" in w for w in warnings), warnings
     assert snapshot(run_dir) == before  # restoring changes nothing
 
-    # on resume the skipped ones are moved aside (never deleted), so new saves cannot collide
+    # on resume, so new saves cannot collide with them: the unreadable ones are moved aside
+    # (kept for inspection), the save cut off mid-write is deleted (it never was whole)
     resume.set_aside(str(run_dir), restored)
     assert checkpoint.list_checkpoints(str(run_dir)) == ([1], [])
     assert sorted(p.split("-")[0] for p in os.listdir(run_dir / "skipped-checkpoints")) == \
-        ["2", "3", "4.orbax"]
+        ["2", "3"]
+    assert sorted(os.listdir(ckpts)) == ["1"]
+    assert any(f"deleted {ckpts / '4.orbax-checkpoint-tmp-1700000000'}" in line
+               for line in capsys.readouterr().err.splitlines())
 
 
 def test_no_complete_checkpoint_is_an_error_and_nothing_changes(setup, tmp_path):

@@ -87,8 +87,16 @@ def test_eval_video_has_a_frame_per_step(run_dir, tmp_path):
     result = rltpu_eval(run_dir, "--episodes", 2, "--seed", SEED, "--video", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
-    folder = run_dir / "videos" / "checkpoint-20"
-    assert report["videos"] == [str(folder / f"eval-episode-{i}.mp4") for i in range(2)]
+    folders = sorted((run_dir / "videos").iterdir())
+    assert len(folders) == 1 and folders[0].name.endswith("-checkpoint-20")
+    assert report["videos"] == [str(folders[0] / f"eval-episode-{i}.mp4") for i in range(2)]
+    # a second evaluation writes a folder of its own; the first one's videos stay
+    again = rltpu_eval(run_dir, "--episodes", 1, "--seed", SEED, "--video", tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    second = json.loads(again.stdout)["videos"]
+    assert len(second) == 1 and os.path.dirname(second[0]) != str(folders[0])
+    assert len(list((run_dir / "videos").iterdir())) == 2
+    assert all(os.path.exists(p) for p in report["videos"] + second)
     for path, length in zip(report["videos"], report["lengths"]):
         frames = list(iio.imiter(path))
         # the reset frame and one per step; moviepy's encoder can drop the last frame when

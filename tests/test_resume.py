@@ -98,7 +98,9 @@ def test_kill_9_mid_run_then_resume_reaches_target(tmp_path, ray_dir):
     assert summary["final_return"] >= 475 and summary["time_to_target_s"] is not None
     rows = metrics_rows(run_dir)
     assert rows[:len(rows_before)] == rows_before  # appended, not rewritten
-    after = rows[len(rows_before):]
+    marker, *after = rows[len(rows_before):]
+    assert marker["resumed_from_update"] == reference.step
+    assert marker["env_steps"] == reference.counters["env_steps"]
     assert after and after[0]["learner_updates"] > reference.step
     assert after[0]["env_steps"] > reference.counters["env_steps"]
     assert all(a["env_steps"] < b["env_steps"] for a, b in zip(after, after[1:]))
