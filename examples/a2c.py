@@ -57,7 +57,9 @@ class A2C:
             raise ValueError(f"agent 'a2c' needs a Discrete action space; {spec.env_id} has "
                              f"{spec.action_space}")
 
-    def build(self, spec: rltpu.EnvSpec, config: A2CConfig, run: rltpu.RunConfig) -> rltpu.AgentFns:
+    def network(self, spec: rltpu.EnvSpec, config: A2CConfig) -> rltpu.networks.Network:
+        """``observation [..., *obs_shape] -> (logits [..., A], value [...])`` as init/apply
+        (``examples/nnx_a2c.py`` swaps in a Flax NNX module here)."""
         num_actions = spec.action_space.n
 
         def forward(observation):
@@ -68,7 +70,10 @@ class A2C:
                                 activation=jnp.tanh, name="value")(x)[..., 0]
             return logits, value
 
-        network = rltpu.networks.as_network(forward)  # a Haiku function -> init/apply
+        return rltpu.networks.as_network(forward)  # a Haiku function -> init/apply
+
+    def build(self, spec: rltpu.EnvSpec, config: A2CConfig, run: rltpu.RunConfig) -> rltpu.AgentFns:
+        network = self.network(spec, config)
         optimizer = optax.adam(config.learning_rate)
 
         def init(key) -> rltpu.TrainState:
