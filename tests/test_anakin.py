@@ -179,6 +179,9 @@ def test_checkpoint_and_resume(tmp_path, capsys):
     assert second["env_steps"] > first["env_steps"]
     assert second["episodes"] >= first["episodes"]
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    markers = [r for r in rows if "resumed_from_update" in r]  # where each resumed leg began
+    assert [m["resumed_from_update"] for m in markers] == [6]
+    rows = [r for r in rows if r not in markers]
     assert [r["learner_updates"] for r in rows][-1] == 10
     assert rows[0]["learner_updates"] <= 6 < rows[-1]["learner_updates"]
     assert checkpoint.list_checkpoints(first["run_dir"])[0][0] == 10
