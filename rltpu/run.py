@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from rltpu import checkpoint, devices, resume as resuming, sinks, storage
+from rltpu import checkpoint, devices, provenance, resume as resuming, sinks, storage
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
 from rltpu.metrics import EpisodeWindow, MemoryMonitor, write_json
@@ -63,7 +63,10 @@ def create_run_dir(plan: Plan, resume: checkpoint.Restored | None) -> None:
         storage.makedirs(plan.run_dir, exist_ok=True)
     else:
         resuming.set_aside(plan.run_dir, resume)
-    write_json(storage.join(plan.run_dir, "config.json"), plan.config())
+    # With the code's provenance: a run can be tied to what made it (``--config`` of this
+    # file ignores that key and repeats the run).
+    write_json(storage.join(plan.run_dir, "config.json"),
+               {**plan.config(), "provenance": provenance()})
 
 
 def counters(version: int, env_steps: int, samples: int, episodes: EpisodeWindow,
@@ -219,6 +222,7 @@ class Run:
             "learner_samples_per_s": (self.samples - self._leg_start[1]) / self.train_s,
             "peak_rss_mb": self.memory.peak_mb, "run_dir": plan.run_dir, **self.faults(),
             "resumed_from_update": self.resumed_from, "stopped_by": stopped_by,
+            "provenance": provenance(),
             "checkpoint": None if last is None else storage.join(
                 checkpoint.checkpoint_dir(plan.run_dir), str(last)),
             **fields}

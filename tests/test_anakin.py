@@ -164,6 +164,10 @@ def test_checkpoint_and_resume(tmp_path, capsys):
     first = rltpu.train(agent, config, small_run(tmp_path), quiet=True)
     # 700 valid steps take 6 updates of 8 x 16 steps (a few are autoreset steps)
     assert first["learner_updates"] == 6 and 700 <= first["env_steps"] < 6 * 8 * 16
+    # config.json and summary.json tie the run to the code and packages that made it
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["provenance"] == first["provenance"] == rltpu.provenance()
+    assert saved["provenance"]["jax"] == jax.__version__
     steps, _ = checkpoint.list_checkpoints(first["run_dir"])
     assert steps == [6, 4, 2]
 
