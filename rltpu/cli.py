@@ -121,48 +121,99 @@ def _build(cls, values: dict):
 
 
 def train_main(argv: list[str]) -> int:
-    from rltpu import agents, resume as resuming
-    from rltpu.agents import presets
-    from rltpu.config import RunConfig
-    from rltpu.hosts import on_first_process
-
-    pre = _Parser(add_help=False)
-    pre.add_argument("--agent", default=None)
-    pre.add_argument("--env", default=None)
-    pre.add_argument("--trust-run-code", action="store_true")
-    pre.add_argument("--resume", default=None)
-    pre.add_argument("--preset", default=None)
-    pre.add_argument("--config", default=None)
-    pre.add_argument("--distributed", default=None)
-    pre.add_argument("--coordinator", default=None)
-    pre.add_argument("--num-processes", type=int, default=None)
-    pre.add_argument("--process-id", type=int, default=None)
-    pre.add_argument("--learner-hosts", type=int, default=None)
-    pre.add_argument("--learner-resources", default=None)
-    known, _ = pre.parse_known_args(argv)
+    known = _train_pre_parser().parse_known_args(argv)[0]
     try:
-        placed = _placement(known)
-        distributed = _distributed(known.distributed, known.coordinator, known.num_processes,
-                                   known.process_id)
-        if distributed is not None:
-            # Before anything asks JAX for its devices (the mesh spans every host's), and
-            # before a resumed run's settings are read (process 0 reads them for all).
-            from rltpu import devices
-            devices.initialize_distributed(**distributed)
-        preset, configured = setting_files(known, argv)
-        # With Ray-placed learners the run directory is on learner 0's host, which reads it.
-        saved = None if known.resume is None or placed else on_first_process(
-            lambda: resuming.read_run_config(known.resume))
-        name = known.agent or file_agent(preset, configured) or RunConfig.agent
-        if saved is not None:
-            resuming.check_run_code(saved, f"--resume {known.resume}", known.agent, known.env,
-                                    known.trust_run_code)
-        agent = agents.get(name if saved is None else saved["run"]["agent"])
-        if saved is not None:
-            resuming.check_saved_settings(saved, agent.Config, f"--resume {known.resume}")
+        placed, preset, configured, saved, agent = _train_setup(known, argv)
     except ValueError as e:
         return _fail(str(e))
+    parser = _train_parser(agent, preset, configured)
+    values = vars(parser.parse_args(argv))
+    quiet = values.pop("quiet", False)
+    resume = values.pop("resume", None)
+    print_config = values.pop("print_config", False)
+    for name in ("preset", "config", "trust_run_code", "distributed", "coordinator",
+                 "num_processes", "process_id", "learner_hosts", "learner_resources"):
+        values.pop(name, None)  # used by _train_setup
+    # The preset's settings, then the config file's, then the flags given.
+    values = {**file_values(parser, agent, preset, configured, known.preset, known.config),
+              **values}
+    if placed and not print_config:
+        return _train_on_placed_learners(for_other_hosts(argv, values), placed, agent, values,
+                                         resume)
+    try:
+        from rltpu import resume as resuming
+        from rltpu.config import RunConfig
+        from rltpu.plan import validate
+        if saved is not None:
+            values = _resumed(saved, values, agent, resume)
+        run = _build(RunConfig, values)
+        agent_config = _build(agent.Config, values)
+        if print_config:
+            print(json.dumps(resolved_config(run, agent_config), indent=2))
+            return 0
+        plan = validate(agent, agent_config, run, resume=saved is not None)
+        restored = None
+        if saved is not None:
+            try:
+                restored = resuming.restore_on_first_process(run.run_dir, plan.fns.init)
+            except ValueError:
+                if plan.run_dir_lock is not None:
+                    plan.run_dir_lock.release()
+                raise
+    except ValueError as e:
+        return _fail(str(e))
+    return _train_and_report(plan, quiet, restored)
 
+
+def _train_pre_parser() -> argparse.ArgumentParser:
+    """The flags read before the agent is known (its config's flags depend on it)."""
+    pre = _Parser(add_help=False)
+    for flag in ("--agent", "--env", "--resume", "--preset", "--config", "--distributed",
+                 "--coordinator", "--learner-resources"):
+        pre.add_argument(flag, default=None)
+    for flag in ("--num-processes", "--process-id", "--learner-hosts"):
+        pre.add_argument(flag, type=int, default=None)
+    pre.add_argument("--trust-run-code", action="store_true")
+    return pre
+
+
+def _train_setup(known, argv: list[str]):
+    """What the flags read first decide: ``(placed, preset, configured, saved, agent)``.
+    Joins the other learner processes (multi-host) and reads a resumed run's settings.
+
+    Raises:
+      ValueError: naming the bad flag, file or run directory.
+    """
+    from rltpu import agents, resume as resuming
+    from rltpu.config import RunConfig
+    from rltpu.hosts import on_first_process
+    placed = _placement(known)
+    distributed = _distributed(known.distributed, known.coordinator, known.num_processes,
+                               known.process_id)
+    if distributed is not None:
+        # Before anything asks JAX for its devices (the mesh spans every host's), and
+        # before a resumed run's settings are read (process 0 reads them for all).
+        from rltpu import devices
+        devices.initialize_distributed(**distributed)
+    preset, configured = setting_files(known, argv)
+    # With Ray-placed learners the run directory is on learner 0's host, which reads it.
+    saved = None if known.resume is None or placed else on_first_process(
+        lambda: resuming.read_run_config(known.resume))
+    name = known.agent or file_agent(preset, configured) or RunConfig.agent
+    if saved is not None:
+        resuming.check_run_code(saved, f"--resume {known.resume}", known.agent, known.env,
+                                known.trust_run_code)
+    agent = agents.get(name if saved is None else saved["run"]["agent"])
+    if saved is not None:
+        resuming.check_saved_settings(saved, agent.Config, f"--resume {known.resume}")
+    return placed, preset, configured, saved, agent
+
+
+def _train_parser(agent, preset, configured) -> argparse.ArgumentParser:
+    """``rltpu train``'s full parser for ``agent``; its defaults shown with the preset's
+    and the config file's settings."""
+    from rltpu.agents import presets
+    from rltpu.config import RunConfig
     parser = _Parser(prog="rltpu train", description="Train an agent with Ray actors and a "
                      "data-parallel JAX learner.")
     defaults = file_defaults(preset, configured)
@@ -179,6 +230,11 @@ def train_main(argv: list[str]) -> int:
                         "(its saved settings; only step budget, target, logging, actor count "
                         "and checkpointing flags may change)")
     _add_trust_flags(parser, with_names=False)
+    _add_host_flags(parser)
+    return parser
+
+
+def _add_host_flags(parser: argparse.ArgumentParser) -> None:
     hosts = parser.add_argument_group(
         "multi-host learner (one rltpu train per host of a pod slice, all with the same flags)")
     hosts.add_argument("--distributed", choices=["auto"], default=argparse.SUPPRESS,
@@ -197,46 +253,14 @@ def train_main(argv: list[str]) -> int:
     hosts.add_argument("--learner-resources", metavar="JSON", default=argparse.SUPPRESS,
                        help='what each learner host holds and reserves (default: all of a TPU '
                        'host\'s chips, {"TPU": chips})')
-    values = vars(parser.parse_args(argv))
-    quiet = values.pop("quiet", False)
-    resume = values.pop("resume", None)
-    values.pop("preset", None)
-    values.pop("config", None)
-    values.pop("trust_run_code", None)  # used above
-    print_config = values.pop("print_config", False)
-    # The preset's settings, then the config file's, then the flags given.
-    values = {**file_values(parser, agent, preset, configured, known.preset, known.config),
-              **values}
-    for name in ("distributed", "coordinator", "num_processes", "process_id", "learner_hosts",
-                 "learner_resources"):
-        values.pop(name, None)  # used above
-    if placed and not print_config:
-        return _train_on_placed_learners(for_other_hosts(argv, values), placed, agent, values,
-                                         resume)
-    try:
-        if saved is not None:
-            values = _resumed(saved, values, agent, resume)
-        run = _build(RunConfig, values)
-        agent_config = _build(agent.Config, values)
-        if print_config:
-            print(json.dumps(resolved_config(run, agent_config), indent=2))
-            return 0
-        from rltpu.plan import validate
-        plan = validate(agent, agent_config, run, resume=saved is not None)
-        restored = None
-        if saved is not None:
-            try:
-                restored = resuming.restore_on_first_process(run.run_dir, plan.fns.init)
-            except ValueError:
-                if plan.run_dir_lock is not None:
-                    plan.run_dir_lock.release()
-                raise
-    except ValueError as e:
-        return _fail(str(e))
-    from rltpu import checkpoint
-    from rltpu.run import train_plan
+
+
+def _train_and_report(plan, quiet: bool, restored) -> int:
+    """Trains the validated plan; prints the summary's line, and how to resume if stopped."""
+    from rltpu import checkpoint, cluster
     from rltpu.faults import ActorsExhaustedError
     from rltpu.hosts import HostsDisagreeError
+    from rltpu.run import train_plan
     from rltpu.validation import NonFiniteUpdatesError
     try:
         summary = train_plan(plan, quiet=quiet, resume=restored)
@@ -254,7 +278,6 @@ def train_main(argv: list[str]) -> int:
         print(f"rltpu: stopped by {summary['stopped_by']} after update "
               f"{summary['learner_updates']:,}; checkpoint {summary['checkpoint']} is complete. "
               f"Resume with: rltpu train --resume {summary['run_dir']}", file=sys.stderr)
-    from rltpu import cluster
     if summary["stopped_by"] is not None or cluster.stuck():
         # Everything is written. After a signal Ray's processes may be gone (a preempted
         # VM signals them all), and Ray's client would then hold the exit for a minute in
