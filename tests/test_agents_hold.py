@@ -68,12 +68,15 @@ README_ANAKIN = ["--mode", "anakin", "--env", "gymnax:CartPole-v1", "--batch-siz
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("agent,settings", [
-    ("ppo", ["--num-epochs", "4", "--num-minibatches", "32"]),
-    ("impala", []),
+@pytest.mark.parametrize("agent,settings,budget", [
+    # first 475 at 1.56M env steps (seed 0, the default). NOTE: with --seed 1 the same
+    # settings fell to 149 at 3.46M after 1.4M steps at 500 (README, Agents): still open.
+    ("ppo", ["--num-epochs", "4", "--num-minibatches", "32"], "4500000"),
+    # IMPALA learns slower on 2048 envs: first 475 at 3.19M (seed 0)
+    ("impala", [], "6000000"),
 ])
-def test_anakin_agent_holds_a_solved_cartpole(agent, settings, tmp_path):
+def test_anakin_agent_holds_a_solved_cartpole(agent, settings, budget, tmp_path):
     # Two updates a call: a metrics row every 65k env steps, so a dip shows.
     rows = run_rows(["--agent", agent, *README_ANAKIN, *settings, "--updates-per-call", "2",
-                     "--total-env-steps", "4500000"], tmp_path)
+                     "--total-env-steps", budget], tmp_path)
     check_holds(rows, 2_000_000)
