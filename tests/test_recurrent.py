@@ -251,3 +251,19 @@ def agent_logits(fns, params, trajectory):
                                    jax.tree.map(lambda x: x[t], context))
         logits.append(out.extras["logits"])
     return jnp.stack(logits)
+
+
+@pytest.mark.parametrize("lib,torso", [("flax", "nature"), ("haiku", "impala_resnet")])
+def test_recurrent_network_on_atari_frames(lib, torso):
+    spec = EnvSpec("frames", gym.spaces.Box(0, 255, (4, 84, 84), np.uint8), gym.spaces.Discrete(6))
+    config = agents.get("impala").Config(network_lib=lib, torso=torso, core="lstm", core_size=32)
+    networks = cores.actor_critic_networks(spec, config)
+    params = networks.init(jax.random.key(0))
+    T, B = 3, 2
+    frames = np.random.default_rng(0).integers(0, 256, (T, B, 4, 84, 84)).astype(np.uint8)
+    context = StepContext(np.zeros((T, B), bool), np.ones((T, B), np.int32),
+                          np.full((T, B), 5.0, np.float32))
+    (logits, values), state = jax.jit(networks.unroll)(params, frames, networks.initial_state(B),
+                                                       context)
+    assert logits.shape == (T, B, 6) and values.shape == (T, B) and state["c"].shape == (B, 32)
+    assert np.isfinite(logits).all() and np.isfinite(values).all()

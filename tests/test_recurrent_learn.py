@@ -10,7 +10,7 @@ CASES = {
     "impala": ["--agent", "impala", "--core-size", "64", "--total-env-steps", "1500000"],
     "ppo": ["--agent", "ppo", "--core-size", "64", "--total-env-steps", "1000000"],
 }
-FEED_FORWARD_CEILING = 300  # "well below 475": feed-forward runs measured far under this
+FEED_FORWARD_CEILING = 150  # "well below 475": feed-forward runs peaked at 56 and 55
 
 
 @pytest.mark.slow
@@ -26,3 +26,12 @@ def test_lstm_learns_cartpole_without_velocities_and_feed_forward_does_not(
     assert feed_forward["time_to_target_s"] is None, feed_forward
     assert feed_forward["final_return"] < FEED_FORWARD_CEILING, feed_forward
     assert feed_forward["env_steps"] >= lstm["env_steps"]  # it had at least the same budget
+
+
+@pytest.mark.slow
+def test_r2d2_reaches_400_on_cartpole_without_velocities(tmp_path, ray_tmpdir):
+    summary = train(["--agent", "r2d2", "--env", "CartPoleNoVel-v1", "--target-return", "400",
+                     "--envs-per-actor", "8", "--batch-size", "8", "--total-env-steps", "600000"],
+                    tmp_path, ray_tmpdir)
+    assert summary["agent"] == "r2d2" and summary["final_return"] >= 400, summary
+    assert summary["time_to_target_s"] is not None
