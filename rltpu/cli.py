@@ -525,8 +525,14 @@ def plot_main(argv: list[str]) -> int:
     return 0
 
 
+def sweep_main(argv: list[str]) -> int:
+    from rltpu import sweeps
+    return sweeps.main(argv)
+
+
 COMMANDS = {
     "train": "train an agent (flags, a --preset, a --config file), or --resume a run",
+    "sweep": "run a sweep (grid, random draws, seeds) as Ray Tune trials, or --resume one",
     "eval": "play greedy episodes with a run's checkpoint (optionally on video)",
     "plot": "draw run directories' learning curves and throughput as a PNG",
 }
@@ -546,7 +552,7 @@ def main_help() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"train": train_main, "eval": eval_main, "plot": plot_main}
+    commands = {"train": train_main, "sweep": sweep_main, "eval": eval_main, "plot": plot_main}
     if not argv:
         return _fail(f"no command; valid: {', '.join(commands)} (rltpu --help says more)")
     if argv[0] in ("-h", "--help"):
