@@ -17,6 +17,7 @@ from rltpu.config import RunConfig
 from rltpu.types import ActorOutput, EnvSpec, TrainState, Trajectory, Unroll
 
 __all__ = ["networks", "Agent", "AgentFns", "RunConfig", "train", "validate", "load", "Policy",
+           "sweep",
            "provenance", "__version__", "ActorOutput", "EnvSpec", "TrainState", "Trajectory",
            "Unroll"]
 
@@ -29,6 +30,9 @@ def __getattr__(name: str):
     if name == "train":
         from rltpu.run import train
         return train
+    if name == "sweep":  # (the module is rltpu.sweeps: a module rltpu.sweep would hide this)
+        from rltpu.sweeps import sweep
+        return sweep
     if name == "validate":
         from rltpu.plan import validate
         return validate

@@ -511,14 +511,21 @@ def eval_main(argv: list[str]) -> int:
 def plot_main(argv: list[str]) -> int:
     parser = _Parser(prog="rltpu plot", description="Learning curves (return against env steps "
                      "and wall time, runs with the same settings as mean and spread) and "
-                     "throughput of run directories, as a PNG.")
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+                     "throughput of run directories, as a PNG; of a sweep directory, every "
+                     "configuration with its seeds, the best highlighted.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR|SWEEP_DIR")
     parser.add_argument("--out", metavar="FILE", help="PNG to write (default: RUN_DIR/curves.png "
                         "for one run, curves.png here for several)")
     args = parser.parse_args(argv)
-    from rltpu import plot
+    from rltpu import plot, sweeps
     try:
-        out = plot.plot(args.run_dirs, args.out or plot.default_out(args.run_dirs))
+        if any(sweeps.is_sweep_dir(d) for d in args.run_dirs):
+            if len(args.run_dirs) > 1:
+                raise ValueError("rltpu plot takes one sweep directory, or run directories")
+            out = plot.plot_sweep(args.run_dirs[0], args.out or os.path.join(args.run_dirs[0],
+                                                                             "curves.png"))
+        else:
+            out = plot.plot(args.run_dirs, args.out or plot.default_out(args.run_dirs))
     except ValueError as e:
         return _fail(str(e))
     print(out)

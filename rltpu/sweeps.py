@@ -32,6 +32,8 @@ import itertools
 import json
 import math
 import os
+import signal
+import threading
 from typing import Any, Mapping
 
 SPEC_KEYS = ("base", "space", "seeds", "num_samples", "search_seed", "metric", "mode", "budget",
@@ -235,12 +237,12 @@ def load(spec: Mapping[str, Any], from_file: str | None = None) -> Sweep:
     trials = []
     checked = set()
     for c, values in enumerate(configurations):
-        parsed = _parse(parser, f"{where}: configuration {_describe(values)}", values)
+        parsed = _parse(parser, f"{where}: configuration {describe(values)}", values)
         for seed in seeds:
             trial = {"index": len(trials), "config": c, "values": values, "seed": seed}
             settings = {**base_values, **parsed, "seed": seed, "total_env_steps": budget}
             run, agent_config = _configs(agent, settings, f"{where}: configuration "
-                                         f"{_describe({**values, 'seed': seed})}")
+                                         f"{describe({**values, 'seed': seed})}")
             key = json.dumps({**dataclasses.asdict(run), "seed": 0,
                               **dataclasses.asdict(agent_config)}, sort_keys=True, default=str)
             if key not in checked:  # once per configuration: the seed changes nothing here
@@ -248,7 +250,7 @@ def load(spec: Mapping[str, Any], from_file: str | None = None) -> Sweep:
                 try:
                     check_env_and_agent(agent, agent_config, run)
                 except ValueError as e:
-                    raise ValueError(f"{where}: configuration {_describe(values)}: {e}") from None
+                    raise ValueError(f"{where}: configuration {describe(values)}: {e}") from None
                 checked.add(key)
             trials.append(trial)
     base_values.pop("total_env_steps", None)
@@ -403,7 +405,7 @@ def _scheduler(where: str, scheduler, budget: int) -> dict | None:
     return {"name": name, "grace": grace, "reduction": float(reduction)}
 
 
-def _describe(values: Mapping) -> str:
+def describe(values: Mapping) -> str:
     return ", ".join(f"{k}={_short(v)}" for k, v in values.items()) or "(base)"
 
 
@@ -540,6 +542,12 @@ def _run_tune(plan: Sweep, sweep_dir: str, resume: bool, quiet: bool) -> dict[in
 
     need = max(sum(b["CPU"] for b in trial_bundles(plan, t, {})) for t in plan.trials)
     started = cluster.connect(int(need))
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # Ray Tune ends a sweep cleanly on SIGINT (each trial stops with a checkpoint, the
+        # experiment's state is written): SIGTERM does the same. (After ray.init, which
+        # installs a SIGTERM handler of its own.)
+        previous = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
         resources = ray.cluster_resources()
         accelerators = {k: resources.get(k, 0) for k in ("GPU", "TPU")}
@@ -582,6 +590,8 @@ def _run_tune(plan: Sweep, sweep_dir: str, resume: bool, quiet: bool) -> dict[in
         analysis = tune.ExperimentAnalysis(path)
         return {t.config["trial"]["index"]: t.status for t in analysis.trials}
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         if started:
             ray.shutdown()
 
@@ -622,11 +632,16 @@ def _status(result: dict, tune_status: str | None) -> str:
     return "not run" if result["env_steps"] is None else "interrupted"
 
 
-def write_results(plan: Sweep, sweep_dir: str, statuses: Mapping[int, str],
-                  quiet: bool = False) -> list[dict]:
-    """Writes ``trials.csv`` (one row per trial) and ``results.csv`` (one row per
-    configuration: the metric's mean, standard deviation, min and max over its seeds, best
-    first), prints the latter as a markdown table unless ``quiet``, and returns it."""
+def results(plan: Sweep, sweep_dir: str, statuses: Mapping[int, str | None]
+            ) -> tuple[list[dict], list[dict]]:
+    """``(trials, configurations)``: one row per trial (its values, seed, the metric's last
+    value, env steps, status, run directory relative to ``sweep_dir``) and one per
+    configuration (the metric's mean, standard deviation, min and max over its seeds),
+    best first.
+
+    Args:
+      statuses: each trial's Tune status by index (a trial missing: not known).
+    """
     import numpy as np
     trials = []
     for t in plan.trials:
@@ -637,7 +652,6 @@ def write_results(plan: Sweep, sweep_dir: str, statuses: Mapping[int, str],
                        "env_steps": result["env_steps"],
                        "status": _status(result, statuses.get(t["index"])),
                        "run_dir": os.path.relpath(run_dir, sweep_dir)})
-    _write_csv(os.path.join(sweep_dir, "trials.csv"), trials)
     configs = []
     for c, members in itertools.groupby(trials, key=lambda r: r["config"]):
         members = list(members)
@@ -652,6 +666,31 @@ def write_results(plan: Sweep, sweep_dir: str, statuses: Mapping[int, str],
                         "status": "/".join(statuses_)})
     sign = -1 if plan.mode == "max" else 1
     configs.sort(key=lambda r: (r["mean"] is None, sign * (r["mean"] or 0.0), r["config"]))
+    return trials, configs
+
+
+def read_results(sweep_dir: str) -> tuple[Sweep, list[dict], list[dict]]:
+    """A sweep directory's sweep and ``results`` (statuses from Tune unknown: a trial
+    stopped by ASHA reads as interrupted), for plotting; nothing is imported or run.
+
+    Raises:
+      ValueError: not a sweep directory.
+    """
+    path = os.path.join(sweep_dir, SPEC_FILE)
+    try:
+        with open(path) as f:
+            plan = Sweep.from_json(json.load(f))
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        raise ValueError(f"{sweep_dir}: not a readable sweep directory ({e})") from None
+    return (plan, *results(plan, sweep_dir, {}))
+
+
+def write_results(plan: Sweep, sweep_dir: str, statuses: Mapping[int, str | None],
+                  quiet: bool = False) -> list[dict]:
+    """Writes ``trials.csv`` and ``results.csv`` (``results``), prints the latter as a
+    markdown table unless ``quiet``, and returns it."""
+    trials, configs = results(plan, sweep_dir, statuses)
+    _write_csv(os.path.join(sweep_dir, "trials.csv"), trials)
     _write_csv(os.path.join(sweep_dir, "results.csv"), configs)
     if not quiet:
         print(markdown_table(configs, plan), flush=True)
@@ -705,10 +744,6 @@ def main(argv: list[str]) -> int:
     if args.resume is not None and args.dir is not None:
         return cli._fail("--dir cannot be given with --resume; the sweep goes on in its "
                          "directory")
-    import signal
-    # Ray Tune ends a sweep cleanly on SIGINT (each trial saves a checkpoint, the
-    # experiment's state is written); SIGTERM does the same.
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
         configs = sweep(args.spec, args.resume or args.dir, resume=args.resume is not None,
                         quiet=args.quiet)
