@@ -307,7 +307,9 @@ def _dimensions(where: str, space, fields: list[str]) -> dict[str, tuple[str, An
             raise ValueError(f"{at} must be one distribution, e.g. {{grid: [1, 2]}}; valid: "
                              f"{', '.join(DISTRIBUTIONS)}")
         (kind, args), = dist.items()
-        configfile.check_keys(at, {kind: args}, DISTRIBUTIONS)
+        if kind not in DISTRIBUTIONS:
+            raise ValueError(f"{at}: unknown distribution {kind!r}; valid: "
+                             f"{', '.join(DISTRIBUTIONS)}")
         if not isinstance(args, list):
             raise ValueError(f"{at}: {kind} takes a list, got {args!r}")
         if kind in ("grid", "choice"):
