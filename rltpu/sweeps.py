@@ -254,10 +254,20 @@ def load(spec: Mapping[str, Any], from_file: str | None = None) -> Sweep:
                 checked.add(key)
             trials.append(trial)
     base_values.pop("total_env_steps", None)
+    record = dict(spec)
+    if "config" in base:  # kept as read: --resume reads the SPEC from elsewhere
+        record["base"] = {**base, "config": _config_path(base["config"], from_file)}
     return Sweep(agent=agent_name, base=_plain(base_values), varied=tuple(dims),
                  trials=tuple(_plain(t) for t in trials), metric=metric, mode=mode,
                  budget=budget, max_concurrent_trials=concurrent, scheduler=scheduler,
-                 spec=_plain(dict(spec)))
+                 spec=_plain(record))
+
+
+def _config_path(path: str, from_file: str | None) -> str:
+    """A base's ``config: FILE``, made absolute: relative to the SPEC file (or, for a SPEC
+    from Python, to the working directory), as a reader of the SPEC expects."""
+    base = os.path.dirname(os.path.abspath(from_file)) if from_file else os.getcwd()
+    return os.path.join(base, os.path.expanduser(path))
 
 
 def _files(where: str, base: Mapping, from_file: str | None) -> tuple[dict, str | None]:
@@ -273,10 +283,7 @@ def _files(where: str, base: Mapping, from_file: str | None) -> tuple[dict, str 
         values.update({**preset.run, **preset.agent_config})
         agent = preset.agent
     if "config" in base:
-        path = base["config"]
-        if from_file and not os.path.isabs(path):  # relative to the SPEC, as a reader expects
-            path = os.path.join(os.path.dirname(os.path.abspath(from_file)), path)
-        configured = configfile.read_config(path)
+        configured = configfile.read_config(_config_path(base["config"], from_file))
         values.update({**configured["run"], **configured["agent"]})
         agent = configured["run"].get("agent", agent)
     for key in configfile.NOT_FROM_FILES + ("seed",):

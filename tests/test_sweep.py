@@ -79,6 +79,22 @@ def test_values_are_read_as_their_flags_read_them(tmp_path):
     assert sweeps.trial_bundles(sweep, sweep.trials[0], {}) == [{"CPU": 1.0}]  # Anakin: no actors
 
 
+def test_base_starts_from_a_config_file_next_to_the_spec(tmp_path, monkeypatch):
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "config.yaml").write_text(
+        "run: {num_actors: 3, seed: 5, run_dir: old}\nagent: {learning_rate: 0.002, discount: 0.9}\n")
+    spec = write(tmp_path / "specs", "base: {config: config.yaml, discount: 0.95}\n")
+    monkeypatch.chdir(tmp_path)  # the file is found next to the SPEC, not here
+    sweep = sweeps.load(sweeps.read_spec(spec), spec)
+    # The file's settings, then the base's; a config's seed and run_dir are the sweep's.
+    assert sweep.base == {"num_actors": 3, "learning_rate": 0.002, "discount": 0.95,
+                          "agent": "impala"}
+    assert sweep.spec["base"]["config"] == str(tmp_path / "specs" / "config.yaml")
+    (tmp_path / "specs" / "config.yaml").write_text("run: {env: 'evil:Env'}\n")
+    with pytest.raises(ValueError, match="env 'evil:Env' is a module path; a file never"):
+        sweeps.load(sweeps.read_spec(spec), spec)
+
+
 def test_random_dimensions_are_drawn_once_per_configuration_for_all_its_seeds():
     spec = {"space": {"learning_rate": {"loguniform": [1e-4, 1e-2]},
                       "entropy_cost": {"uniform": [0.0, 0.05]},
