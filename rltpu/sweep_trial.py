@@ -33,6 +33,7 @@ class SweepTrial(tune.Trainable):
         trial = config["trial"]
         self._metric_column = trial["metric"]
         self._rows: queue.Queue = queue.Queue()
+        self._pending: tuple | None = None
         self._stop_reason: str | None = None
         self._last: dict = {}
         self._thread = None
@@ -71,8 +72,20 @@ class SweepTrial(tune.Trainable):
         return result
 
     def step(self) -> dict:
-        kind, item = self._rows.get()
+        kind, item = self._pending or self._rows.get()
+        self._pending = None
         if kind == "row":
+            # Tune may fall behind the rows (each result costs it time, more on a busy
+            # machine): it gets the newest, so ASHA decides on where the run is now.
+            while True:
+                try:
+                    newer = self._rows.get_nowait()
+                except queue.Empty:
+                    break
+                if newer[0] != "row":
+                    self._pending = newer  # the end (or an error) comes with the next step
+                    break
+                item = newer[1]
             self._last = self._tune_row(item)
             return dict(self._last)
         if kind == "error":

@@ -350,7 +350,7 @@ def test_a_2x2_grid_of_2_seeds_is_queued_on_2_cpus_and_completes(tmp_path, ray_l
 
 @pytest.mark.slow
 def test_a_sweep_stopped_by_sigterm_resumes_without_rerunning_finished_trials(tmp_path):
-    spec = spec_for(tmp_path, None, [0, 1, 2], 3000)
+    spec = spec_for(tmp_path, None, [0, 1, 2], 8000)
     del spec["space"]
     path = write(tmp_path, json.dumps(spec), "spec.json")
     sweep_dir = tmp_path / "sweep"
@@ -385,7 +385,8 @@ def test_a_sweep_stopped_by_sigterm_resumes_without_rerunning_finished_trials(tm
     with open(runs / names[1] / "summary.json") as f:
         stopped = json.load(f)
     assert stopped["stopped_by"] == sweeps.SWEEP_STOP, stopped  # a clean stop ...
-    assert stopped["checkpoint"] is not None  # ... with a final checkpoint
+    assert stopped["checkpoint"] is not None  # ... with a final checkpoint ...
+    assert stopped["env_steps"] < 8000  # ... part way
     t1 = time.time()
     second = subprocess.run([sys.executable, "-m", "rltpu.cli", "sweep", "--resume",
                              str(sweep_dir)], cwd=tmp_path, env=env, capture_output=True,
@@ -398,7 +399,7 @@ def test_a_sweep_stopped_by_sigterm_resumes_without_rerunning_finished_trials(tm
             (finished / "summary.json").read_bytes()) == before
     with open(runs / names[1] / "summary.json") as f:
         resumed = json.load(f)
-    assert resumed["stopped_by"] is None and resumed["env_steps"] >= 3000
+    assert resumed["stopped_by"] is None and resumed["env_steps"] >= 8000
     assert resumed["resumed_from_update"] == stopped["learner_updates"]
     _, trials, configs = sweeps.read_results(str(sweep_dir))
     assert [t["status"] for t in trials] == ["finished"] * 3
@@ -421,3 +422,20 @@ def test_asha_stops_a_configuration_that_cannot_learn_early(tmp_path, ray_local)
         stopped = json.load(f)
     assert stopped["stopped_by"] == sweeps.SWEEP_STOP and stopped["checkpoint"] is not None
     assert 3000 <= stopped["env_steps"] < 6000  # stopped at the first rung, not run to 8000
+
+
+@pytest.mark.slow
+def test_anakin_trials_ask_for_one_cpu_and_run_side_by_side(tmp_path, ray_local):
+    pytest.importorskip("gymnax")
+    spec = {"base": {"mode": "anakin", "agent": "ppo", "env": "gymnax:CartPole-v1",
+                     "batch_size": 8, "unroll_length": 8, "target_return": None,
+                     "log_every_s": 1.0},
+            "seeds": [0, 1], "budget": 3000}
+    t0 = time.time()
+    configs = rltpu.sweep(spec, str(tmp_path / "sweep"), quiet=True)
+    print(f"2 Anakin trials in {time.time() - t0:.0f} s; load {os.getloadavg()}", file=sys.stderr)
+    assert [(c["seeds"], c["status"]) for c in configs] == [(2, "finished")]
+    sweep = sweeps.read_sweep(str(tmp_path / "sweep"))
+    (start0, end0), (start1, end1) = [trial_times(sweep.run_dir(str(tmp_path / "sweep"), t))
+                                      for t in sweep.trials]
+    assert start1 < end0 and start0 < end1  # one CPU each: both ran at once on 2 CPUs
