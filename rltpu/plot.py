@@ -118,10 +118,8 @@ def make_figure(runs: list[RunCurves], best: str | None = None):
             for i, run in enumerate(members):
                 if best is None:
                     label = run.name
-                elif several or i:
-                    label = None  # a sweep has many runs: a group's mean (or its run) is named
-                else:
-                    label = group + (" (best)" if group == best else "")
+                else:  # a sweep has many runs: the group's first one names its colour
+                    label = None if i else group + (" (best)" if group == best else "")
                 ax.plot(getattr(run, x), getattr(run, y), color=color, label=label,
                         alpha=(0.35 if several else 1.0) * fade,
                         linewidth=(1 if several else 1.8) * width, zorder=top)
@@ -129,9 +127,7 @@ def make_figure(runs: list[RunCurves], best: str | None = None):
                 grid, mean, low, high = mean_and_spread([getattr(r, x) for r in members],
                                                         [getattr(r, y) for r in members])
                 if len(grid):
-                    label = (f"mean of {len(members)}" if best is None else
-                             f"{group}: mean of {len(members)}"
-                             + (" (best)" if group == best else ""))
+                    label = f"mean of {len(members)}" if best is None else None
                     ax.plot(grid, mean, color=color, linewidth=2.2 * width, alpha=fade,
                             label=label, zorder=top)
                     ax.fill_between(grid, low, high, color=color, alpha=0.15 * fade, zorder=top)
