@@ -121,6 +121,7 @@ def make_figure(runs: list[RunCurves], best: str | None = None):
                 else:  # a sweep has many runs: the group's first one names its colour
                     label = None if i else group + (" (best)" if group == best else "")
                 ax.plot(getattr(run, x), getattr(run, y), color=color, label=label,
+                        marker="o" if len(getattr(run, x)) == 1 else None,  # else unseen
                         alpha=(0.35 if several else 1.0) * fade,
                         linewidth=(1 if several else 1.8) * width, zorder=top)
             if several:
