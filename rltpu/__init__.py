@@ -18,7 +18,7 @@ from rltpu.types import (ActorOutput, EnvSpec, RecurrentStart, StepContext, Trai
                          Trajectory, Unroll)
 
 __all__ = ["networks", "recurrent", "Agent", "AgentFns", "RunConfig", "train", "validate",
-           "load", "Policy", "provenance", "__version__", "ActorOutput", "EnvSpec",
+           "load", "Policy", "sweep", "provenance", "__version__", "ActorOutput", "EnvSpec",
            "RecurrentStart", "StepContext", "TrainState", "Trajectory", "Unroll"]
 
 _CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +30,9 @@ def __getattr__(name: str):
     if name == "train":
         from rltpu.run import train
         return train
+    if name == "sweep":  # (the module is rltpu.sweeps: a module rltpu.sweep would hide this)
+        from rltpu.sweeps import sweep
+        return sweep
     if name == "validate":
         from rltpu.plan import validate
         return validate

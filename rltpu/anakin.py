@@ -222,9 +222,11 @@ class Program:
         return outputs
 
 
-def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = None) -> dict:
+def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = None,
+          on_row=None) -> dict:
     """Anakin mode's run of a validated plan: the same stopping rules, run directory,
-    metrics, checkpoints and summary as Ray mode (``rltpu.run.train``).
+    metrics, checkpoints and summary as Ray mode (``rltpu.run.train``; ``on_row``, a
+    ``rltpu.run.RowHook``).
 
     Stops are checked between compiled calls, so a run may overshoot
     ``run.total_env_steps`` by up to ``run.updates_per_call`` updates.
@@ -243,7 +245,8 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
             resuming.announce_resume(resume, program.state.params)
         # No actors and no incoming data in this mode: only skipped updates can happen.
         no_faults = {"actor_restarts": 0, "dropped_unrolls": 0, "rejected_unrolls": 0}
-        bookkeeping = Run(plan, resume, t_start, lambda: no_faults, quiet=quiet)
+        bookkeeping = Run(plan, resume, t_start, lambda: no_faults, quiet=quiet, stop=stop,
+                          on_row=on_row)
         devices.wait(program.state)
         bookkeeping.started()  # the program is compiled and the envs reset
         while not _call(program, bookkeeping, stop):

@@ -582,22 +582,35 @@ def _add_trust_flags(parser: argparse.ArgumentParser, with_names: bool) -> None:
 def plot_main(argv: list[str]) -> int:
     parser = _Parser(prog="rltpu plot", description="Learning curves (return against env steps "
                      "and wall time, runs with the same settings as mean and spread) and "
-                     "throughput of run directories, as a PNG.")
-    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+                     "throughput of run directories, as a PNG; of a sweep directory, every "
+                     "configuration with its seeds, the best highlighted.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR|SWEEP_DIR")
     parser.add_argument("--out", metavar="FILE", help="PNG to write (default: RUN_DIR/curves.png "
                         "for one run, curves.png here for several)")
     args = parser.parse_args(argv)
-    from rltpu import plot
+    from rltpu import plot, sweeps
     try:
-        out = plot.plot(args.run_dirs, args.out or plot.default_out(args.run_dirs))
+        if any(sweeps.is_sweep_dir(d) for d in args.run_dirs):
+            if len(args.run_dirs) > 1:
+                raise ValueError("rltpu plot takes one sweep directory, or run directories")
+            out = plot.plot_sweep(args.run_dirs[0], args.out or os.path.join(args.run_dirs[0],
+                                                                             "curves.png"))
+        else:
+            out = plot.plot(args.run_dirs, args.out or plot.default_out(args.run_dirs))
     except ValueError as e:
         return _fail(str(e))
     print(out)
     return 0
 
 
+def sweep_main(argv: list[str]) -> int:
+    from rltpu import sweeps
+    return sweeps.main(argv)
+
+
 COMMANDS = {
     "train": "train an agent (flags, a --preset, a --config file), or --resume a run",
+    "sweep": "run a sweep (grid, random draws, seeds) as Ray Tune trials, or --resume one",
     "eval": "play greedy episodes with a run's checkpoint (optionally on video)",
     "plot": "draw run directories' learning curves and throughput as a PNG",
 }
@@ -617,7 +630,7 @@ def main_help() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"train": train_main, "eval": eval_main, "plot": plot_main}
+    commands = {"train": train_main, "sweep": sweep_main, "eval": eval_main, "plot": plot_main}
     if not argv:
         return _fail(f"no command; valid: {', '.join(commands)} (rltpu --help says more)")
     if argv[0] in ("-h", "--help"):

@@ -43,9 +43,10 @@ def _at_low_priority(fn, *args):
     return fn(*args)
 
 
-def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = None) -> dict:
+def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = None,
+          on_row=None) -> dict:
     """Ray mode's run of a validated plan (``rltpu.run.train``: what it stops on, writes
-    and returns)."""
+    and returns; ``on_row``, a ``rltpu.run.RowHook``)."""
     t_start = process_start_time()
     startup = {"imports": time.time() - t_start}  # seconds since process start, per phase
     hosts = LearnerHosts.current()
@@ -67,7 +68,8 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
                 if stop.requested:
                     return _stopped_at_start(plan, learner.result(), hosts, resume, stop)
                 actors = _start_actors(plan, hosts, resume)
-                loop = Loop(plan, learner.result(), actors, hosts, resume, stop, startup, quiet)
+                loop = Loop(plan, learner.result(), actors, hosts, resume, stop, startup, quiet,
+                            on_row)
                 return loop.train()
             finally:
                 if started_ray or stop.requested:  # (ray.init may have been cut short)
@@ -119,11 +121,12 @@ class Loop:
       resume: the checkpoint the run continues from.
       stop: SIGTERM/SIGINT, noted.
       startup: seconds since process start at which each start-up phase was done.
+      on_row: called with each metrics row (``rltpu.run.RowHook``).
     """
 
     def __init__(self, plan: Plan, learner: Learner, actors: list, hosts: LearnerHosts,
                  resume: checkpoint.Restored | None, stop: StopRequest, startup: dict,
-                 quiet: bool = False):
+                 quiet: bool = False, on_row=None):
         run = plan.run
         self.plan, self.learner, self.actors, self.hosts = plan, learner, actors, hosts
         self.stop, self.startup, self.quiet = stop, startup, quiet
@@ -146,7 +149,8 @@ class Loop:
         # waits on another's ray.put, and no params travel between learner hosts.
         self.params = ParamStore()
         self.params.publish(learner.version, learner.host_params())
-        self.run = Run(plan, resume, t_start, self._loop_faults, hosts.primary, quiet)
+        self.run = Run(plan, resume, t_start, self._loop_faults, hosts.primary, quiet, stop,
+                       on_row)
         self._watch_starting(pids)
         startup["actors"] = time.time() - t_start
         self.supervisor = ActorSupervisor(actors, run.max_actor_restarts, on_restart=self._watch)

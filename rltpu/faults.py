@@ -183,6 +183,12 @@ class StopRequest:
     def requested(self) -> bool:
         return self.signal_name is not None
 
+    def request(self, reason: str) -> None:
+        """Asks for a stop as a signal does; ``reason`` becomes the summary's ``stopped_by``
+        (a metrics-row hook's answer, ``rltpu.run.train``'s ``on_row``)."""
+        if not self.requested:
+            self.signal_name = reason
+
     def _handle(self, signum, frame):
         if self.requested:
             self._restore()

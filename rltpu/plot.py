@@ -131,11 +131,15 @@ def mean_and_spread(xs: list[np.ndarray], ys: list[np.ndarray], points: int = GR
     return grid, stacked.mean(0), stacked.min(0), stacked.max(0)
 
 
-def make_figure(runs: list[RunCurves]):
+def make_figure(runs: list[RunCurves], best: str | None = None):
     """Return against env steps and against wall time, and env steps/s against wall time.
 
     Each run's lines carry the run's name as their label; a group's mean is labelled
     ``mean of N``.
+
+    Args:
+      best: a group to highlight (a sweep's best configuration): drawn thick and on top,
+        the others faded; runs are then labelled by group only (a sweep has many).
     """
     import matplotlib
     matplotlib.use("Agg")  # files only, never a window
@@ -149,20 +153,30 @@ def make_figure(runs: list[RunCurves]):
     for run in runs:
         groups.setdefault(run.group, []).append(run)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for g, members in enumerate(groups.values()):
+    for g, (group, members) in enumerate(groups.items()):
         color = colors[g % len(colors)]
+        fade = 0.45 if best is not None and group != best else 1.0
+        width = 1.6 if best is not None and group == best else 1.0
+        top = 3 if best is not None and group == best else 2
         for ax, x, y, _, _ in panels:
             several = len(members) > 1
-            for run in members:
-                ax.plot(getattr(run, x), getattr(run, y), color=color, label=run.name,
-                        alpha=0.35 if several else 1.0, linewidth=1 if several else 1.8)
+            for i, run in enumerate(members):
+                if best is None:
+                    label = run.name
+                else:  # a sweep has many runs: the group's first one names its colour
+                    label = None if i else group + (" (best)" if group == best else "")
+                ax.plot(getattr(run, x), getattr(run, y), color=color, label=label,
+                        marker="o" if len(getattr(run, x)) == 1 else None,  # else unseen
+                        alpha=(0.35 if several else 1.0) * fade,
+                        linewidth=(1 if several else 1.8) * width, zorder=top)
             if several:
                 grid, mean, low, high = mean_and_spread([getattr(r, x) for r in members],
                                                         [getattr(r, y) for r in members])
                 if len(grid):
-                    ax.plot(grid, mean, color=color, linewidth=2.2,
-                            label=f"mean of {len(members)}")
-                    ax.fill_between(grid, low, high, color=color, alpha=0.15)
+                    label = f"mean of {len(members)}" if best is None else None
+                    ax.plot(grid, mean, color=color, linewidth=2.2 * width, alpha=fade,
+                            label=label, zorder=top)
+                    ax.fill_between(grid, low, high, color=color, alpha=0.15 * fade, zorder=top)
     for ax, _, _, xlabel, ylabel in panels:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -193,6 +207,41 @@ def plot(run_dirs: list[str], out: str) -> str:
         raise ValueError(f"--out {out}: cannot write it ({e.strerror or e})") from None
     finally:
         plt.close(fig)
+    return out
+
+
+def sweep_runs(sweep_dir: str) -> tuple[list[RunCurves], str | None]:
+    """The runs of a sweep directory with a metrics row, each in the group of its
+    configuration (named by its varied values), and the best configuration's group
+    (``rltpu.sweeps``' ranking; None while no trial has the metric).
+
+    Raises:
+      ValueError: no trial has a metrics row yet.
+    """
+    from rltpu import sweeps
+    plan, trials, configs = sweeps.read_results(sweep_dir)
+    names = {c["config"]: sweeps.describe({k: c[k] for k in plan.varied}) for c in configs}
+    runs = []
+    for t in trials:
+        run_dir = os.path.join(sweep_dir, t["run_dir"])
+        if t["env_steps"] is None:
+            continue  # not started
+        run = load_run(run_dir)
+        runs.append(dataclasses.replace(run, group=names[t["config"]], name=f"seed {t['seed']}"))
+    if not runs:
+        raise ValueError(f"{sweep_dir}: no trial of the sweep has a metrics row yet")
+    best = configs[0]["config"] if configs and configs[0]["mean"] is not None else None
+    return runs, None if best is None else names[best]
+
+
+def plot_sweep(sweep_dir: str, out: str) -> str:
+    """Writes the figure of a sweep: every configuration (its seeds as thin lines, their
+    mean and min-max band), the best one highlighted. Returns ``out``."""
+    runs, best = sweep_runs(sweep_dir)
+    fig = make_figure(runs, best=best)
+    fig.savefig(out, dpi=100)
+    import matplotlib.pyplot as plt
+    plt.close(fig)
     return out
 
 

@@ -117,10 +117,10 @@ def load(run_dir: str, checkpoint: int | None = None, *, agent: Agent | None = N
       ValueError: no run directory or checkpoint there, a run of an agent or env that is
         not built in and not passed, or settings this agent does not take.
     """
-    from rltpu import agents
+    from rltpu import agents, resume
     from rltpu.envs import jax_envs
 
-    saved = checkpoints.read_run_config(run_dir, flag="")
+    saved = resume.read_run_config(run_dir, flag="")
     name = saved["run"].get("agent")
     if agent is None:
         if name not in agents.BUILTIN:

@@ -15,13 +15,19 @@ from typing import Any, Callable
 from rltpu import checkpoint, devices, provenance, resume as resuming, sinks, storage
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
+from rltpu.faults import StopRequest
 from rltpu.metrics import EpisodeWindow, MemoryMonitor, write_json
 from rltpu.plan import Plan, validate
 from rltpu.validation import NonFiniteGuard, NonFiniteUpdatesError
 
+RowHook = Callable[[dict], "str | None"]
+"""Called with each metrics row as it is written (learner process 0 only); a string it
+returns stops the run as SIGTERM does (after the current update, with a final checkpoint),
+and becomes the summary's ``stopped_by``. ``rltpu sweep`` reports rows to Ray Tune with it."""
+
 
 def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
-          resume: checkpoint.Restored | None = None) -> dict:
+          resume: checkpoint.Restored | None = None, on_row: RowHook | None = None) -> dict:
     """Trains ``agent`` with rollout actors on Ray and a learner on this process's devices,
     or, with ``run.mode == "anakin"``, in one compiled program.
 
@@ -32,24 +38,26 @@ def train(agent: Agent, agent_config: Any, run: RunConfig, quiet: bool = False,
 
     Args:
       resume: a checkpoint of ``run.run_dir`` (``checkpoint.restore``) to continue from.
+      on_row: called with each metrics row; may stop the run (``RowHook``).
 
     Raises:
       ValueError: a bad setting (``rltpu.plan.validate``), before anything starts.
     """
-    return train_plan(validate(agent, agent_config, run, resume=resume is not None), quiet, resume)
+    return train_plan(validate(agent, agent_config, run, resume=resume is not None), quiet, resume,
+                      on_row)
 
 
-def train_plan(plan: Plan, quiet: bool = False,
-               resume: checkpoint.Restored | None = None) -> dict:
+def train_plan(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = None,
+               on_row: RowHook | None = None) -> dict:
     """``train`` for settings already validated (the CLI validates before it restores);
     releases the run directory's lock when the run ends."""
     try:
         devices.use_compilation_cache(plan.run.compilation_cache)
         if plan.run.mode == "anakin":
             from rltpu import anakin
-            return anakin.train(plan, quiet, resume)
+            return anakin.train(plan, quiet, resume, on_row)
         from rltpu import driver
-        return driver.train(plan, quiet, resume)
+        return driver.train(plan, quiet, resume, on_row)
     finally:
         if plan.run_dir_lock is not None:
             plan.run_dir_lock.release()
@@ -88,11 +96,17 @@ class Run:
         ``rejected_unrolls``) so far in this leg; skipped updates are counted here.
       primary: whether this process writes the run directory (learner process 0).
       quiet: no progress lines.
+      stop: the loop's stop request, which a reason ``on_row`` returns sets.
+      on_row: called with each metrics row (``RowHook``).
     """
 
     def __init__(self, plan: Plan, resume: checkpoint.Restored | None, t_start: float,
-                 loop_faults: Callable[[], dict], primary: bool = True, quiet: bool = False):
+                 loop_faults: Callable[[], dict], primary: bool = True, quiet: bool = False,
+                 stop: StopRequest | None = None, on_row: RowHook | None = None):
+        if on_row is not None and stop is None:
+            raise ValueError("a metrics-row hook needs the loop's stop request")
         self.plan, self.t_start, self._loop_faults = plan, t_start, loop_faults
+        self._stop, self._on_row = stop, on_row
         self._resumed = {} if resume is None else resume.counters
         self.resumed_from = None if resume is None else resume.step
         run = plan.run
@@ -181,12 +195,17 @@ class Run:
         if self._writer is None or not (force or now - self._last_log >= self.plan.run.log_every_s):
             return False
         interval = now - self._last_log
-        self._writer.write({"time_s": now - self.t_start, "env_steps": self.env_steps,
-                            "env_sps": self._interval_steps / max(interval, 1e-9),
-                            "mean_return": self.episodes.mean, "episodes": self.episodes.count,
-                            "learner_updates": version, "rss_mb": self.memory.sample(),
-                            **self.faults(), **extras(interval)})
+        row = {"time_s": now - self.t_start, "env_steps": self.env_steps,
+               "env_sps": self._interval_steps / max(interval, 1e-9),
+               "mean_return": self.episodes.mean, "episodes": self.episodes.count,
+               "learner_updates": version, "rss_mb": self.memory.sample(),
+               **self.faults(), **extras(interval)}
+        self._writer.write(row)
         self._last_log, self._interval_steps = now, 0
+        if self._on_row is not None:
+            reason = self._on_row(row)
+            if reason is not None:
+                self._stop.request(reason)
         return True
 
     def end(self, version: int, state) -> None:

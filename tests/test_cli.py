@@ -194,7 +194,7 @@ def test_help_lists_the_commands_and_version_prints_it(tmp_path):
     assert result.returncode == 0, result.stderr
     commands = [line.split()[0] for line in result.stdout.split("commands:\n")[1].splitlines()
                 if line.startswith("  ")]
-    assert commands == ["train", "eval", "plot"]
+    assert commands == ["train", "sweep", "eval", "plot"]
     version = run_rltpu(["--version"], tmp_path)
     assert (version.returncode, version.stdout) == (0, f"rltpu {rltpu.__version__}\n")
     assert run_rltpu([], tmp_path).returncode == 2
