@@ -237,4 +237,5 @@ def test_bad_settings_are_refused_before_anything_starts(changes, message, tmp_p
 def test_bad_mode_is_one_line_from_the_cli(tmp_path):
     result = run_cli(["--mode", "warp"], tmp_path, timeout=120)
     assert result.returncode == 2
-    assert result.stderr.strip() == "rltpu: error: --mode 'warp' is not one of ray, anakin"
+    assert result.stderr.strip() == ("rltpu: error: argument --mode: invalid choice: 'warp' "
+                                     "(choose from 'ray', 'anakin')")
