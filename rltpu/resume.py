@@ -128,8 +128,8 @@ def check_run_code(config: dict, where: str, agent: str | None = None, env: str 
     """Refuses code that a run directory's ``config.json`` would have rltpu import.
 
     A run directory is data (it may come from anyone): from it rltpu takes only built-in
-    agents (``rltpu.agents.BUILTIN``), registered gymnasium ids and JAX envs
-    (``gymnax:NAME``). An agent or env given there as ``module:Class`` is imported only
+    agents (``rltpu.agents.BUILTIN`` or a ``rltpu.agents...:Class`` path), registered
+    gymnasium ids, JAX envs (``gymnax:NAME``) and ``rltpu.envs...:Class`` paths. An agent or env given there as ``module:Class`` is imported only
     when the user names the same value on the command line (``agent``, ``env``) or passes
     ``--trust-run-code`` (``trust``).
 
@@ -140,13 +140,22 @@ def check_run_code(config: dict, where: str, agent: str | None = None, env: str 
     from rltpu.envs import jax_envs
     saved_agent, saved_env = config["run"]["agent"], config["run"]["env"]
     for what, value, given, builtin in (
-            ("agent", saved_agent, agent, saved_agent in BUILTIN),
-            ("env", saved_env, env, ":" not in saved_env or jax_envs.is_jax_env(saved_env))):
+            ("agent", saved_agent, agent,
+             saved_agent in BUILTIN or _in_package(saved_agent, "rltpu.agents")),
+            ("env", saved_env, env, ":" not in saved_env or jax_envs.is_jax_env(saved_env)
+             or _in_package(saved_env, "rltpu.envs"))):
         if not (builtin or trust or given == value):
             raise CheckpointError(
                 f"{where}: its config.json names {what} {value!r}, code from outside rltpu, "
                 f"which a run directory cannot choose; if you trust that code, name it again "
                 f"(--{what} {value}) or pass {TRUST_FLAG}")
+
+
+def _in_package(path: str, package: str) -> bool:
+    """Whether ``module:Class`` names a module of rltpu's own ``package`` (which Python finds
+    only in the installed package's folder, never beside a run directory)."""
+    module = path.split(":", 1)[0]
+    return ":" in path and (module == package or module.startswith(package + "."))
 
 
 def check_saved_settings(config: dict, agent_config_cls: type, where: str) -> None:

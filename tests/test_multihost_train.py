@@ -40,6 +40,10 @@ def two_node_cluster():
     tmp = tempfile.mkdtemp(prefix="rtmh", dir="/tmp")
     os.environ["RAY_TMPDIR"] = tmp
     from ray.cluster_utils import Cluster
+
+    from rltpu import cluster as connecting
+    connecting.force_token_auth()  # as on a real cluster: rltpu joins with a token, always
+    connecting.private_token_file()
     cluster = Cluster(initialize_head=True, head_node_args={
         "num_cpus": 1, "include_dashboard": False, "node_ip_address": "127.0.0.1"})
     cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")

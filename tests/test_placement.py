@@ -25,6 +25,10 @@ def two_tpu_hosts():
     tmp = tempfile.mkdtemp(prefix="rtpl", dir="/tmp")
     os.environ["RAY_TMPDIR"] = tmp
     from ray.cluster_utils import Cluster
+
+    from rltpu import cluster as connecting
+    connecting.force_token_auth()  # as on a real cluster: rltpu joins with a token, always
+    connecting.private_token_file()
     node = {"num_cpus": 2, "resources": {"TPU": 4}, "node_ip_address": "127.0.0.1"}
     cluster = Cluster(initialize_head=True, head_node_args={**node, "include_dashboard": False})
     cluster.add_node(**node)

@@ -279,3 +279,24 @@ def test_bounds_from_the_machine(tmp_path):
     assert 2 * 2**20 * 2**10 * 16 * 40 > psutil.virtual_memory().total
     _validate(tmp_path, run_dir=str(tmp_path / "run"), num_actors=cpus + 1,
               oversubscribe=True).run_dir_lock.release()
+
+
+def test_joining_a_cluster_needs_its_address(monkeypatch, capsys):
+    """``--learner-hosts`` without RAY_ADDRESS is refused before Ray is asked (it used to
+    join with address="auto", which scans this machine's processes for any Ray)."""
+    import ray
+    from rltpu import cli
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cli.main(["train", "--learner-hosts", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("rltpu: error: --learner-hosts joins a running Ray cluster: set RAY_ADDRESS "
+                   "to its head's address (e.g. RAY_ADDRESS=10.0.0.2:6379, or RAY_ADDRESS=auto "
+                   "for the Ray `ray start` ran on this machine)\n")
+    assert not ray.is_initialized()
+
+
+def test_token_authentication_is_forced_on(monkeypatch):
+    from rltpu import cluster
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    cluster.force_token_auth()
+    assert os.environ["RAY_AUTH_MODE"] == "token"
