@@ -23,6 +23,16 @@ def start_local_ray(num_cpus: int) -> None:
     ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
 
 
+def keep_ray_up() -> bool:
+    """Whether a run leaves the Ray it started running when it ends: yes in a Jupyter
+    kernel (a notebook, Colab), where the next ``rltpu.train`` in the same process finds
+    it connected and starts none (``connect``), and Ray ends with the kernel (or at
+    ``ray.shutdown()``); no elsewhere (the CLI, a script), where a run leaves nothing behind.
+    """
+    from rltpu.progress import in_jupyter_kernel
+    return in_jupyter_kernel()
+
+
 def connect(num_actors: int) -> bool:
     """Starts a local Ray (loopback only, no dashboard) unless one is already connected;
     returns whether this call started it."""

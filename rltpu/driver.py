@@ -19,13 +19,13 @@ import psutil
 import ray
 
 from rltpu import checkpoint, devices, report, resume as resuming
-from rltpu.cluster import connect
+from rltpu.cluster import connect, keep_ray_up
 from rltpu.actor import RayRolloutActor
 from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
 from rltpu.hosts import LearnerHosts, UpdateRecorder
 from rltpu.learner import Learner
-from rltpu.metrics import process_start_time
+from rltpu.metrics import run_start_time
 from rltpu.plan import Plan
 from rltpu.run import Run, create_run_dir
 from rltpu.transport import ParamStore, UnrollQueue
@@ -46,8 +46,8 @@ def _at_low_priority(fn, *args):
 def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = None) -> dict:
     """Ray mode's run of a validated plan (``rltpu.run.train``: what it stops on, writes
     and returns)."""
-    t_start = process_start_time()
-    startup = {"imports": time.time() - t_start}  # seconds since process start, per phase
+    t_start = run_start_time()
+    startup = {"imports": time.time() - t_start}  # seconds since the run's start, per phase
     hosts = LearnerHosts.current()
     if hosts.primary:
         create_run_dir(plan, resume)
@@ -64,10 +64,11 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
             # After ray.init, which installs a SIGTERM handler of its own.
             with StopRequest() as stop:
                 actors = _start_actors(plan, hosts, resume)
-                loop = Loop(plan, learner.result(), actors, hosts, resume, stop, startup, quiet)
+                loop = Loop(plan, learner.result(), actors, hosts, resume, stop, startup, quiet,
+                            t_start=t_start)
                 return loop.train()
         finally:
-            if started_ray:
+            if started_ray and not keep_ray_up():
                 ray.shutdown()
 
 
@@ -99,16 +100,16 @@ class Loop:
       hosts: this process's place among the learner processes.
       resume: the checkpoint the run continues from.
       stop: SIGTERM/SIGINT, noted.
-      startup: seconds since process start at which each start-up phase was done.
+      startup: seconds since ``t_start`` at which each start-up phase was done.
+      t_start: when the run started (``metrics.run_start_time``).
     """
 
     def __init__(self, plan: Plan, learner: Learner, actors: list, hosts: LearnerHosts,
                  resume: checkpoint.Restored | None, stop: StopRequest, startup: dict,
-                 quiet: bool = False):
+                 quiet: bool = False, *, t_start: float):
         run = plan.run
         self.plan, self.learner, self.actors, self.hosts = plan, learner, actors, hosts
         self.stop, self.startup, self.quiet = stop, startup, quiet
-        t_start = process_start_time()
         pids = [a.pid.remote() for a in actors]  # answered once each actor is up
         startup["learner"] = time.time() - t_start
         # Every host must feed batches of one shape and stop on the same rule; the env itself

@@ -65,3 +65,42 @@ def test_a_narrow_terminal_gets_a_line_that_fits(monkeypatch):
     out = Terminal()
     progress.Progress(100_000, stream=out).update(ROW)
     assert len(out.getvalue()) == len("\r") + 39 + len("\x1b[K")
+
+
+def test_a_notebook_gets_a_tqdm_bar_updated_in_place():
+    """tqdm.auto outside a kernel is tqdm's text bar: each row redraws it after a \\r."""
+    out = io.StringIO()
+    bar = progress.Progress(100_000, stream=out, notebook=True)
+    assert bar.notebook and not bar.live
+    bar.update(ROW)
+    bar.update({**ROW, "env_steps": 50_000, "mean_return": None})
+    bar.update({**ROW, "env_steps": 120_000})  # the last update overshoots the budget
+    bar.close()
+    text = out.getvalue()
+    draws = [d for d in text.split("\r") if d.strip()]
+    assert "\n" not in text.rstrip("\n") and text.endswith("\n")  # one line, redrawn
+    assert draws[0].startswith("  0%|")  # drawn when made
+    assert draws[1].startswith(" 25%|") and "25.0k/100k" in draws[1]
+    assert draws[1].rstrip().endswith("return 87.2  lag 1.5  updates 40]")
+    assert any(d.startswith(" 50%|") and "return -  lag 1.5" in d for d in draws)
+    assert draws[-1].startswith("100%|") and "100k/100k" in draws[-1]
+
+
+def test_outside_a_kernel_stderr_is_no_notebook():
+    assert not progress.in_jupyter_kernel()
+    assert not progress.Progress(100).notebook
+
+
+def test_in_a_jupyter_kernel_progress_on_stderr_is_a_notebook_bar(tmp_path):
+    """A real IPython kernel (as Colab's): stderr there is no terminal, and the default
+    progress is the tqdm bar."""
+    import nbclient
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "from rltpu import progress\n"
+        "print(progress.in_jupyter_kernel(), progress.Progress(100).notebook, "
+        "progress.Progress(100).live)")])
+    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert nb.cells[0].outputs[0]["text"] == "True True False\n"
