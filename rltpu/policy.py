@@ -114,8 +114,9 @@ def load(run_dir: str, checkpoint: int | None = None, *, agent: Agent | None = N
     """
     from rltpu import agents
     from rltpu.envs import jax_envs
+    from rltpu.resume import read_run_config
 
-    saved = checkpoints.read_run_config(run_dir, flag="")
+    saved = read_run_config(run_dir, flag="")
     name = saved["run"].get("agent")
     if agent is None:
         if name not in agents.BUILTIN:
