@@ -15,9 +15,15 @@ def start_local_ray(num_cpus: int) -> None:
     and Windows) keeps every listening socket on loopback instead. The switch is read when
     ``ray`` is imported, hence the module attribute too; the environment carries it to Ray's
     processes.
+
+    Token authentication is Ray's default for a local Ray, and rltpu requires it
+    (``plan.validate`` refuses ``RAY_AUTH_MODE=disabled``); naming it explicitly keeps Ray
+    from printing "Token authentication is enabled ... Set RAY_AUTH_MODE=disabled to opt
+    out", an opt-out rltpu refuses, as the first line of every run.
     """
     from ray._private import ray_constants
 
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)

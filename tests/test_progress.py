@@ -91,16 +91,34 @@ def test_outside_a_kernel_stderr_is_no_notebook():
     assert not progress.Progress(100).notebook
 
 
-def test_in_a_jupyter_kernel_progress_on_stderr_is_a_notebook_bar(tmp_path):
+def test_in_a_jupyter_kernel_progress_is_a_bar_ray_stays_up_and_runs_count_from_their_call(
+        tmp_path):
     """A real IPython kernel (as Colab's): stderr there is no terminal, and the default
-    progress is the tqdm bar."""
+    progress is the tqdm bar; a Ray a run started is kept for the next run; a run's clock
+    starts at its call, not at the kernel's start (the kernel is seconds old by then)."""
     import nbclient
     import nbformat
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        "from rltpu import progress\n"
+        "import time\n"
+        "time.sleep(2)  # the kernel's process is older than the run\n"
+        "from rltpu import cluster, metrics, progress\n"
         "print(progress.in_jupyter_kernel(), progress.Progress(100).notebook, "
-        "progress.Progress(100).live)")])
+        "progress.Progress(100).live, cluster.keep_ray_up(), "
+        "abs(metrics.run_start_time() - time.time()) < 1.0)")])
     nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}}).execute()
-    assert nb.cells[0].outputs[0]["text"] == "True True False\n"
+    stdout = [o["text"] for o in nb.cells[0].outputs if o.get("name") == "stdout"]
+    assert stdout == ["True True False True True\n"]
+
+
+def test_outside_a_kernel_a_processs_first_run_counts_from_its_start(monkeypatch):
+    """The CLI's run (a process's first) counts its imports; a later run in the same
+    process counts from its own start."""
+    import time
+
+    from rltpu import cluster, metrics
+    assert not cluster.keep_ray_up()
+    monkeypatch.setattr(metrics, "_ran_before", False)
+    assert metrics.run_start_time() == metrics.process_start_time()
+    assert abs(metrics.run_start_time() - time.time()) < 0.5
