@@ -2,9 +2,25 @@
 ``RAY_ADDRESS``."""
 from __future__ import annotations
 
+import logging
 import os
 
 import ray
+
+
+AUTH_OPT_OUT_HINT = "Token authentication is enabled for this Ray cluster"
+
+
+class _NoAuthOptOutHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(AUTH_OPT_OUT_HINT)
+
+
+def _drop_auth_opt_out_hint() -> None:
+    """Drops Ray's "Token authentication is enabled ... opt out" warning (once per process)."""
+    logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(f, _NoAuthOptOutHint) for f in logger.filters):
+        logger.addFilter(_NoAuthOptOutHint())
 
 
 def start_local_ray(num_cpus: int) -> None:
@@ -17,13 +33,14 @@ def start_local_ray(num_cpus: int) -> None:
     processes.
 
     Token authentication is Ray's default for a local Ray, and rltpu requires it
-    (``plan.validate`` refuses ``RAY_AUTH_MODE=disabled``); naming it explicitly keeps Ray
-    from printing "Token authentication is enabled ... Set RAY_AUTH_MODE=disabled to opt
-    out", an opt-out rltpu refuses, as the first line of every run.
+    (``plan.validate`` refuses ``RAY_AUTH_MODE=disabled``): Ray's line saying so, with its
+    hint "Set RAY_AUTH_MODE=disabled to opt out" (an opt-out rltpu refuses), is dropped
+    (``_drop_auth_opt_out_hint``). (Setting ``RAY_AUTH_MODE=token`` instead would silence
+    it too, but then Ray 2.60 generates no token when there is none, and its GCS aborts.)
     """
     from ray._private import ray_constants
 
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    _drop_auth_opt_out_hint()
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     ray_constants.ENABLE_RAY_CLUSTER = False
     ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
