@@ -122,3 +122,16 @@ def test_config_json_passed_back_repeats_the_run(trained, tmp_path):
     assert printed["agent"] == saved["agent"]
     assert printed["run"] == {**saved["run"], "run_dir": None}
     assert dataclasses.asdict(RunConfig(**{**saved["run"], "run_dir": None})) == printed["run"]
+
+
+def test_config_json_names_the_agent_trained_not_runconfigs_default(tmp_path):
+    """From Python the agent is an object and RunConfig.agent stays "impala" unless set:
+    config.json must name the agent trained, or rltpu.load builds the wrong one."""
+    ppo = agents.get("ppo")
+    plan = rltpu.validate(ppo, ppo.Config(), RunConfig(run_dir=str(tmp_path / "run")))
+    assert plan.run.agent == "impala" and plan.config()["run"]["agent"] == "ppo"
+    from examples.a2c import A2C
+    plan = rltpu.validate(A2C(), A2C.Config(), RunConfig(run_dir=str(tmp_path / "run")))
+    assert plan.config()["run"]["agent"] == "examples.a2c:A2C"
+    plan = rltpu.validate(A2C(), A2C.Config(), RunConfig(agent="examples.a2c:A2C"))
+    assert plan.config()["run"]["agent"] == "examples.a2c:A2C"
