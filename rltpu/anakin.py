@@ -29,7 +29,7 @@ from rltpu import checkpoint, devices, recurrent, resume as resuming
 from rltpu.agent import AgentFns
 from rltpu.envs import jax_envs
 from rltpu.faults import StopRequest
-from rltpu.metrics import EPISODE_WINDOW, process_start_time
+from rltpu.metrics import EPISODE_WINDOW, run_start_time
 from rltpu.plan import Plan
 from rltpu.run import Run, create_run_dir
 from rltpu.types import Trajectory
@@ -231,7 +231,7 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
     Stops are checked between compiled calls, so a run may overshoot
     ``run.total_env_steps`` by up to ``run.updates_per_call`` updates.
     """
-    t_start = process_start_time()
+    t_start = run_start_time()
     run = plan.run
     create_run_dir(plan, resume)
     with StopRequest() as stop:

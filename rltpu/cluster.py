@@ -112,6 +112,16 @@ def join_cluster(purpose: str) -> None:
                          f"({' '.join(str(e).split())[:200]})") from None
 
 
+def keep_ray_up() -> bool:
+    """Whether a run leaves the Ray it started running when it ends: yes in a Jupyter
+    kernel (a notebook, Colab), where the next ``rltpu.train`` in the same process finds
+    it connected and starts none (``connect``), and Ray ends with the kernel (or at
+    ``ray.shutdown()``); no elsewhere (the CLI, a script), where a run leaves nothing behind.
+    """
+    from rltpu.progress import in_jupyter_kernel
+    return in_jupyter_kernel()
+
+
 def connect(num_actors: int) -> bool:
     """Starts a local Ray (loopback only, no dashboard) unless one is already connected, or
     joins the cluster ``RAY_ADDRESS`` names; returns whether this call connected."""

@@ -19,13 +19,13 @@ import psutil
 import ray
 
 from rltpu import checkpoint, cluster, devices, report, resume as resuming
-from rltpu.cluster import connect
+from rltpu.cluster import connect, keep_ray_up
 from rltpu.actor import RayRolloutActor
 from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest, Stopped
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
 from rltpu.hosts import LearnerHosts, UpdateRecorder
 from rltpu.learner import Learner
-from rltpu.metrics import process_start_time
+from rltpu.metrics import run_start_time
 from rltpu.plan import Plan
 from rltpu.run import Run, create_run_dir
 from rltpu.transport import ParamStore, UnrollQueue
@@ -47,8 +47,8 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
           on_row=None) -> dict:
     """Ray mode's run of a validated plan (``rltpu.run.train``: what it stops on, writes
     and returns; ``on_row``, a ``rltpu.run.RowHook``)."""
-    t_start = process_start_time()
-    startup = {"imports": time.time() - t_start}  # seconds since process start, per phase
+    t_start = run_start_time()
+    startup = {"imports": time.time() - t_start}  # seconds since the run's start, per phase
     hosts = LearnerHosts.current()
     # From the start: a preemption's SIGTERM may come while Ray starts or the learner
     # compiles, and the run must still end with its checkpoint within the grace period.
@@ -66,23 +66,26 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
             startup["ray"] = time.time() - t_start
             try:
                 if stop.requested:
-                    return _stopped_at_start(plan, learner.result(), hosts, resume, stop)
+                    return _stopped_at_start(plan, learner.result(), hosts, resume, stop, t_start)
                 actors = _start_actors(plan, hosts, resume)
                 loop = Loop(plan, learner.result(), actors, hosts, resume, stop, startup, quiet,
-                            on_row)
+                            on_row, t_start=t_start)
                 return loop.train()
             finally:
-                if started_ray or stop.requested:  # (ray.init may have been cut short)
+                # (ray.init may have been cut short by a stop.) In a notebook the next run
+                # reuses the Ray this one started (``cluster.keep_ray_up``).
+                if (started_ray and not keep_ray_up()) or stop.requested:
                     cluster.shutdown()
 
 
 def _stopped_at_start(plan: Plan, learner: Learner, hosts: LearnerHosts,
-                      resume: checkpoint.Restored | None, stop: StopRequest) -> dict:
+                      resume: checkpoint.Restored | None, stop: StopRequest,
+                      t_start: float) -> dict:
     """A stop before any actor started: the learner's state (a new run's initial one, so
     that ``--resume`` has a checkpoint to start from; a resumed run's is saved already)
     is saved and summarised without Ray."""
     no_faults = {"actor_restarts": 0, "dropped_unrolls": 0, "rejected_unrolls": 0}
-    run = Run(plan, resume, process_start_time(), lambda: no_faults, hosts.primary, quiet=True)
+    run = Run(plan, resume, t_start, lambda: no_faults, hosts.primary, quiet=True)
     if resume is not None:
         learner.restore(resume.state, resume.step)
     run.started()
@@ -120,17 +123,17 @@ class Loop:
       hosts: this process's place among the learner processes.
       resume: the checkpoint the run continues from.
       stop: SIGTERM/SIGINT, noted.
-      startup: seconds since process start at which each start-up phase was done.
+      startup: seconds since ``t_start`` at which each start-up phase was done.
       on_row: called with each metrics row (``rltpu.run.RowHook``).
+      t_start: when the run started (``metrics.run_start_time``).
     """
 
     def __init__(self, plan: Plan, learner: Learner, actors: list, hosts: LearnerHosts,
                  resume: checkpoint.Restored | None, stop: StopRequest, startup: dict,
-                 quiet: bool = False, on_row=None):
+                 quiet: bool = False, on_row=None, *, t_start: float):
         run = plan.run
         self.plan, self.learner, self.actors, self.hosts = plan, learner, actors, hosts
         self.stop, self.startup, self.quiet = stop, startup, quiet
-        t_start = process_start_time()
         pids = [a.pid.remote() for a in actors]  # answered once each actor is up
         startup["learner"] = time.time() - t_start
         # Every host must feed batches of one shape and stop on the same rule; the env itself

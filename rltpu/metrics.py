@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import json
 import math
+import time
 from typing import Iterable
 
 import numpy as np
@@ -13,8 +14,25 @@ from rltpu import storage
 
 
 def process_start_time() -> float:
-    """Wall-clock time this process started (time-to-target counts from here)."""
+    """Wall-clock time this process started."""
     return psutil.Process().create_time()
+
+
+_ran_before = False  # whether this process has started a run already
+
+
+def run_start_time() -> float:
+    """When the run starting now began (its start-up phases and time to target count from
+    here): the process's start for the process's first run, whose imports and start-up are
+    the run's; now for a later run in the same process, and for every run in a Jupyter
+    kernel (a notebook's ``rltpu.train``), where the time since the process started is
+    the user's, not the run's."""
+    from rltpu.progress import in_jupyter_kernel
+    global _ran_before
+    if _ran_before or in_jupyter_kernel():
+        return time.time()
+    _ran_before = True
+    return process_start_time()
 
 
 EPISODE_WINDOW = 20

@@ -45,8 +45,21 @@ class Plan:
     (``release``d by ``rltpu.run.train_plan``): no second process resumes it meanwhile."""
 
     def config(self) -> dict:
-        """The run's settings as ``config.json`` keeps them: ``{"run", "agent"}``."""
-        return {"run": dataclasses.asdict(self.run), "agent": dataclasses.asdict(self.agent_config)}
+        """The run's settings as ``config.json`` keeps them: ``{"run", "agent"}``; ``run.agent``
+        names the agent trained (``agent_id``), whatever ``RunConfig.agent`` said."""
+        return {"run": {**dataclasses.asdict(self.run), "agent": agent_id(self.agent, self.run.agent)},
+                "agent": dataclasses.asdict(self.agent_config)}
+
+
+def agent_id(agent: Agent, given: str) -> str:
+    """How ``config.json`` names ``agent``: its built-in name, else ``given`` when that is a
+    ``module:Agent`` path (the CLI's), else the agent's own ``module:Class``. From Python,
+    ``rltpu.train(agents.get("ppo"), ..., RunConfig())`` leaves ``RunConfig.agent`` at its
+    default, "impala", which ``rltpu.load`` would then build."""
+    from rltpu import agents
+    if agent.name in agents.BUILTIN and type(agent) is type(agents.get(agent.name)):
+        return agent.name
+    return given if ":" in given else f"{type(agent).__module__}:{type(agent).__qualname__}"
 
 
 def check_env_and_agent(agent: Agent, agent_config: Any, run: RunConfig

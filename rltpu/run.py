@@ -91,7 +91,7 @@ class Run:
     Args:
       plan: the validated settings.
       resume: the checkpoint this leg continues from.
-      t_start: when the process started (``metrics.process_start_time``).
+      t_start: when the run started (``metrics.run_start_time``).
       loop_faults: the loop's own fault counts (``actor_restarts``, ``dropped_unrolls``,
         ``rejected_unrolls``) so far in this leg; skipped updates are counted here.
       primary: whether this process writes the run directory (learner process 0).

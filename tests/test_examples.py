@@ -1,5 +1,4 @@
 """The examples do what their docstrings say."""
-import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -142,3 +142,14 @@ def test_rltpu_eval_of_a_run_of_an_agent_that_is_not_built_in(trained, tmp_path)
     assert played.returncode == 0, played.stderr[-3000:]
     report = json.loads(played.stdout)
     assert report["checkpoint"] == trained["learner_updates"] and len(report["returns"]) == 2
+def test_config_json_names_the_agent_trained_not_runconfigs_default(tmp_path):
+    """From Python the agent is an object and RunConfig.agent stays "impala" unless set:
+    config.json must name the agent trained, or rltpu.load builds the wrong one."""
+    ppo = agents.get("ppo")
+    plan = rltpu.validate(ppo, ppo.Config(), RunConfig(run_dir=str(tmp_path / "run")))
+    assert plan.run.agent == "impala" and plan.config()["run"]["agent"] == "ppo"
+    from examples.a2c import A2C
+    plan = rltpu.validate(A2C(), A2C.Config(), RunConfig(run_dir=str(tmp_path / "run")))
+    assert plan.config()["run"]["agent"] == "examples.a2c:A2C"
+    plan = rltpu.validate(A2C(), A2C.Config(), RunConfig(agent="examples.a2c:A2C"))
+    assert plan.config()["run"]["agent"] == "examples.a2c:A2C"
