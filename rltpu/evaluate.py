@@ -67,9 +67,6 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
         raise ValueError(f"agent {policy.agent.name!r} has no greedy_step to evaluate with")
     report = {"run_dir": policy.run_dir, "checkpoint": policy.checkpoint, "episodes": episodes}
     fns, spec = policy.fns, policy.spec
-    key = jax.random.key(seed)  # a greedy policy should not use it; passed all the same
-    greedy = _recurrent_form(fns)
-    act = jax.jit(lambda params, obs, core, context: greedy(params, obs, key, core, context))
     if jax_envs.is_jax_env(env_id):  # an Anakin run: play its own JAX env
         if video:
             raise ValueError(f"--video records gymnasium envs; {env_id} is a JAX env, which "
@@ -89,22 +86,8 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
                      else folder)
         env = gym.wrappers.RecordVideo(env, recording, episode_trigger=lambda _: True,
                                        name_prefix="eval", disable_logger=True)
-    returns, lengths = [], []
     try:
-        for i in range(episodes):
-            observation, _ = env.reset(seed=seed + i)
-            core, context = _initial(fns, spec)
-            total, length, done = 0.0, 0, False
-            while not done:
-                action, core = act(policy.params, observation[None], core, context)
-                action = np.asarray(action)
-                observation, reward, terminated, truncated, _ = env.step(action[0])
-                if context is not None:  # a recurrent agent's next step context
-                    context = recurrent.next_context(context, action, np.float32([reward]),
-                                                     np.zeros(1, bool))
-                total, length, done = total + float(reward), length + 1, terminated or truncated
-            returns.append(total)
-            lengths.append(length)
+        returns, lengths = EpisodePlayer(fns, spec).play(env, policy.params, episodes, seed)
     finally:
         env.close()
     videos = []
@@ -132,30 +115,74 @@ def video_folder(run_dir: str, step: int) -> str:
     return folder
 
 
-def _recurrent_form(fns):
-    """``fns.greedy_step`` as ``(params, obs, key, core, context) -> (action, core)``; a
-    feed-forward agent's core state is ``()`` and it ignores the context."""
+class EpisodePlayer:
+    """Plays whole episodes of a gymnasium env, one at a time, with given params; the policy
+    step is compiled once and kept (``play`` and Ray mode's evaluation actor use it).
+
+    Args:
+      fns: the agent's functions.
+      spec: the env's spec.
+      greedy: act with ``fns.greedy_step``; otherwise sample with ``fns.actor_step``.
+    """
+
+    def __init__(self, fns, spec, greedy: bool = True):
+        self.fns, self.spec, self.greedy = fns, spec, greedy
+        self._act = jax.jit(policy_step(fns, greedy))
+
+    def play(self, env, params, episodes: int, seed: int) -> tuple[list[float], list[int]]:
+        """``(returns, lengths)`` of ``episodes`` episodes; episode ``i`` starts from
+        ``env.reset(seed=seed + i)`` with a fresh core state. A sampled policy's key is
+        ``jax.random.key(seed)``, split every step; a greedy one gets that key unsplit."""
+        fns, spec = self.fns, self.spec
+        key = jax.random.key(seed)
+        returns, lengths = [], []
+        for i in range(episodes):
+            observation, _ = env.reset(seed=seed + i)
+            core, context = _initial(fns, spec)
+            total, length, done = 0.0, 0, False
+            while not done:
+                step_key = key
+                if not self.greedy:
+                    key, step_key = jax.random.split(key)
+                action, core = self._act(params, observation[None], step_key, core, context)
+                action = np.asarray(action)
+                observation, reward, terminated, truncated, _ = env.step(action[0])
+                if context is not None:  # a recurrent agent's next step context
+                    context = recurrent.next_context(context, action, np.float32([reward]),
+                                                     np.zeros(1, bool))
+                total, length, done = total + float(reward), length + 1, terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+        return returns, lengths
+
+
+def policy_step(fns, greedy: bool = True):
+    """``fns.greedy_step`` (or, not ``greedy``, ``fns.actor_step``) as ``(params, obs, key,
+    core, context) -> (action, core)``; a feed-forward agent's core state is ``()`` and it
+    ignores the context."""
+    act = fns.greedy_step if greedy else fns.actor_step
     if recurrent.is_recurrent(fns):
         def step(params, observation, key, core, context):
-            out, core = fns.greedy_step(params, observation, key, core, context)
+            out, core = act(params, observation, key, core, context)
             return out.action, core
         return step
     return lambda params, observation, key, core, context: (
-        fns.greedy_step(params, observation, key).action, core)
+        act(params, observation, key).action, core)
 
 
-def _initial(fns, spec):
-    """The core state and context of one env at an episode's start (``()`` and None for a
-    feed-forward agent). Each evaluation episode starts from a fresh core."""
+
+def _initial(fns, spec, num_envs: int = 1):
+    """The core state and context of ``num_envs`` envs at an episode's start (``()`` and
+    None for a feed-forward agent). Each evaluation episode starts from a fresh core."""
     if not recurrent.is_recurrent(fns):
         return (), None
-    return fns.initial_core_state(1), recurrent.initial_context(spec, 1)
+    return fns.initial_core_state(num_envs), recurrent.initial_context(spec, num_envs)
 
 
 def _play_jax(env: jax_envs.JaxEnv, spec, fns, params, episodes: int, seed: int):
     """Greedy episodes of a JAX env, one jitted step at a time; episode ``i`` resets with
     ``jax.random.key(seed + i)``."""
-    greedy = _recurrent_form(fns)
+    greedy = policy_step(fns)
 
     @jax.jit
     def step(key, state, observation, core, context):

@@ -54,6 +54,11 @@ class Progress:
         self._drawn = False
 
     def line(self, row: dict) -> str:
+        if "eval/return" in row:  # an evaluation's row (``Run.evaluated``): no training columns
+            return (f"[{row['time_s']:7.1f}s] eval return {row['eval/return']:.1f} "
+                    f"+- {row['eval/return_std']:.1f} over {row['eval/episodes']} episodes"
+                    f"  (params of update {row['eval/learner_updates']:,},"
+                    f" {row['eval/env_steps']:,} steps)")
         steps, sps = row["env_steps"], row["env_sps"]
         ret = row.get("mean_return")
         ret = "-" if ret is None else f"{ret:.1f}"
@@ -70,7 +75,10 @@ class Progress:
     def update(self, row: dict) -> None:
         if self.quiet:
             return
-        if self.live:
+        if self.live and "eval/return" in row:  # kept on a line of its own above the bar
+            self.stream.write("\r" + self.line(row) + "\x1b[K\n")
+            self._drawn = False
+        elif self.live:
             # \r and "erase to end of line" redraw the same line; a line wider than the
             # terminal would wrap, and \r would then redraw only its last part.
             width = shutil.get_terminal_size().columns - 1
