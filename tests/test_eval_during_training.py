@@ -1,0 +1,139 @@
+"""Evaluation during training (``--eval-every-updates``): rows at the right cadence, the
+summary's final and best returns, the same episodes as ``rltpu eval`` for the same params
+and seeds, and a Ray-mode learner that does not wait for its evaluator."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import rltpu
+from rltpu import agents, envs, evaluate, evaluation, plot
+from rltpu.config import RunConfig
+from rltpu.envs import jax_envs
+from rltpu.policy import Policy
+
+SMALL_PPO = dict(num_epochs=2, num_minibatches=2, hidden_sizes=(16,))
+
+
+def rows_of(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_anakin_run_evaluates_every_n_updates(tmp_path):
+    pytest.importorskip("gymnax")
+    agent = agents.get("ppo")
+    run = RunConfig(mode="anakin", agent="ppo", env="gymnax:CartPole-v1", batch_size=8,
+                    unroll_length=16, updates_per_call=2, target_return=None,
+                    total_env_steps=1200, run_dir=str(tmp_path / "run"), num_devices=1,
+                    eval_every_updates=4, eval_episodes=3, checkpoint_every_minutes=None)
+    summary = rltpu.train(agent, agent.Config(**SMALL_PPO), run, quiet=True)
+    rows = rows_of(tmp_path / "run")
+    evals = [r for r in rows if "eval/return" in r]
+    updates = summary["learner_updates"]
+    # Calls of 2 updates: due at each multiple of 4, and the final params once more (unless
+    # the last call ended on a multiple, which was just evaluated).
+    expected = list(range(4, updates + 1, 4)) + ([] if updates % 4 == 0 else [updates])
+    assert [r["eval/learner_updates"] for r in evals] == expected
+    for r in evals:
+        assert r["eval/episodes"] == 3
+        assert 1 <= r["eval/return"] <= 500 and r["eval/return_std"] >= 0  # CartPole-v1's range
+        assert r["env_steps"] == r["eval/env_steps"] > 0  # Anakin: evaluated between calls
+    # Each row sits after the training row of its update (the same env steps).
+    training = {r["learner_updates"]: r["env_steps"] for r in rows if "learner_updates" in r}
+    assert all(training.get(r["eval/learner_updates"], r["env_steps"]) == r["env_steps"]
+               for r in evals)
+    returns = [r["eval/return"] for r in evals]
+    assert summary["final_eval_return"] == pytest.approx(returns[-1])
+    assert summary["best_eval_return"] == pytest.approx(max(returns))
+    assert summary["best_eval_return"] >= summary["final_eval_return"]
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert on_disk["best_eval_return"] == pytest.approx(max(returns))
+    # rltpu plot reads them apart from the training curve
+    curves = plot.load_run(str(tmp_path / "run"))
+    assert list(curves.eval_return) == pytest.approx(returns)
+    assert not np.isnan(curves.env_sps[1:]).any()  # eval rows do not break the throughput
+    plot.plot([str(tmp_path / "run")], str(tmp_path / "curves.png"))
+
+
+def test_no_evaluation_by_default(tmp_path):
+    pytest.importorskip("gymnax")
+    agent = agents.get("ppo")
+    run = RunConfig(mode="anakin", agent="ppo", env="gymnax:CartPole-v1", batch_size=8,
+                    unroll_length=16, updates_per_call=2, target_return=None,
+                    total_env_steps=300, run_dir=str(tmp_path / "run"), num_devices=1)
+    summary = rltpu.train(agent, agent.Config(**SMALL_PPO), run, quiet=True)
+    assert summary["final_eval_return"] is None and summary["best_eval_return"] is None
+    assert not any("eval/return" in r for r in rows_of(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("core", ["none", "gru"])
+def test_compiled_greedy_evaluation_plays_as_rltpu_eval(core):
+    """The Anakin evaluation (every episode at once, compiled) and ``rltpu.evaluate.play``
+    (one episode at a time) give the same returns for the same params and seeds."""
+    pytest.importorskip("gymnax")
+    agent = agents.get("ppo")
+    config = agent.Config(**SMALL_PPO, core=core)
+    run = RunConfig(mode="anakin", agent="ppo", env="gymnax:CartPole-v1", batch_size=8)
+    env, spec = jax_envs.make(run.env)
+    fns = agent.build(spec, config, run)
+    params = fns.init(jax.random.key(7)).params  # untrained: short, varied episodes
+    episodes, seed = 6, 321
+    returns, lengths, ended = evaluation.make_jax_evaluation(fns, env, spec, episodes)(params, seed)
+    played = evaluate.play(Policy(agent, config, run, spec, params), episodes, seed=seed)
+    assert bool(np.all(ended))
+    assert list(np.asarray(returns)) == played["returns"]
+    assert list(np.asarray(lengths)) == played["lengths"]
+    assert len(set(played["lengths"])) > 1  # the seeds make different episodes
+
+
+@pytest.mark.parametrize("core", ["none", "lstm"])
+def test_ray_evaluator_plays_as_rltpu_eval(core):
+    """The evaluation actor's class (in this process) and ``rltpu.evaluate.play`` give the
+    same returns for the same params and seeds; a sampled policy gives others."""
+    agent = agents.get("ppo")
+    config = agent.Config(**SMALL_PPO, core=core)
+    run = RunConfig(agent="ppo", env="CartPole-v1", eval_every_updates=1, eval_episodes=5)
+    spec = envs.make_spec(run.env)
+    params = agent.build(spec, config, run).init(jax.random.key(3)).params
+    result = evaluation.Evaluator(agent, config, run).evaluate(9, params, 77)
+    played = evaluate.play(Policy(agent, config, run, spec, params), 5, seed=77)
+    assert result["version"] == 9 and result["returns"] == played["returns"]
+    assert result["lengths"] == played["lengths"]
+    sampled = evaluation.Evaluator(agent, config, RunConfig(
+        agent="ppo", env="CartPole-v1", eval_every_updates=1, eval_episodes=5,
+        eval_policy="sample")).evaluate(9, params, 77)
+    assert sampled["returns"] != played["returns"]
+
+
+def test_schedule_by_updates_and_time():
+    by_updates = evaluation.EvalSchedule(RunConfig(eval_every_updates=10), version=3, now=0.0)
+    assert not by_updates.due(9, 1e9) and by_updates.due(10, 0.0) and by_updates.due(14, 0.0)
+    by_updates.started(14, 0.0)  # the next is at the next multiple, 20
+    assert not by_updates.due(19, 0.0) and by_updates.due(20, 0.0)
+    by_time = evaluation.EvalSchedule(RunConfig(eval_every_s=5.0), version=0, now=100.0)
+    assert not by_time.due(10**6, 104.9) and by_time.due(0, 105.0)
+
+
+def test_ray_run_evaluates_without_holding_the_learner(tmp_path, ray_local):
+    """An evaluation long next to an update (20 greedy episodes for each one) is asked for
+    after every update: the learner goes on updating while it plays, so evaluations are
+    fewer than updates and their results land at later env steps than their params'."""
+    agent = agents.get("ppo")
+    run = RunConfig(agent="ppo", env="CartPole-v1", num_actors=2, envs_per_actor=8,
+                    batch_size=16, unroll_length=16, total_env_steps=20_000,
+                    target_return=None, num_devices=1, run_dir=str(tmp_path / "run"),
+                    eval_every_updates=1, eval_episodes=20, log_every_s=0.5,
+                    checkpoint_every_minutes=None)
+    summary = rltpu.train(agent, agent.Config(**SMALL_PPO), run, quiet=True)
+    evals = [r for r in rows_of(tmp_path / "run") if "eval/return" in r]
+    updates = summary["learner_updates"]
+    assert len(evals) >= 2, evals
+    assert len(evals) < updates  # evaluations due while one ran were not waited for
+    assert any(r["env_steps"] > r["eval/env_steps"] for r in evals[:-1])
+    versions = [r["eval/learner_updates"] for r in evals]
+    assert versions == sorted(versions) and versions[-1] == updates  # the final params, last
+    assert all(r["eval/episodes"] == 20 and 1 <= r["eval/return"] <= 500 for r in evals)
+    assert summary["final_eval_return"] == pytest.approx(evals[-1]["eval/return"])
+    assert summary["best_eval_return"] == pytest.approx(max(r["eval/return"] for r in evals))
