@@ -179,32 +179,65 @@ def _initial(fns, spec, num_envs: int = 1):
     return fns.initial_core_state(num_envs), recurrent.initial_context(spec, num_envs)
 
 
-def _play_jax(env: jax_envs.JaxEnv, spec, fns, params, episodes: int, seed: int):
-    """Greedy episodes of a JAX env, one jitted step at a time; episode ``i`` resets with
-    ``jax.random.key(seed + i)``."""
-    greedy = policy_step(fns)
+MAX_EVAL_STEPS = 100_000
+"""A JAX env's evaluation stops after this many steps even if some episode has not ended
+(an env without a time limit must not hang it); such episodes count as they stand."""
 
-    @jax.jit
-    def step(key, state, observation, core, context):
-        action, core = greedy(params, observation[None], key, core, context)
-        out = env.step(key, state, action[0])
+
+def make_jax_evaluation(fns, env, spec, episodes: int, greedy: bool = True,
+                        max_steps: int = MAX_EVAL_STEPS):
+    """``(params, seed) -> (returns [episodes], lengths [episodes], ended [episodes])``: plays
+    ``episodes`` episodes of a JAX env at once (vmapped, ``lax.while_loop`` until every one
+    has ended or ``max_steps``). Episode ``i`` resets with ``jax.random.key(seed + i)`` and
+    splits its key every step. ``play`` uses it for a JAX env, and Anakin mode's evaluation
+    during training (``rltpu.evaluation``): one program, so the same params, seeds and number
+    of episodes give the same returns in both (a batch of another size may round a
+    near-tie of the policy differently)."""
+    act = policy_step(fns, greedy)
+    reset, step = jax.vmap(env.reset), jax.vmap(env.step)
+    split = jax.vmap(jax.random.split)
+
+    def evaluate(params, seed):
+        keys = jax.vmap(lambda i: jax.random.key(seed + i))(jnp.arange(episodes))
+        observation, state = reset(keys)
+        core, context = _initial(fns, spec, episodes)
         if context is not None:
-            context = recurrent.next_context(context, action, out.reward[None].astype(jnp.float32),
-                                             jnp.zeros(1, bool))
-        return out, core, context
+            context = jax.tree.map(jnp.asarray, context)
+        zeros = jnp.zeros(episodes, jnp.float32)
+        # A sampled policy's own key (the env keys are the episodes', as in ``play``).
+        carry = (jnp.zeros((), jnp.int32), keys, jax.random.fold_in(jax.random.key(seed), 1),
+                 state, observation, core, context, jnp.zeros(episodes, bool), zeros,
+                 jnp.zeros(episodes, jnp.int32))
 
-    returns, lengths = [], []
-    for i in range(episodes):
-        key = jax.random.key(seed + i)
-        observation, state = env.reset(key)
-        core, context = _initial(fns, spec)
-        total, length, done = 0.0, 0, False
-        while not done:
-            key, step_key = jax.random.split(key)
-            out, core, context = step(step_key, state, observation, core, context)
-            observation, state = out.observation, out.state
-            total, length = total + float(out.reward), length + 1
-            done = bool(out.terminated) or bool(out.truncated)
-        returns.append(total)
-        lengths.append(length)
-    return returns, lengths
+        def running(carry):
+            t, *_, ended, _, _ = carry
+            return (t < max_steps) & ~jnp.all(ended)
+
+        def body(carry):
+            t, keys, policy_key, state, observation, core, context, ended, total, length = carry
+            keys_and_step = split(keys)
+            keys, step_keys = keys_and_step[:, 0], keys_and_step[:, 1]
+            policy_key, act_key = jax.random.split(policy_key)
+            action, core = act(params, observation, act_key, core, context)
+            out = step(step_keys, state, action)
+            reward = out.reward.astype(jnp.float32)
+            if context is not None:
+                context = recurrent.next_context(context, action, reward, jnp.zeros(episodes, bool))
+            total = total + jnp.where(ended, 0.0, reward)
+            length = length + (~ended).astype(jnp.int32)
+            ended = ended | out.terminated | out.truncated
+            return (t + 1, keys, policy_key, out.state, out.observation, core, context, ended,
+                    total, length)
+
+        *_, ended, total, length = jax.lax.while_loop(running, body, carry)
+        return total, length, ended
+
+    return evaluate
+
+
+def _play_jax(env: jax_envs.JaxEnv, spec, fns, params, episodes: int, seed: int):
+    """Greedy episodes of a JAX env (``make_jax_evaluation``, the evaluation Anakin runs
+    during training: the same seeds and number of episodes give the same returns);
+    episode ``i`` resets with ``jax.random.key(seed + i)``."""
+    returns, lengths, _ = jax.jit(make_jax_evaluation(fns, env, spec, episodes))(params, seed)
+    return [float(r) for r in np.asarray(returns)], [int(n) for n in np.asarray(lengths)]

@@ -19,14 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import ray
 
-from rltpu import console, devices, envs, recurrent
+from rltpu import console, devices, envs
 from rltpu.config import RunConfig
-from rltpu.evaluate import EpisodePlayer, _initial, policy_step
-
-MAX_EVAL_STEPS = 100_000
-"""Anakin mode: an evaluation stops after this many steps even if some episode has not ended
-(an env without a time limit must not hang the run); such episodes count as they stand."""
-
+from rltpu.evaluate import MAX_EVAL_STEPS, EpisodePlayer, make_jax_evaluation
 
 def eval_seed(run: RunConfig, resume_step: int = 0) -> int:
     """The first evaluation's first episode seed: apart from the training envs' seeds
@@ -164,54 +159,6 @@ class AsyncEvaluation:
             self._start(version, ray.put(host_params), self.bookkeeping.env_steps)
             self._take(*self._pending)
         ray.kill(self.actor)
-
-
-def make_jax_evaluation(fns, env, spec, episodes: int, greedy: bool = True,
-                        max_steps: int = MAX_EVAL_STEPS):
-    """``(params, seed) -> (returns [episodes], lengths [episodes], ended [episodes])``: plays
-    ``episodes`` episodes of a JAX env at once (vmapped, ``lax.while_loop`` until every one
-    has ended or ``max_steps``). Episode ``i`` resets with ``jax.random.key(seed + i)`` and
-    splits its key every step, as ``rltpu.evaluate.play`` does for a JAX env."""
-    act = policy_step(fns, greedy)
-    reset, step = jax.vmap(env.reset), jax.vmap(env.step)
-    split = jax.vmap(jax.random.split)
-
-    def evaluate(params, seed):
-        keys = jax.vmap(lambda i: jax.random.key(seed + i))(jnp.arange(episodes))
-        observation, state = reset(keys)
-        core, context = _initial(fns, spec, episodes)
-        if context is not None:
-            context = jax.tree.map(jnp.asarray, context)
-        zeros = jnp.zeros(episodes, jnp.float32)
-        # A sampled policy's own key (the env keys are the episodes', as in ``play``).
-        carry = (jnp.zeros((), jnp.int32), keys, jax.random.fold_in(jax.random.key(seed), 1),
-                 state, observation, core, context, jnp.zeros(episodes, bool), zeros,
-                 jnp.zeros(episodes, jnp.int32))
-
-        def running(carry):
-            t, *_, ended, _, _ = carry
-            return (t < max_steps) & ~jnp.all(ended)
-
-        def body(carry):
-            t, keys, policy_key, state, observation, core, context, ended, total, length = carry
-            keys_and_step = split(keys)
-            keys, step_keys = keys_and_step[:, 0], keys_and_step[:, 1]
-            policy_key, act_key = jax.random.split(policy_key)
-            action, core = act(params, observation, act_key, core, context)
-            out = step(step_keys, state, action)
-            reward = out.reward.astype(jnp.float32)
-            if context is not None:
-                context = recurrent.next_context(context, action, reward, jnp.zeros(episodes, bool))
-            total = total + jnp.where(ended, 0.0, reward)
-            length = length + (~ended).astype(jnp.int32)
-            ended = ended | out.terminated | out.truncated
-            return (t + 1, keys, policy_key, out.state, out.observation, core, context, ended,
-                    total, length)
-
-        *_, ended, total, length = jax.lax.while_loop(running, body, carry)
-        return total, length, ended
-
-    return evaluate
 
 
 class JaxEvaluation:
