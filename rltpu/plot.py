@@ -17,7 +17,8 @@ GRID_POINTS = 200
 THROUGHPUT_WINDOW = 5  # log intervals the throughput panel averages over
 COLUMNS = ("env_steps", "time_s", "mean_return", "eval/return",
            "eval/env_steps")  # what is plotted: numbers or null
-IGNORED_SETTINGS = ("seed", "run_dir", "log_every_s", "quiet", "wandb", "plan_steps")
+IGNORED_SETTINGS = ("seed", "run_dir", "log_every_s", "quiet", "wandb", "plan_steps",
+                    "eval_every_updates", "eval_every_s", "eval_episodes", "eval_policy")
 
 
 @dataclasses.dataclass(frozen=True)

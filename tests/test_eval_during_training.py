@@ -22,11 +22,12 @@ def rows_of(run_dir):
 
 
 def test_anakin_run_evaluates_every_n_updates(tmp_path):
+    """On a mesh of 2 devices (the params replicated, as training holds them)."""
     pytest.importorskip("gymnax")
     agent = agents.get("ppo")
     run = RunConfig(mode="anakin", agent="ppo", env="gymnax:CartPole-v1", batch_size=8,
                     unroll_length=16, updates_per_call=2, target_return=None,
-                    total_env_steps=1200, run_dir=str(tmp_path / "run"), num_devices=1,
+                    total_env_steps=1200, run_dir=str(tmp_path / "run"), num_devices=2,
                     eval_every_updates=4, eval_episodes=3, checkpoint_every_minutes=None)
     summary = rltpu.train(agent, agent.Config(**SMALL_PPO), run, quiet=True)
     rows = rows_of(tmp_path / "run")
@@ -182,3 +183,17 @@ def test_ray_run_evaluates_without_holding_the_learner(tmp_path, ray_local):
     assert all(r["eval/episodes"] == 20 and 1 <= r["eval/return"] <= 500 for r in evals)
     assert summary["final_eval_return"] == pytest.approx(evals[-1]["eval/return"])
     assert summary["best_eval_return"] == pytest.approx(max(r["eval/return"] for r in evals))
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_progress_shows_an_eval_row_on_a_line_of_its_own(live):
+    import io
+    from rltpu.progress import Progress
+    stream = io.StringIO()
+    progress = Progress(1000, stream=stream, live=live)
+    progress.update({"time_s": 3.0, "env_steps": 512, "eval/return": 187.5,
+                     "eval/return_std": 12.25, "eval/episodes": 10,
+                     "eval/learner_updates": 40, "eval/env_steps": 480})
+    text = stream.getvalue()
+    assert "eval return 187.5 +- 12.2 over 10 episodes" in text
+    assert "update 40" in text and "480 steps" in text and text.endswith("\n")
