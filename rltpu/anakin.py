@@ -247,11 +247,19 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
         no_faults = {"actor_restarts": 0, "dropped_unrolls": 0, "rejected_unrolls": 0}
         bookkeeping = Run(plan, resume, t_start, lambda: no_faults, quiet=quiet, stop=stop,
                           on_row=on_row)
+        evaluation = None
+        if run.evaluates:  # compiled now, before training's clock starts
+            from rltpu.evaluation import JaxEvaluation
+            evaluation = JaxEvaluation(plan, bookkeeping, program.state.params, program.version,
+                                       0 if resume is None else resume.step)
         devices.wait(program.state)
         bookkeeping.started()  # the program is compiled and the envs reset
         while not _call(program, bookkeeping, stop):
-            pass
+            if evaluation is not None:
+                evaluation.step(program.version, program.state.params)
         bookkeeping.end(program.version, program.state)
+        if evaluation is not None:  # the final params, unless a signal asks for a quick end
+            evaluation.finish(program.version, program.state.params, final=not stop.requested)
         env_sps = bookkeeping.leg_env_steps / bookkeeping.train_s
         return bookkeeping.summary(program.version, stop.signal_name, {
             "num_actors": 0, "num_envs": run.batch_size, "actor_sps": None,

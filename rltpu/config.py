@@ -9,6 +9,8 @@ from rltpu.envs.make import BACKENDS as ENV_BACKENDS, Backend as EnvBackend
 
 Mode = Literal["ray", "anakin"]
 MODES: tuple[str, ...] = get_args(Mode)
+EvalPolicy = Literal["greedy", "sample"]
+EVAL_POLICIES: tuple[str, ...] = get_args(EvalPolicy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +91,18 @@ class RunConfig:
     max_nonfinite_updates: int = 10
     """Stop the run after this many updates in a row with a non-finite loss or gradient
     (each such update is skipped)."""
+    eval_every_updates: int | None = None
+    """Evaluate the current params every this many learner updates, on envs of their own
+    (None: not by update count). Ray mode: an evaluation actor plays while training goes
+    on; Anakin mode: a compiled evaluation between calls. Rows with eval/return go to the
+    metrics; summary.json gets final_eval_return and best_eval_return."""
+    eval_every_s: float | None = None
+    """Evaluate the current params every this many seconds (None: not by time)."""
+    eval_episodes: int = 10
+    """Episodes per evaluation."""
+    eval_policy: EvalPolicy = "greedy"
+    """How evaluation episodes act: greedy (the agent's greedy_step) or sample (its
+    training policy, actor_step)."""
     compilation_cache: str | None = "~/.cache/rltpu/jax"
     """Directory where the learner and actors keep compiled programs for later runs (JAX's
     persistent compilation cache; a run with the same agent and shapes starts seconds
@@ -124,6 +138,17 @@ class RunConfig:
         if self.checkpoint_every_minutes is not None and not self.checkpoint_every_minutes > 0:
             raise ValueError(f"--checkpoint-every-minutes must be > 0 or none, "
                              f"got {self.checkpoint_every_minutes}")
+        if self.eval_every_updates is not None and (
+                not isinstance(self.eval_every_updates, int) or self.eval_every_updates < 1):
+            raise ValueError(f"--eval-every-updates must be a positive integer or none, "
+                             f"got {self.eval_every_updates}")
+        if self.eval_every_s is not None and not self.eval_every_s > 0:
+            raise ValueError(f"--eval-every-s must be > 0 or none, got {self.eval_every_s}")
+        if not isinstance(self.eval_episodes, int) or self.eval_episodes < 1:
+            raise ValueError(f"--eval-episodes must be a positive integer, got {self.eval_episodes}")
+        if self.eval_policy not in EVAL_POLICIES:
+            raise ValueError(f"--eval-policy {self.eval_policy!r} is not one of "
+                             f"{', '.join(EVAL_POLICIES)}")
         if not self.log_every_s > 0:
             raise ValueError(f"--log-every-s must be > 0, got {self.log_every_s}")
         if self.mode == "ray" and self.batch_size % self.envs_per_actor:
@@ -147,6 +172,11 @@ class RunConfig:
             raise ValueError(f"--env-kwargs {self.env_kwargs!r} is not a JSON object "
                              """of keyword arguments, e.g. '{"max_episode_steps": 200}'""")
         return kwargs
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether the run evaluates during training."""
+        return self.eval_every_updates is not None or self.eval_every_s is not None
 
     @property
     def samples_per_batch(self) -> int:

@@ -154,6 +154,11 @@ class Loop:
         self.params.publish(learner.version, learner.host_params())
         self.run = Run(plan, resume, t_start, self._loop_faults, hosts.primary, quiet, stop,
                        on_row)
+        self.evaluation = None
+        if run.evaluates and hosts.primary:  # the params are the same on every learner host
+            from rltpu.evaluation import AsyncEvaluation
+            self.evaluation = AsyncEvaluation(plan, self.run, learner.version,
+                                              0 if resume is None else resume.step)
         self._watch_starting(pids)
         startup["actors"] = time.time() - t_start
         self.supervisor = ActorSupervisor(actors, run.max_actor_restarts, on_restart=self._watch)
@@ -267,6 +272,10 @@ class Loop:
             if self.run.log(learner.version, self.run.reached or done,
                             lambda interval: self._row(metrics, interval)):
                 self._interval_lags = []
+            if self.evaluation is not None and not done:
+                # Never waits: the newest params the actors have (a ref, copied nowhere).
+                self.evaluation.step(learner.version, lambda: (
+                    self.params.version, self.params.latest()[1][0]))
             if self.run.reached or done:
                 break
         update_watch.shutdown()
@@ -296,6 +305,9 @@ class Loop:
         if self.stop.requested:
             self.supervisor.stop_asking_ray()
         self.run.end(learner.version, learner.state)  # needs nothing of Ray
+        if self.evaluation is not None and not self.stop.requested:
+            # (after a signal Ray may be gone, and the grace period is for the checkpoint)
+            self.evaluation.finish(learner.version, learner.host_params())
         if not self.stop.requested:
             # (after a signal to the whole group Ray's processes are gone, and asking them
             # would wait a minute; the actors end with Ray's shutdown or the driver)

@@ -67,9 +67,6 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
         raise ValueError(f"agent {policy.agent.name!r} has no greedy_step to evaluate with")
     report = {"run_dir": policy.run_dir, "checkpoint": policy.checkpoint, "episodes": episodes}
     fns, spec = policy.fns, policy.spec
-    key = jax.random.key(seed)  # a greedy policy should not use it; passed all the same
-    greedy = _recurrent_form(fns)
-    act = jax.jit(lambda params, obs, core, context: greedy(params, obs, key, core, context))
     if jax_envs.is_jax_env(env_id):  # an Anakin run: play its own JAX env
         if video:
             raise ValueError(f"--video records gymnasium envs; {env_id} is a JAX env, which "
@@ -89,22 +86,8 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
                      else folder)
         env = gym.wrappers.RecordVideo(env, recording, episode_trigger=lambda _: True,
                                        name_prefix="eval", disable_logger=True)
-    returns, lengths = [], []
     try:
-        for i in range(episodes):
-            observation, _ = env.reset(seed=seed + i)
-            core, context = _initial(fns, spec)
-            total, length, done = 0.0, 0, False
-            while not done:
-                action, core = act(policy.params, observation[None], core, context)
-                action = np.asarray(action)
-                observation, reward, terminated, truncated, _ = env.step(action[0])
-                if context is not None:  # a recurrent agent's next step context
-                    context = recurrent.next_context(context, action, np.float32([reward]),
-                                                     np.zeros(1, bool))
-                total, length, done = total + float(reward), length + 1, terminated or truncated
-            returns.append(total)
-            lengths.append(length)
+        returns, lengths = EpisodePlayer(fns, spec).play(env, policy.params, episodes, seed)
     finally:
         env.close()
     videos = []
@@ -132,52 +115,129 @@ def video_folder(run_dir: str, step: int) -> str:
     return folder
 
 
-def _recurrent_form(fns):
-    """``fns.greedy_step`` as ``(params, obs, key, core, context) -> (action, core)``; a
-    feed-forward agent's core state is ``()`` and it ignores the context."""
+class EpisodePlayer:
+    """Plays whole episodes of a gymnasium env, one at a time, with given params; the policy
+    step is compiled once and kept (``play`` and Ray mode's evaluation actor use it).
+
+    Args:
+      fns: the agent's functions.
+      spec: the env's spec.
+      greedy: act with ``fns.greedy_step``; otherwise sample with ``fns.actor_step``.
+    """
+
+    def __init__(self, fns, spec, greedy: bool = True):
+        self.fns, self.spec, self.greedy = fns, spec, greedy
+        self._act = jax.jit(policy_step(fns, greedy))
+
+    def play(self, env, params, episodes: int, seed: int) -> tuple[list[float], list[int]]:
+        """``(returns, lengths)`` of ``episodes`` episodes; episode ``i`` starts from
+        ``env.reset(seed=seed + i)`` with a fresh core state. A sampled policy's key is
+        ``jax.random.key(seed)``, split every step; a greedy one gets that key unsplit."""
+        fns, spec = self.fns, self.spec
+        key = jax.random.key(seed)
+        returns, lengths = [], []
+        for i in range(episodes):
+            observation, _ = env.reset(seed=seed + i)
+            core, context = _initial(fns, spec)
+            total, length, done = 0.0, 0, False
+            while not done:
+                step_key = key
+                if not self.greedy:
+                    key, step_key = jax.random.split(key)
+                action, core = self._act(params, observation[None], step_key, core, context)
+                action = np.asarray(action)
+                observation, reward, terminated, truncated, _ = env.step(action[0])
+                if context is not None:  # a recurrent agent's next step context
+                    context = recurrent.next_context(context, action, np.float32([reward]),
+                                                     np.zeros(1, bool))
+                total, length, done = total + float(reward), length + 1, terminated or truncated
+            returns.append(total)
+            lengths.append(length)
+        return returns, lengths
+
+
+def policy_step(fns, greedy: bool = True):
+    """``fns.greedy_step`` (or, not ``greedy``, ``fns.actor_step``) as ``(params, obs, key,
+    core, context) -> (action, core)``; a feed-forward agent's core state is ``()`` and it
+    ignores the context."""
+    act = fns.greedy_step if greedy else fns.actor_step
     if recurrent.is_recurrent(fns):
         def step(params, observation, key, core, context):
-            out, core = fns.greedy_step(params, observation, key, core, context)
+            out, core = act(params, observation, key, core, context)
             return out.action, core
         return step
     return lambda params, observation, key, core, context: (
-        fns.greedy_step(params, observation, key).action, core)
+        act(params, observation, key).action, core)
 
 
-def _initial(fns, spec):
-    """The core state and context of one env at an episode's start (``()`` and None for a
-    feed-forward agent). Each evaluation episode starts from a fresh core."""
+
+def _initial(fns, spec, num_envs: int = 1):
+    """The core state and context of ``num_envs`` envs at an episode's start (``()`` and
+    None for a feed-forward agent). Each evaluation episode starts from a fresh core."""
     if not recurrent.is_recurrent(fns):
         return (), None
-    return fns.initial_core_state(1), recurrent.initial_context(spec, 1)
+    return fns.initial_core_state(num_envs), recurrent.initial_context(spec, num_envs)
+
+
+MAX_EVAL_STEPS = 100_000
+"""A JAX env's evaluation stops after this many steps even if some episode has not ended
+(an env without a time limit must not hang it); such episodes count as they stand."""
+
+
+def make_jax_evaluation(fns, env, spec, episodes: int, greedy: bool = True,
+                        max_steps: int = MAX_EVAL_STEPS):
+    """``(params, seed) -> (returns [episodes], lengths [episodes], ended [episodes])``: plays
+    ``episodes`` episodes of a JAX env at once (vmapped, ``lax.while_loop`` until every one
+    has ended or ``max_steps``). Episode ``i`` resets with ``jax.random.key(seed + i)`` and
+    splits its key every step. ``play`` uses it for a JAX env, and Anakin mode's evaluation
+    during training (``rltpu.evaluation``): one program, so the same params, seeds and number
+    of episodes give the same returns in both (a batch of another size may round a
+    near-tie of the policy differently)."""
+    act = policy_step(fns, greedy)
+    reset, step = jax.vmap(env.reset), jax.vmap(env.step)
+    split = jax.vmap(jax.random.split)
+
+    def evaluate(params, seed):
+        keys = jax.vmap(lambda i: jax.random.key(seed + i))(jnp.arange(episodes))
+        observation, state = reset(keys)
+        core, context = _initial(fns, spec, episodes)
+        if context is not None:
+            context = jax.tree.map(jnp.asarray, context)
+        zeros = jnp.zeros(episodes, jnp.float32)
+        # A sampled policy's own key (the env keys are the episodes', as in ``play``).
+        carry = (jnp.zeros((), jnp.int32), keys, jax.random.fold_in(jax.random.key(seed), 1),
+                 state, observation, core, context, jnp.zeros(episodes, bool), zeros,
+                 jnp.zeros(episodes, jnp.int32))
+
+        def running(carry):
+            t, *_, ended, _, _ = carry
+            return (t < max_steps) & ~jnp.all(ended)
+
+        def body(carry):
+            t, keys, policy_key, state, observation, core, context, ended, total, length = carry
+            keys_and_step = split(keys)
+            keys, step_keys = keys_and_step[:, 0], keys_and_step[:, 1]
+            policy_key, act_key = jax.random.split(policy_key)
+            action, core = act(params, observation, act_key, core, context)
+            out = step(step_keys, state, action)
+            reward = out.reward.astype(jnp.float32)
+            if context is not None:
+                context = recurrent.next_context(context, action, reward, jnp.zeros(episodes, bool))
+            total = total + jnp.where(ended, 0.0, reward)
+            length = length + (~ended).astype(jnp.int32)
+            ended = ended | out.terminated | out.truncated
+            return (t + 1, keys, policy_key, out.state, out.observation, core, context, ended,
+                    total, length)
+
+        *_, ended, total, length = jax.lax.while_loop(running, body, carry)
+        return total, length, ended
+
+    return evaluate
 
 
 def _play_jax(env: jax_envs.JaxEnv, spec, fns, params, episodes: int, seed: int):
-    """Greedy episodes of a JAX env, one jitted step at a time; episode ``i`` resets with
-    ``jax.random.key(seed + i)``."""
-    greedy = _recurrent_form(fns)
-
-    @jax.jit
-    def step(key, state, observation, core, context):
-        action, core = greedy(params, observation[None], key, core, context)
-        out = env.step(key, state, action[0])
-        if context is not None:
-            context = recurrent.next_context(context, action, out.reward[None].astype(jnp.float32),
-                                             jnp.zeros(1, bool))
-        return out, core, context
-
-    returns, lengths = [], []
-    for i in range(episodes):
-        key = jax.random.key(seed + i)
-        observation, state = env.reset(key)
-        core, context = _initial(fns, spec)
-        total, length, done = 0.0, 0, False
-        while not done:
-            key, step_key = jax.random.split(key)
-            out, core, context = step(step_key, state, observation, core, context)
-            observation, state = out.observation, out.state
-            total, length = total + float(out.reward), length + 1
-            done = bool(out.terminated) or bool(out.truncated)
-        returns.append(total)
-        lengths.append(length)
-    return returns, lengths
+    """Greedy episodes of a JAX env (``make_jax_evaluation``, the evaluation Anakin runs
+    during training: the same seeds and number of episodes give the same returns);
+    episode ``i`` resets with ``jax.random.key(seed + i)``."""
+    returns, lengths, _ = jax.jit(make_jax_evaluation(fns, env, spec, episodes))(params, seed)
+    return [float(r) for r in np.asarray(returns)], [int(n) for n in np.asarray(lengths)]

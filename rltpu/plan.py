@@ -87,6 +87,9 @@ def check_env_and_agent(agent: Agent, agent_config: Any, run: RunConfig
         spec = envs.make_spec(run.env, **run.env_options())
     agent.check_spec(spec)
     fns = agent.build(spec, agent_config, run)  # raises on bad combinations
+    if run.evaluates and run.eval_policy == "greedy" and fns.greedy_step is None:
+        raise ValueError(f"--agent {agent.name} has no greedy_step to evaluate with; use "
+                         "--eval-policy sample or no --eval-every-updates/--eval-every-s")
     if run.mode == "anakin" and fns.replay is not None:
         raise ValueError(f"--agent {agent.name} learns from a replay buffer, which --mode anakin "
                          "does not have; train it with --mode ray")

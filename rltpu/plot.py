@@ -15,8 +15,10 @@ from rltpu import console, storage
 
 GRID_POINTS = 200
 THROUGHPUT_WINDOW = 5  # log intervals the throughput panel averages over
-COLUMNS = ("env_steps", "time_s", "mean_return")  # what is plotted: numbers or null
-IGNORED_SETTINGS = ("seed", "run_dir", "log_every_s", "quiet", "wandb", "plan_steps")
+COLUMNS = ("env_steps", "time_s", "mean_return", "eval/return",
+           "eval/env_steps")  # what is plotted: numbers or null
+IGNORED_SETTINGS = ("seed", "run_dir", "log_every_s", "quiet", "wandb", "plan_steps",
+                    "eval_every_updates", "eval_every_s", "eval_episodes", "eval_policy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +31,10 @@ class RunCurves:
     time_s: np.ndarray
     mean_return: np.ndarray  # NaN where no episode had finished yet
     env_sps: np.ndarray  # averaged over ``THROUGHPUT_WINDOW`` intervals; NaN on the first row
+    # Each evaluation (``--eval-every-updates``): its params' env steps, ascending, and its
+    # mean return; empty when the run did not evaluate.
+    eval_env_steps: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    eval_return: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
 
 def read_rows(path: str) -> list[dict]:
@@ -59,7 +65,8 @@ def read_rows(path: str) -> list[dict]:
             raise ValueError(f"{path}:{i + 1} is not a metrics row ({bad})")
         if "resumed_from_update" in row:
             update = row["resumed_from_update"]
-            rows = [r for r in rows if r.get("learner_updates", 0) <= update]
+            rows = [r for r in rows
+                    if r.get("learner_updates", r.get("eval/learner_updates", 0)) <= update]
             offset = rows[-1]["time_s"] if rows else 0.0
             continue
         if offset and row.get("time_s") is not None:
@@ -78,6 +85,10 @@ def load_run(run_dir: str) -> RunCurves:
     if not storage.isfile(metrics):
         raise ValueError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
     rows = read_rows(metrics)
+    # An evaluation's row (``rltpu.run.Run.evaluated``) has no training columns.
+    evals = sorted((r["eval/env_steps"], r["eval/return"]) for r in rows
+                   if r.get("eval/return") is not None and r.get("eval/env_steps") is not None)
+    rows = [r for r in rows if "eval/return" not in r]
     if not rows:
         raise ValueError(f"{run_dir} has no metrics rows yet")
     config_path = storage.join(run_dir, "config.json")
@@ -90,8 +101,11 @@ def load_run(run_dir: str) -> RunCurves:
         pass  # no readable settings: the run is a group of its own
     column = lambda key: np.array([np.nan if r.get(key) is None else r[key] for r in rows], float)
     env_steps, time_s = column("env_steps"), column("time_s")
+    eval_env_steps, eval_return = (np.array(v, float).reshape(-1) for v in (
+        [e[0] for e in evals], [e[1] for e in evals]))
     return RunCurves(storage.basename(run_dir), group, env_steps, time_s,
-                     column("mean_return"), windowed_rate(env_steps, time_s))
+                     column("mean_return"), windowed_rate(env_steps, time_s),
+                     eval_env_steps, eval_return)
 
 
 def _number_or_none(value) -> bool:
@@ -132,7 +146,8 @@ def mean_and_spread(xs: list[np.ndarray], ys: list[np.ndarray], points: int = GR
 
 
 def make_figure(runs: list[RunCurves], best: str | None = None):
-    """Return against env steps and against wall time, and env steps/s against wall time.
+    """Return against env steps (with the evaluations' returns, dashed, where the runs
+    evaluated) and against wall time, and env steps/s against wall time.
 
     Each run's lines carry the run's name as their label; a group's mean is labelled
     ``mean of N``.
@@ -177,6 +192,12 @@ def make_figure(runs: list[RunCurves], best: str | None = None):
                     ax.plot(grid, mean, color=color, linewidth=2.2 * width, alpha=fade,
                             label=label, zorder=top)
                     ax.fill_between(grid, low, high, color=color, alpha=0.15 * fade, zorder=top)
+        # Evaluations (if any): markers on a dashed line beside the training curve.
+        for run in members:
+            if len(run.eval_return):
+                axes[0].plot(run.eval_env_steps, run.eval_return, color=color, linestyle="--",
+                             marker="o", markersize=3, linewidth=1, alpha=fade, zorder=top,
+                             label=None if best is not None else f"{run.name} (eval)")
     for ax, _, _, xlabel, ylabel in panels:
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)

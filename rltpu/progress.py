@@ -75,6 +75,11 @@ class Progress:
         self._bar = None  # the tqdm bar, made at the first row
 
     def line(self, row: dict) -> str:
+        if "eval/return" in row:  # an evaluation's row (``Run.evaluated``): no training columns
+            return (f"[{row['time_s']:7.1f}s] eval return {row['eval/return']:.1f} "
+                    f"+- {row['eval/return_std']:.1f} over {row['eval/episodes']} episodes"
+                    f"  (params of update {row['eval/learner_updates']:,},"
+                    f" {row['eval/env_steps']:,} steps)")
         steps, sps = row["env_steps"], row["env_sps"]
         ret = row.get("mean_return")
         ret = "-" if ret is None else f"{ret:.1f}"
@@ -98,9 +103,16 @@ class Progress:
         if self.quiet:
             return
         if self.notebook:
-            self._update_bar(row)
+            if "eval/return" in row:  # printed above the bar, which it leaves as it is
+                from tqdm.auto import tqdm
+                tqdm.write(self.line(row), file=self.stream)
+            else:
+                self._update_bar(row)
             return
-        if self.live:
+        if self.live and "eval/return" in row:  # kept on a line of its own above the bar
+            self.stream.write("\r" + self.line(row) + "\x1b[K\n")
+            self._drawn = False
+        elif self.live:
             # \r and "erase to end of line" redraw the same line; a line wider than the
             # terminal would wrap, and \r would then redraw only its last part.
             width = shutil.get_terminal_size().columns - 1

@@ -27,7 +27,8 @@ RESUMABLE_RUN_FIELDS = frozenset({
     "oversubscribe", "max_in_flight",
     "publish_every", "num_devices", "checkpoint_every_updates", "checkpoint_every_minutes",
     "keep_checkpoints", "keep_best", "max_actor_restarts", "max_nonfinite_updates",
-    "env_backend", "compilation_cache"})  # (every Atari backend gives the same observations)
+    "env_backend", "compilation_cache",
+    "eval_every_updates", "eval_every_s", "eval_episodes", "eval_policy"})  # (every Atari backend gives the same observations)
 
 
 def restore_on_first_process(run_dir: str, init: Callable, step: int | None = None

@@ -12,6 +12,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+import numpy as np
+
 from rltpu import checkpoint, devices, provenance, resume as resuming, sinks, storage
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
@@ -133,6 +135,8 @@ class Run:
         self.time_to_target: float | None = None
         self.startup_s = self.t_train = self.t_end = None
         self._last_log, self._interval_steps = None, 0
+        self.final_eval_return: float | None = None
+        self.best_eval_return: float | None = None
 
     def started(self) -> None:
         """Start-up is over (the first batch is in, or the program compiled)."""
@@ -208,6 +212,20 @@ class Run:
                 self._stop.request(reason)
         return True
 
+    def evaluated(self, version: int, env_steps: int, returns) -> None:
+        """Records an evaluation (``rltpu.evaluation``) of params ``version``, taken at
+        ``env_steps``: a metrics row of its own, whose ``env_steps`` is the count now (so
+        every sink sees steps that never go back) and ``eval/env_steps`` the params'."""
+        mean = float(np.mean(returns))
+        self.final_eval_return = mean
+        self.best_eval_return = mean if self.best_eval_return is None else max(
+            self.best_eval_return, mean)
+        if self._writer is not None:
+            self._writer.write({"time_s": time.time() - self.t_start, "env_steps": self.env_steps,
+                                "eval/return": mean, "eval/return_std": float(np.std(returns)),
+                                "eval/episodes": len(returns), "eval/learner_updates": version,
+                                "eval/env_steps": env_steps})
+
     def end(self, version: int, state) -> None:
         """Training is over: saves the final checkpoint, complete on disk when this returns."""
         self.t_end = time.time()
@@ -236,6 +254,7 @@ class Run:
             "env_steps": self.env_steps, "wall_s": self.t_end - self.t_start,
             "startup_s": self.startup_s, "time_to_target_s": self.time_to_target,
             "target_return": plan.run.target_return, "final_return": self.episodes.mean,
+            "final_eval_return": self.final_eval_return, "best_eval_return": self.best_eval_return,
             "episodes": self.episodes.count, "env_sps": self.leg_env_steps / self.train_s,
             "learner_updates": version,
             "learner_samples_per_s": (self.samples - self._leg_start[1]) / self.train_s,

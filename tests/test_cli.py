@@ -24,6 +24,10 @@ CASES = [
     (["--learning-rate", "-0.1"], "--learning-rate must be > 0, got -0.1"),
     (["--discount", "1.5"], "--discount must be in [0, 1], got 1.5"),
     (["--plan-steps", "0"], "--plan-steps must be a positive integer, got 0"),
+    (["--eval-every-updates", "0"], "--eval-every-updates must be a positive integer or none, got 0"),
+    (["--eval-every-s", "-1"], "--eval-every-s must be > 0 or none, got -1.0"),
+    (["--eval-episodes", "0"], "--eval-episodes must be a positive integer, got 0"),
+    (["--eval-policy", "best"], "--eval-policy: invalid choice: 'best' (choose from 'greedy', 'sample')"),
     (["--num-actors", "two"], "invalid int value: 'two'"),
     (["--mode", "anakin"], "--mode anakin needs a JAX env, gymnax:NAME (e.g. gymnax:CartPole-v1); "
                            "got --env 'CartPole-v1'"),
