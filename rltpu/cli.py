@@ -181,7 +181,7 @@ def train_main(argv: list[str]) -> int:
             restored = resuming.restore_on_first_process(run.run_dir, plan.fns.init)
     except ValueError as e:
         return _fail(str(e))
-    from rltpu import checkpoint
+    from rltpu import checkpoint, storage
     from rltpu.run import train_plan
     from rltpu.faults import ActorsExhaustedError
     from rltpu.hosts import HostsDisagreeError
@@ -190,11 +190,13 @@ def train_main(argv: list[str]) -> int:
         summary = train_plan(plan, quiet=quiet, resume=restored)
     except HostsDisagreeError as e:
         return _fail(str(e))
-    except (NonFiniteUpdatesError, ActorsExhaustedError) as e:
-        # Every checkpoint is good (a skipped update never changes the state).
+    except (NonFiniteUpdatesError, ActorsExhaustedError, storage.WriteError) as e:
+        # Every complete checkpoint is good (a skipped update never changes the state, and
+        # a failed write never replaces a complete checkpoint); a write cut off is cleaned
+        # up when the run is resumed.
         last = checkpoint.list_checkpoints(plan.run_dir)[0]
         return _fail(f"{e}; the last good checkpoint is "
-                     + (os.path.join(checkpoint.checkpoint_dir(plan.run_dir), str(last[0]))
+                     + (storage.join(checkpoint.checkpoint_dir(plan.run_dir), str(last[0]))
                         if last else "none"), status=1)
     print(json.dumps({k: summary[k] for k in ("run_dir", "env_steps", "time_to_target_s",
                                                 "final_return", "env_sps")}))

@@ -13,6 +13,7 @@ tensorstore (orbax's array writer) is pointed at it through ``TENSORSTORE_GCS_HT
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -22,6 +23,22 @@ import uuid
 
 REMOTE_PREFIX = "gs://"
 EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
+
+
+class WriteError(OSError):
+    """A write to a run directory failed (a full disk, a bucket's error); its message is one
+    line naming the file and the cause."""
+
+
+@contextlib.contextmanager
+def writing(what: str):
+    """Turns any failure of the block into a ``WriteError`` naming ``what``."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- every cause of a failed write is reported alike
+        raise WriteError(f"cannot write {what} ({describe_error(e)})") from e
 
 
 def is_remote(path: str) -> bool:
@@ -114,7 +131,8 @@ def makedirs(path: str, exist_ok: bool = False) -> None:
         if not exist_ok and _remote(path).exists():
             raise FileExistsError(path)
         return
-    os.makedirs(path, exist_ok=exist_ok)
+    with writing(path):
+        os.makedirs(path, exist_ok=exist_ok)
 
 
 def open_file(path: str, mode: str = "r"):
@@ -132,13 +150,14 @@ def read_text(path: str) -> str:
 def write_text(path: str, text: str) -> None:
     """Writes a whole file so a reader never sees half of it: locally through a temporary
     file and a rename, in Cloud Storage by one upload (objects appear whole)."""
-    if is_remote(path):
-        _remote(path).write_text(text)
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with writing(path):
+        if is_remote(path):
+            _remote(path).write_text(text)
+            return
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
 
 
 def remove(path: str) -> None:
@@ -235,8 +254,9 @@ class AppendFile:
 
     def write(self, data) -> None:
         if not self._remote:
-            self._file.write(data)
-            self._file.flush()
+            with writing(self.path):
+                self._file.write(data)
+                self._file.flush()
             return
         self._buffer.write(data if self._binary else data.encode())
         self._dirty = True
@@ -246,7 +266,7 @@ class AppendFile:
     def sync(self) -> None:
         """Uploads what was written (Cloud Storage); locally every write is already there."""
         if self._remote and self._dirty:
-            with open_file(self.path, "wb") as f:
+            with writing(self.path), open_file(self.path, "wb") as f:
                 f.write(self._buffer.getvalue())
             self._dirty, self._synced_at = False, time.monotonic()
 
