@@ -111,6 +111,10 @@ class Checkpointer:
         self._every_s = None if run.checkpoint_every_minutes is None else 60 * run.checkpoint_every_minutes
         self._config = config
         self._manager = _manager(run_dir, run)
+        # orbax logs a failed background save with a page of traceback, then raises it at
+        # the next save or wait, where it becomes one line (storage.WriteError)
+        self._quiet = _DropOrbaxErrors()
+        logging.getLogger("absl").addFilter(self._quiet)
         self.last_step = self._manager.latest_step()
         self._checked = self.last_step or 0  # the step of the previous ``due`` call
         self._last_time = time.monotonic()
@@ -153,6 +157,15 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
+        logging.getLogger("absl").removeFilter(self._quiet)
+
+
+class _DropOrbaxErrors(logging.Filter):
+    """Drops orbax's error records (its failed background saves), which the Checkpointer
+    reports itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname)
 
 
 class NoCheckpoints:

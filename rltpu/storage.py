@@ -17,6 +17,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -216,8 +217,15 @@ def check_writable(run_dir: str, flag: str = "--run-dir") -> None:
 
 
 def describe_error(e: BaseException) -> str:
+    """One line: the operating system's words for the cause when there is an error code
+    (``No space left on device``), then the exception's type and first line, cut short."""
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+    line = f"{type(e).__name__}: {text[0][:200] if text else ''}"
+    code = getattr(e, "errno", None)
+    if not isinstance(code, int):  # tensorstore's errors carry it in their text
+        found = re.search(r"os_error_code='(\d+)'", str(e))
+        code = int(found.group(1)) if found else None
+    return f"{os.strerror(code)}; {line}" if isinstance(code, int) else line
 
 
 def _emulator_hint() -> str:
