@@ -7,8 +7,11 @@ pickled, so loading a checkpoint runs no code from it.
 
 orbax writes a checkpoint into a temporary folder and renames it when complete, so a
 process killed mid-write leaves a ``<step>.orbax-checkpoint-tmp-*`` folder that is never
-taken for a checkpoint. A complete-looking one whose files were damaged fails to restore;
-resume then falls back to the next newest and names what it skipped.
+taken for a checkpoint (in Cloud Storage, which cannot rename, it writes ``<step>/`` in
+place and ``commit_success.txt`` last; a step folder without it was cut off). A read that
+fails is tried again (``READ_RETRIES``); a complete-looking checkpoint that fails every
+time is damaged, and resume falls back to the next newest and names what it skipped.
+``RUN_DIR`` may be local or ``gs://`` (``rltpu.storage``).
 """
 from __future__ import annotations
 
