@@ -9,7 +9,7 @@ wait a random time (uniform over one checkpoint interval), kill -9; then
     most one row), and the seconds between that checkpoint's commit and the kill;
   - the resumed leg's start-up: seconds from launching ``--resume`` to its first batch.
 
-usage: python bench/preemption.py [--every-updates 20] [--trials 3] [--out DIR]
+usage: python bench/preemption.py [--every-updates 200] [--trials 3] [--out DIR]
 """
 from __future__ import annotations
 
@@ -27,6 +27,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from rltpu import checkpoint  # noqa: E402
+
+
+def committed_at(run_dir: str, step: int) -> float:
+    """When orbax committed checkpoint ``step`` (its own record, in wall-clock seconds)."""
+    with open(os.path.join(run_dir, "checkpoints", str(step), "_CHECKPOINT_METADATA")) as f:
+        return json.load(f)["commit_timestamp_nsecs"] / 1e9
 
 
 def rows(run_dir: str) -> list[dict]:
@@ -47,9 +53,7 @@ def trial(base: str, every: int, seed: int, env: dict) -> dict:
             assert proc.poll() is None, "training exited"
             time.sleep(0.1)
         steps = checkpoint.list_checkpoints(run_dir)[0]
-        d = os.path.join(run_dir, "checkpoints")
-        interval_s = os.path.getmtime(os.path.join(d, str(steps[0]))) - os.path.getmtime(
-            os.path.join(d, str(steps[1])))
+        interval_s = committed_at(run_dir, steps[0]) - committed_at(run_dir, steps[1])
         time.sleep(random.Random(seed).uniform(0, interval_s))
         killed_at = time.time()
         os.killpg(proc.pid, signal.SIGKILL)
@@ -61,7 +65,7 @@ def trial(base: str, every: int, seed: int, env: dict) -> dict:
     steps = checkpoint.list_checkpoints(run_dir)[0]
     with open(os.path.join(run_dir, "checkpoints", str(steps[0]), "counters", "metadata")) as f:
         counters = json.load(f)
-    committed = os.path.getmtime(os.path.join(run_dir, "checkpoints", str(steps[0])))
+    committed = committed_at(run_dir, steps[0])
     t0 = time.time()
     resumed = subprocess.run(
         [sys.executable, "-m", "rltpu.cli", "train", "--resume", run_dir, "--quiet",
@@ -80,7 +84,7 @@ def trial(base: str, every: int, seed: int, env: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--every-updates", type=int, default=20)
+    parser.add_argument("--every-updates", type=int, default=200)
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
