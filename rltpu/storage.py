@@ -210,7 +210,8 @@ def check_writable(run_dir: str, flag: str = "--run-dir") -> None:
         write_text(probe, "probe\n")
         remove(probe)
     except Exception as e:  # noqa: BLE001 -- any failure means "cannot write there"
-        raise ValueError(f"{flag} {run_dir}: cannot write there ({describe_error(e)})"
+        cause = e.__cause__ if isinstance(e, WriteError) and e.__cause__ is not None else e
+        raise ValueError(f"{flag} {run_dir}: cannot write there ({describe_error(cause)})"
                          + _emulator_hint()) from None
     finally:
         log.setLevel(level)
