@@ -233,8 +233,8 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
     """
     t_start = run_start_time()
     run = plan.run
-    create_run_dir(plan, resume)
-    with StopRequest() as stop:
+    with StopRequest() as stop:  # from the start: a stop while compiling still saves
+        create_run_dir(plan, resume)
         # A resumed run's envs get a new seed, so they do not replay the first leg's episodes.
         env_seed = (run.seed * 10_000 + 1000 + 7919 * (0 if resume is None else resume.step)) % 2**31
         program = Program(plan.fns, plan.jax_env, devices.make_mesh(plan.num_devices), run.seed,

@@ -7,8 +7,11 @@ pickled, so loading a checkpoint runs no code from it.
 
 orbax writes a checkpoint into a temporary folder and renames it when complete, so a
 process killed mid-write leaves a ``<step>.orbax-checkpoint-tmp-*`` folder that is never
-taken for a checkpoint. A complete-looking one whose files were damaged fails to restore;
-resume then falls back to the next newest and names what it skipped.
+taken for a checkpoint (in Cloud Storage, which cannot rename, it writes ``<step>/`` in
+place and ``commit_success.txt`` last; a step folder without it was cut off). A read that
+fails is tried again (``READ_RETRIES``); a complete-looking checkpoint that fails every
+time is damaged, and resume falls back to the next newest and names what it skipped.
+``RUN_DIR`` may be local or ``gs://`` (``rltpu.storage``).
 """
 from __future__ import annotations
 
@@ -111,6 +114,10 @@ class Checkpointer:
         self._every_s = None if run.checkpoint_every_minutes is None else 60 * run.checkpoint_every_minutes
         self._config = config
         self._manager = _manager(run_dir, run)
+        # orbax logs a failed background save with a page of traceback, then raises it at
+        # the next save or wait, where it becomes one line (storage.WriteError)
+        self._quiet = _DropOrbaxErrors()
+        logging.getLogger("absl").addFilter(self._quiet)
         self.last_step = self._manager.latest_step()
         self._checked = self.last_step or 0  # the step of the previous ``due`` call
         self._last_time = time.monotonic()
@@ -133,19 +140,35 @@ class Checkpointer:
         if step == self.last_step or step in self._manager.all_steps():
             return False
         metrics = None if mean_return is None else {"mean_return": float(mean_return)}
-        self._manager.save(step, metrics=metrics, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(host_state(state)),
-            counters=ocp.args.JsonSave(counters),
-            config=ocp.args.JsonSave(self._config)))
+        # (orbax reports a failed background write at the next save or wait)
+        with storage.writing(f"checkpoints in {checkpoint_dir(self.run_dir)}"):
+            self._manager.save(step, metrics=metrics, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(host_state(state)),
+                counters=ocp.args.JsonSave(counters),
+                config=ocp.args.JsonSave(self._config)))
         self.last_step, self._last_time = step, time.monotonic()
         return True
 
     def wait(self) -> None:
-        """Blocks until every save started has been written completely."""
-        self._manager.wait_until_finished()
+        """Blocks until every save started has been written completely.
+
+        Raises:
+          storage.WriteError: a save failed (the checkpoints before it are intact).
+        """
+        with storage.writing(f"checkpoints in {checkpoint_dir(self.run_dir)}"):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
         self._manager.close()
+        logging.getLogger("absl").removeFilter(self._quiet)
+
+
+class _DropOrbaxErrors(logging.Filter):
+    """Drops orbax's error records (its failed background saves), which the Checkpointer
+    reports itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname)
 
 
 class NoCheckpoints:
@@ -185,7 +208,35 @@ def list_checkpoints(run_dir: str) -> tuple[list[int], list[str]]:
     return sorted(steps, reverse=True), sorted(incomplete)
 
 
-def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
+READ_RETRIES = (1.0, 3.0)
+"""Seconds waited before each new attempt to read a checkpoint that failed to read: a
+transient error (a bucket's hiccup, a file system busy) must not roll a run back to an
+older checkpoint."""
+
+
+def _read_with_retries(reader, path: str, template, retries: tuple[float, ...]):
+    """One checkpoint read, tried again after each of ``retries`` seconds if it fails."""
+    for delay in (*retries, None):
+        try:
+            with _native_stderr_muted():
+                try:
+                    return reader.restore(path, args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(template),
+                        counters=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
+                except Exception:
+                    # tensorstore's callbacks for the failed read land on orbax's closed event
+                    # loop and print tracebacks from native threads; let them land here
+                    time.sleep(0.2)
+                    raise
+        except Exception:  # noqa: BLE001 -- retried quietly; the caller reports the last
+            _forget_failed_reads()
+            if delay is None:
+                raise
+            time.sleep(delay)
+
+
+def restore(run_dir: str, init: Callable, step: int | None = None,
+            retries: tuple[float, ...] = READ_RETRIES) -> Restored:
     """Reads the newest complete checkpoint of ``run_dir`` (or checkpoint ``step``).
 
     Incomplete (cut off mid-write) and corrupt checkpoints newer than the one restored are
@@ -195,6 +246,8 @@ def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
       run_dir: the run directory.
       init: the agent's ``init`` (``key -> TrainState``); gives the state's structure.
       step: restore exactly this checkpoint.
+      retries: seconds to wait before each further attempt at a checkpoint that failed to
+        read; only one that fails every time is called corrupt.
 
     Raises:
       CheckpointError: no complete checkpoint (or ``step`` is missing or damaged).
@@ -221,25 +274,17 @@ def restore(run_dir: str, init: Callable, step: int | None = None) -> Restored:
     for candidate in steps:
         path = storage.join(directory, str(candidate))
         try:
-            with _native_stderr_muted():
-                try:
-                    restored = reader.restore(path, args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(template),
-                        counters=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
-                except Exception:
-                    # tensorstore's callbacks for the failed read land on orbax's closed event
-                    # loop and print tracebacks from native threads; let them land here
-                    time.sleep(0.2)
-                    raise
+            restored = _read_with_retries(reader, path, template, retries)
             state = TrainState(*restored.state)
             _check_like(state, template)
-        except Exception as e:  # noqa: BLE001 -- any failure to read means "damaged"
+        except Exception as e:  # noqa: BLE001 -- any failure to read, again and again: damaged
             _forget_failed_reads()
             text = str(e).strip().splitlines()
             reason = f"{type(e).__name__}: {text[0][:200] if text else ''}"
             if step is not None:
                 raise CheckpointError(f"checkpoint {path} cannot be read ({reason})") from None
-            skipped.append((str(candidate), f"corrupt, {reason}"))
+            skipped.append((str(candidate), f"corrupt, {reason}"
+                                             + (f", read {len(retries) + 1} times" if retries else "")))
             continue
         reader.close()
         for name, why in skipped:

@@ -257,7 +257,7 @@ def _add_host_flags(parser: argparse.ArgumentParser) -> None:
 
 def _train_and_report(plan, quiet: bool, restored) -> int:
     """Trains the validated plan; prints the summary's line, and how to resume if stopped."""
-    from rltpu import checkpoint, cluster
+    from rltpu import checkpoint, cluster, storage
     from rltpu.faults import ActorsExhaustedError
     from rltpu.hosts import HostsDisagreeError
     from rltpu.run import train_plan
@@ -266,11 +266,13 @@ def _train_and_report(plan, quiet: bool, restored) -> int:
         summary = train_plan(plan, quiet=quiet, resume=restored)
     except HostsDisagreeError as e:
         return _fail(str(e))
-    except (NonFiniteUpdatesError, ActorsExhaustedError) as e:
-        # Every checkpoint is good (a skipped update never changes the state).
+    except (NonFiniteUpdatesError, ActorsExhaustedError, storage.WriteError) as e:
+        # Every complete checkpoint is good (a skipped update never changes the state, and
+        # a failed write never replaces a complete checkpoint); a write cut off is cleaned
+        # up when the run is resumed.
         last = checkpoint.list_checkpoints(plan.run_dir)[0]
         return _fail(f"{e}; the last good checkpoint is "
-                     + (os.path.join(checkpoint.checkpoint_dir(plan.run_dir), str(last[0]))
+                     + (storage.join(checkpoint.checkpoint_dir(plan.run_dir), str(last[0]))
                         if last else "none"), status=1)
     print(json.dumps({k: summary[k] for k in ("run_dir", "env_steps", "time_to_target_s",
                                                 "final_return", "env_sps")}))

@@ -196,6 +196,8 @@ class Loop:
             pass  # the actor died already; the supervisor restarts it and watches the new one
 
     def _loop_faults(self) -> dict:
+        if self.stop.requested:  # Ray may be gone (see ActorSupervisor.stop_asking_ray)
+            self.supervisor.stop_asking_ray()
         return {"actor_restarts": self.supervisor.total_restarts,
                 "dropped_unrolls": self.queue.dropped,
                 "rejected_unrolls": 0 if self.validator is None else self.validator.rejected}
@@ -302,8 +304,6 @@ class Loop:
         """The final checkpoint (complete before the actors stop), the bottleneck report and
         the summary."""
         run, learner, hosts = self.plan.run, self.learner, self.hosts
-        if self.stop.requested:
-            self.supervisor.stop_asking_ray()
         self.run.end(learner.version, learner.state)  # needs nothing of Ray
         if self.evaluation is not None and not self.stop.requested:
             # (after a signal Ray may be gone, and the grace period is for the checkpoint)

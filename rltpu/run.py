@@ -5,7 +5,8 @@ episode window, checkpoint timing, the metrics rows, the final checkpoint and th
 
 A run directory holds ``config.json`` (the settings), ``metrics.jsonl`` (one row per log
 interval, appended to on resume), TensorBoard events, ``checkpoints/`` and, at the end,
-``summary.json``. Only learner process 0 writes it.
+``summary.json``. Only learner process 0 writes it; it may be local or in Cloud Storage
+(``gs://``; every read and write goes through ``rltpu.storage``).
 """
 from __future__ import annotations
 

@@ -13,15 +13,33 @@ tensorstore (orbax's array writer) is pointed at it through ``TENSORSTORE_GCS_HT
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
 
 REMOTE_PREFIX = "gs://"
 EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
+
+
+class WriteError(OSError):
+    """A write to a run directory failed (a full disk, a bucket's error); its message is one
+    line naming the file and the cause."""
+
+
+@contextlib.contextmanager
+def writing(what: str):
+    """Turns any failure of the block into a ``WriteError`` naming ``what``."""
+    try:
+        yield
+    except WriteError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- every cause of a failed write is reported alike
+        raise WriteError(f"cannot write {what} ({describe_error(e)})") from e
 
 
 def is_remote(path: str) -> bool:
@@ -114,7 +132,8 @@ def makedirs(path: str, exist_ok: bool = False) -> None:
         if not exist_ok and _remote(path).exists():
             raise FileExistsError(path)
         return
-    os.makedirs(path, exist_ok=exist_ok)
+    with writing(path):
+        os.makedirs(path, exist_ok=exist_ok)
 
 
 def open_file(path: str, mode: str = "r"):
@@ -132,13 +151,14 @@ def read_text(path: str) -> str:
 def write_text(path: str, text: str) -> None:
     """Writes a whole file so a reader never sees half of it: locally through a temporary
     file and a rename, in Cloud Storage by one upload (objects appear whole)."""
-    if is_remote(path):
-        _remote(path).write_text(text)
-        return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    with writing(path):
+        if is_remote(path):
+            _remote(path).write_text(text)
+            return
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
 
 
 def remove(path: str) -> None:
@@ -190,15 +210,23 @@ def check_writable(run_dir: str, flag: str = "--run-dir") -> None:
         write_text(probe, "probe\n")
         remove(probe)
     except Exception as e:  # noqa: BLE001 -- any failure means "cannot write there"
-        raise ValueError(f"{flag} {run_dir}: cannot write there ({describe_error(e)})"
+        cause = e.__cause__ if isinstance(e, WriteError) and e.__cause__ is not None else e
+        raise ValueError(f"{flag} {run_dir}: cannot write there ({describe_error(cause)})"
                          + _emulator_hint()) from None
     finally:
         log.setLevel(level)
 
 
 def describe_error(e: BaseException) -> str:
+    """One line: the operating system's words for the cause when there is an error code
+    (``No space left on device``), then the exception's type and first line, cut short."""
     text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+    line = f"{type(e).__name__}: {text[0][:200] if text else ''}"
+    code = getattr(e, "errno", None)
+    if not isinstance(code, int):  # tensorstore's errors carry it in their text
+        found = re.search(r"os_error_code='(\d+)'", str(e))
+        code = int(found.group(1)) if found else None
+    return f"{os.strerror(code)}; {line}" if isinstance(code, int) else line
 
 
 def _emulator_hint() -> str:
@@ -235,8 +263,9 @@ class AppendFile:
 
     def write(self, data) -> None:
         if not self._remote:
-            self._file.write(data)
-            self._file.flush()
+            with writing(self.path):
+                self._file.write(data)
+                self._file.flush()
             return
         self._buffer.write(data if self._binary else data.encode())
         self._dirty = True
@@ -246,7 +275,7 @@ class AppendFile:
     def sync(self) -> None:
         """Uploads what was written (Cloud Storage); locally every write is already there."""
         if self._remote and self._dirty:
-            with open_file(self.path, "wb") as f:
+            with writing(self.path), open_file(self.path, "wb") as f:
                 f.write(self._buffer.getvalue())
             self._dirty, self._synced_at = False, time.monotonic()
 

@@ -126,10 +126,14 @@ class UnrollQueue:
             done, _ = ray.wait(list(self._pending), fetch_local=False, timeout=1.0,
                                num_returns=min(num_unrolls - len(unrolls), len(self._pending)))
             for ref in done:
+                # (after a signal to the whole group the actors' failures are Ray going
+                # down: handling them would ask Ray's dead GCS)
+                self._check_stop()
                 index, incarnation = self._pending.pop(ref)
                 try:
                     unrolls.append(ray.get(ref))
                 except ray.exceptions.RayError as error:
+                    self._check_stop()
                     if self._supervisor is None:
                         raise
                     self.dropped += 1

@@ -198,3 +198,26 @@ def test_saves_fall_due_by_update_count_and_by_time(setup, tmp_path):
     assert not by_time.due(2) and not by_time.due(3)  # the clock restarts at each save
     by_time.wait()
     by_time.close()
+
+
+def test_a_transient_read_error_is_retried_before_falling_back(setup, tmp_path, capsys):
+    """An array file of the newest checkpoint is missing for a moment (a bucket's or a file
+    system's hiccup): the read is tried again and succeeds; without retries it would have
+    rolled back to the older checkpoint."""
+    import threading
+    fns, _, learner, _ = setup
+    run_dir = saved_run(tmp_path, learner, steps=(1, 2))
+    data = run_dir / "checkpoints" / "2" / "state" / "d"
+    hidden = tmp_path / "hidden"
+    shutil.move(data, hidden)
+
+    without = checkpoint.restore(str(run_dir), fns.init, retries=())
+    assert without.step == 1 and without.skipped == ("2",)
+
+    threading.Timer(0.5, shutil.move, (hidden, data)).start()
+    capsys.readouterr()
+    restored = checkpoint.restore(str(run_dir), fns.init, retries=(1.0, 1.0))
+    assert restored.step == 2 and restored.skipped == ()
+    assert "skipping" not in capsys.readouterr().err
+    assert checkpoint.params_digest(restored.state.params) == \
+        checkpoint.params_digest(learner.state.params)
