@@ -55,7 +55,9 @@ def learners():
             cmdline = p.cmdline()
         except psutil.Error:
             continue  # ended meanwhile
-        if "rltpu.cli" in cmdline and "--process-id" in cmdline:
+        # (started through the installed rltpu command: python .../bin/rltpu train ...)
+        started = any(arg.endswith(os.sep + "rltpu") for arg in cmdline[:2])
+        if started and "train" in cmdline and "--process-id" in cmdline:
             found.append(p)
     return found
 
