@@ -38,11 +38,12 @@ class SweepTrial(tune.Trainable):
         self._last: dict = {}
         self._thread = None
         run_dir = self._run_dir = trial["run_dir"]
-        done = trial_result(run_dir) if os.path.isdir(run_dir) else None
+        metric = next(name for name, column in METRICS.items() if column == trial["metric"])
+        done = trial_result(run_dir, metric) if os.path.isdir(run_dir) else None
         if done is not None and done["finished"]:
             self._rows.put(("end", None))  # nothing to run: report its end at once
             self._last = self._tune_row({"env_steps": done["env_steps"],
-                                         "mean_return": done["value"]})
+                                         trial["metric"]: done["value"]})
             return
         plan, restored = _plan(trial)
         self._thread = threading.Thread(target=self._train, args=(plan, restored),

@@ -39,9 +39,10 @@ from typing import Any, Mapping
 SPEC_KEYS = ("base", "space", "seeds", "num_samples", "search_seed", "metric", "mode", "budget",
              "max_concurrent_trials", "scheduler")
 DISTRIBUTIONS = ("grid", "choice", "uniform", "loguniform", "randint")
-#: SPEC metric -> metrics-row column. Evaluation during training does not exist yet, so the
-#: metric is the training return (mean of the last 20 training episodes).
-METRICS = {"return": "mean_return"}
+#: SPEC metric -> metrics-row column: the training return (mean of the last 20 training
+#: episodes) or the evaluation return (``--eval-every-updates``/``--eval-every-s`` rows; the
+#: default metric when the base evaluates).
+METRICS = {"return": "mean_return", "eval_return": "eval/return"}
 MODES = ("max", "min")
 #: ``rltpu train`` flags that place a learner over several hosts: not per trial.
 MULTI_HOST = ("distributed", "coordinator", "num_processes", "process_id", "learner_hosts",
@@ -219,10 +220,15 @@ def load(spec: Mapping[str, Any], from_file: str | None = None) -> Sweep:
     search_seed = spec.get("search_seed", 0)
     if not isinstance(search_seed, int) or isinstance(search_seed, bool):
         raise ValueError(f"{where}: search_seed must be an integer, got {search_seed!r}")
-    metric = spec.get("metric", "return")
+    evaluates = any(base_values.get(k) is not None
+                    for k in ("eval_every_updates", "eval_every_s"))
+    metric = spec.get("metric", "eval_return" if evaluates else "return")
     if metric not in METRICS:
         raise ValueError(f"{where}: metric {metric!r} is not one of {', '.join(METRICS)} (the "
-                         "training return; evaluation during training does not exist yet)")
+                         "training return, or the evaluation return)")
+    if metric == "eval_return" and not evaluates:
+        raise ValueError(f"{where}: metric eval_return needs evaluation during training: set "
+                         "eval_every_updates or eval_every_s in base")
     mode = spec.get("mode", "max")
     if mode not in MODES:
         raise ValueError(f"{where}: mode {mode!r} is not one of {', '.join(MODES)}")

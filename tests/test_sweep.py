@@ -79,6 +79,21 @@ def test_values_are_read_as_their_flags_read_them(tmp_path):
     assert sweeps.trial_bundles(sweep, sweep.trials[0], {}) == [{"CPU": 1.0}]  # Anakin: no actors
 
 
+def test_the_metric_is_the_evaluation_return_when_the_base_evaluates(tmp_path):
+    sweep = sweeps.load(sweeps.read_spec(write(tmp_path, SMALLEST)), "spec.yaml")
+    assert sweep.metric == "return"
+    spec = SMALLEST.replace("base: {", "base: {eval_every_updates: 10, ").replace("metric: return\n", "")
+    sweep = sweeps.load(sweeps.read_spec(write(tmp_path, spec)), "spec.yaml")
+    assert sweep.metric == "eval_return" and sweeps.METRICS["eval_return"] == "eval/return"
+    run_dir = tmp_path / "trial"
+    run_dir.mkdir()
+    rows = [{"env_steps": 100, "mean_return": 20.0}, {"env_steps": 150, "eval/return": 30.0},
+            {"env_steps": 200, "mean_return": 25.0}]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert sweeps.trial_result(str(run_dir), "eval_return")["value"] == 30.0
+    assert sweeps.trial_result(str(run_dir), "return")["value"] == 25.0
+
+
 def test_base_starts_from_a_config_file_next_to_the_spec(tmp_path, monkeypatch):
     (tmp_path / "specs").mkdir()
     (tmp_path / "specs" / "config.yaml").write_text(
@@ -142,8 +157,10 @@ BAD = [
      "SPEC {spec}: space 'learning_rate': loguniform needs 0 < low"),
     ("space: {seed: {grid: [1, 2]}}\n", "SPEC {spec}: space 'seed' cannot vary: seeds are"),
     ("seeds: []\n", "SPEC {spec}: seeds must be a non-empty list"),
-    ("metric: eval_return\n", "SPEC {spec}: metric 'eval_return' is not one of return (the "
-     "training return; evaluation during training does not exist yet)"),
+    ("metric: eval\n", "SPEC {spec}: metric 'eval' is not one of return, eval_return (the "
+     "training return, or the evaluation return)"),
+    ("metric: eval_return\n", "SPEC {spec}: metric eval_return needs evaluation during "
+     "training: set eval_every_updates or eval_every_s in base"),
     ("mode: maximise\n", "SPEC {spec}: mode 'maximise' is not one of max, min"),
     ("scheduler: {name: asha, reduction: 1}\n", "SPEC {spec}: scheduler reduction must be a "
      "number > 1, got 1"),
