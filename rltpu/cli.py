@@ -271,9 +271,17 @@ def _train_and_report(plan, quiet: bool, restored) -> int:
         # a failed write never replaces a complete checkpoint); a write cut off is cleaned
         # up when the run is resumed.
         last = checkpoint.list_checkpoints(plan.run_dir)[0]
-        return _fail(f"{e}; the last good checkpoint is "
-                     + (storage.join(checkpoint.checkpoint_dir(plan.run_dir), str(last[0]))
-                        if last else "none"), status=1)
+        status = _fail(f"{e}; the last good checkpoint is "
+                       + (storage.join(checkpoint.checkpoint_dir(plan.run_dir), str(last[0]))
+                          if last else "none"), status=1)
+        if isinstance(e, storage.WriteError):
+            # orbax's writer threads still hold callbacks for the failed save, which at
+            # interpreter exit land on its closed event loop and print tracebacks: the one
+            # line above is the whole report, so leave without running them.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)
+        return status
     print(json.dumps({k: summary[k] for k in ("run_dir", "env_steps", "time_to_target_s",
                                                 "final_return", "env_sps")}))
     if summary["stopped_by"] is not None and summary["checkpoint"] is not None:
@@ -552,7 +560,11 @@ def eval_main(argv: list[str]) -> int:
         from rltpu import agents, resume as resuming
         from rltpu.policy import load
         saved = resuming.read_run_config(args.run_dir, flag="")
-        resuming.check_run_code(saved, args.run_dir, args.agent, args.env, args.trust_run_code)
+        # Code the user names here is theirs to choose (it may differ from the run's, a
+        # module renamed since, say); what config.json alone names must be built in or trusted.
+        resuming.check_run_code(saved, args.run_dir,
+                                saved["run"]["agent"] if args.agent else None,
+                                saved["run"]["env"] if args.env else None, args.trust_run_code)
         # Named again on the command line, or trusted: the run's own agent and env.
         trusted = args.trust_run_code
         agent_name = args.agent or (saved["run"]["agent"] if trusted else None)

@@ -258,8 +258,10 @@ def _claim_run_dir(agent: Agent, run: RunConfig, resume: bool) -> tuple[str, Run
     if run.run_dir is not None and not run.run_dir.strip():
         raise ValueError(f"--run-dir {run.run_dir!r} is empty; give a path (or leave it out "
                          "for a new folder under runs/)")
-    if run.run_dir is not None and storage.is_remote(run.run_dir):
-        return _check_remote_run_dir(run.run_dir, resume), None
+    if run.run_dir is not None:
+        storage.check_path(run.run_dir, "--resume" if resume else "--run-dir")  # (s3:// ...)
+        if storage.is_remote(run.run_dir):
+            return _check_remote_run_dir(run.run_dir, resume), None
     if resume:
         if run.run_dir is None:
             raise ValueError("resuming needs the run directory")
@@ -291,7 +293,6 @@ def _check_remote_run_dir(run_dir: str, resume: bool) -> str:
     write and delete), and exists when resuming, not otherwise. A bucket has no atomic
     ``mkdir`` nor a lock: two runs given the same gs:// path at once are not kept apart."""
     flag = "--resume" if resume else "--run-dir"
-    storage.check_path(run_dir, flag)
     storage.check_writable(run_dir, flag)  # before anything starts
     if resume and not storage.isdir(run_dir):
         raise ValueError(f"--resume {run_dir}: no such run directory")

@@ -55,11 +55,6 @@ class Policy:
         self._key = jax.random.key(seed)
         self._greedy_key = jax.random.key(0)
         fns = self.fns
-        if fns.initial_core_state is not None:
-            # act() takes an observation alone; a recurrent policy also needs its core state
-            # and the previous action and reward (rltpu.evaluate.play keeps them per episode).
-            raise ValueError(f"agent {agent.name!r} is recurrent: Policy.act does not carry its "
-                             "core state yet; evaluate it with rltpu eval")
         # (A greedy policy draws no random numbers; its step takes a key all the same.)
         self._greedy = (None if fns.greedy_step is None else
                         jax.jit(lambda p, obs, key: fns.greedy_step(p, obs, key).action))
@@ -81,6 +76,11 @@ class Policy:
           ValueError: the observation's shape is neither the env's nor a batch of it, or
             the agent has no ``greedy_step`` (pass ``greedy=False``).
         """
+        if self.fns.initial_core_state is not None:
+            # act() takes an observation alone; a recurrent policy also needs its core state
+            # and the previous action and reward (rltpu.evaluate.play keeps them per episode).
+            raise ValueError(f"agent {self.agent.name!r} is recurrent: Policy.act does not "
+                             "carry its core state yet; evaluate it with rltpu eval")
         space = self.spec.observation_space
         observation = np.asarray(observation, dtype=space.dtype)
         shape = tuple(space.shape)

@@ -73,6 +73,8 @@ def harness(tmp_path, monkeypatch, capfd):
         monkeypatch.chdir(folder)
         reached.clear()
         capfd.readouterr()
+        # (the session's Ray, ``ray_local``, may be up already when an earlier test started it)
+        connected = ray.is_initialized()
         try:
             status = cli.main(argv)
         except SystemExit as e:
@@ -80,7 +82,7 @@ def harness(tmp_path, monkeypatch, capfd):
         except Reached:
             status = 0
         out, err = capfd.readouterr()
-        assert not ray.is_initialized() and not os.listdir(ray_tmp), f"{argv}: Ray started"
+        assert ray.is_initialized() == connected and not os.listdir(ray_tmp), f"{argv}: Ray started"
         return status, out, err, (reached[0] if reached else None)
     return run
 

@@ -65,7 +65,7 @@ def test_a_cut_off_last_line_is_skipped_with_a_warning(tmp_path, capsys):
         f"rltpu: warning: {path}: skipping its last line, cut off mid-write\n"
     write_rows(path, [row(10, 1000, 5.0)], tail='{"broken\n' + '{"learner_updates": 1}\n')
     import pytest
-    with pytest.raises(ValueError, match=f"{path}: line 2 is not JSON"):
+    with pytest.raises(ValueError, match=f"{path}:2 is not a JSON row"):
         plot.read_rows(str(path))
     (tmp_path / "run").mkdir()
     write_rows(tmp_path / "run" / "metrics.jsonl", [row(10, 1000, 5.0), row(20, 2000, 9.0)],
