@@ -16,7 +16,6 @@ What makes an agent recurrent (``rltpu.recurrent``):
 """
 from __future__ import annotations
 
-import dataclasses
 
 import gymnasium as gym
 import haiku as hk
@@ -26,39 +25,19 @@ import optax
 
 import rltpu
 from rltpu import recurrent
-from examples.a2c import _returns
-
-
-@dataclasses.dataclass(frozen=True)
-class RecurrentA2CConfig:
-    learning_rate: float = 2e-3
-    """Adam step size."""
-    discount: float = 0.98
-    """Per-step discount gamma."""
-    entropy_cost: float = 0.01
-    """Weight of the entropy bonus."""
-    value_cost: float = 0.5
-    """Weight of the value loss."""
-    hidden_size: int = 64
-    """Width of the torso and of the GRU's state."""
-
-    def __post_init__(self):
-        if not self.learning_rate > 0:
-            raise ValueError(f"--learning-rate must be > 0, got {self.learning_rate}")
-        if not 0 <= self.discount <= 1:
-            raise ValueError(f"--discount must be in [0, 1], got {self.discount}")
+from examples.a2c import A2CConfig, _returns
 
 
 class RecurrentA2C:
     name = "recurrent-a2c"
-    Config = RecurrentA2CConfig
+    Config = A2CConfig  # A2C's hyperparameters; hidden_size is also the GRU state's width
 
     def check_spec(self, spec: rltpu.EnvSpec) -> None:
         if not isinstance(spec.action_space, gym.spaces.Discrete):
             raise ValueError(f"agent 'recurrent-a2c' needs a Discrete action space; "
                              f"{spec.env_id} has {spec.action_space}")
 
-    def build(self, spec: rltpu.EnvSpec, config: RecurrentA2CConfig,
+    def build(self, spec: rltpu.EnvSpec, config: A2CConfig,
               run: rltpu.RunConfig) -> rltpu.AgentFns:
         num_actions, size = spec.action_space.n, config.hidden_size
 
