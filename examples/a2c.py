@@ -87,19 +87,7 @@ class A2C:
 
         def loss_fn(params, traj: rltpu.Trajectory):
             logits, values = network.apply(params, traj.observation)  # [T+1, B, A], [T+1, B]
-            discount_t = config.discount * (1.0 - traj.terminated)
-            # where step t+1 is an autoreset step, step t bootstraps from V(x_{t+1})
-            returns = jax.vmap(_returns, in_axes=1, out_axes=1)(
-                traj.reward, discount_t, traj.valid, jax.lax.stop_gradient(values))
-            valid = traj.valid.astype(jnp.float32)
-            advantage = jax.lax.stop_gradient(returns - values[:-1])
-            log_p = jax.nn.log_softmax(logits[:-1])
-            log_pi = jnp.take_along_axis(log_p, traj.action[..., None], axis=-1)[..., 0]
-            entropy = -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
-            pg_loss = -jnp.mean(log_pi * advantage * valid)
-            value_loss = 0.5 * jnp.mean(jnp.square(returns - values[:-1]) * valid)
-            loss = pg_loss + config.value_cost * value_loss - config.entropy_cost * jnp.mean(entropy * valid)
-            return loss, {"loss": loss, "pg_loss": pg_loss, "value_loss": value_loss}
+            return a2c_loss(config, logits, values, traj)
 
         def update(state: rltpu.TrainState, traj: rltpu.Trajectory):
             grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, traj)
@@ -108,6 +96,24 @@ class A2C:
                                     state.key, state.step + 1), metrics
 
         return rltpu.AgentFns(init=init, actor_step=actor_step, update=update)
+
+
+def a2c_loss(config: A2CConfig, logits, values, traj: rltpu.Trajectory):
+    """A2C's loss from the policy's ``logits`` ``[T + 1, B, A]`` and the ``values``
+    ``[T + 1, B]`` at every observation of ``traj``; ``(loss, metrics)``."""
+    discount_t = config.discount * (1.0 - traj.terminated)
+    # where step t+1 is an autoreset step, step t bootstraps from V(x_{t+1})
+    returns = jax.vmap(_returns, in_axes=1, out_axes=1)(
+        traj.reward, discount_t, traj.valid, jax.lax.stop_gradient(values))
+    valid = traj.valid.astype(jnp.float32)
+    advantage = jax.lax.stop_gradient(returns - values[:-1])
+    log_p = jax.nn.log_softmax(logits[:-1])
+    log_pi = jnp.take_along_axis(log_p, traj.action[..., None], axis=-1)[..., 0]
+    entropy = -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+    pg_loss = -jnp.mean(log_pi * advantage * valid)
+    value_loss = 0.5 * jnp.mean(jnp.square(returns - values[:-1]) * valid)
+    loss = pg_loss + config.value_cost * value_loss - config.entropy_cost * jnp.mean(entropy * valid)
+    return loss, {"loss": loss, "pg_loss": pg_loss, "value_loss": value_loss}
 
 
 def _returns(r_t, discount_t, valid_t, values):

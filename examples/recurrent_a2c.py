@@ -25,7 +25,7 @@ import optax
 
 import rltpu
 from rltpu import recurrent
-from examples.a2c import A2CConfig, _returns
+from examples.a2c import A2CConfig, a2c_loss
 
 
 class RecurrentA2C:
@@ -80,18 +80,7 @@ class RecurrentA2C:
             context = recurrent.unroll_context(traj)  # [T + 1, B]: episode starts included
             logits, values, _ = network.apply(
                 params, (traj.observation, context.first, recurrent.start_core_state(traj)))
-            discount_t = config.discount * (1.0 - traj.terminated)
-            returns = jax.vmap(_returns, in_axes=1, out_axes=1)(
-                traj.reward, discount_t, traj.valid, jax.lax.stop_gradient(values))
-            valid = traj.valid.astype(jnp.float32)
-            advantage = jax.lax.stop_gradient(returns - values[:-1])
-            log_p = jax.nn.log_softmax(logits[:-1])
-            log_pi = jnp.take_along_axis(log_p, traj.action[..., None], axis=-1)[..., 0]
-            entropy = -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
-            pg_loss = -jnp.mean(log_pi * advantage * valid)
-            value_loss = 0.5 * jnp.mean(jnp.square(returns - values[:-1]) * valid)
-            loss = pg_loss + config.value_cost * value_loss - config.entropy_cost * jnp.mean(entropy * valid)
-            return loss, {"loss": loss, "pg_loss": pg_loss, "value_loss": value_loss}
+            return a2c_loss(config, logits, values, traj)
 
         def update(state: rltpu.TrainState, traj: rltpu.Trajectory):
             grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, traj)
