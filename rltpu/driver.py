@@ -1,16 +1,13 @@
-"""Ray mode: envs -> actors -> trajectory queue -> feed -> learner -> versioned params -> actors.
-
-The driver process is the learner. On a pod slice every host runs one (see
-``rltpu.hosts``): each owns its share of the actors and of every batch, they decide
-together when to stop, and only process 0 writes the run directory. ``rltpu.run.train``
-validates everything before this module starts Ray, so a bad setting costs nothing.
-"""
+"""Ray mode's loop on one learner process: actors -> trajectory queue -> feed -> learner ->
+versioned params -> actors. On a pod slice every host runs one (``rltpu.hosts``): each owns
+its share of the actors and of every batch, they decide together when to stop, and only
+process 0 writes the run directory. ``rltpu.startup`` starts Ray, the learner and the
+actors, then runs a ``Loop``."""
 from __future__ import annotations
 
 import concurrent.futures
 import os
 import sys
-import threading
 import time
 
 import jax
@@ -18,99 +15,15 @@ import numpy as np
 import psutil
 import ray
 
-from rltpu import checkpoint, cluster, devices, report, resume as resuming
-from rltpu.cluster import connect, keep_ray_up
-from rltpu.actor import RayRolloutActor
+from rltpu import checkpoint, devices, report, resume as resuming
 from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest, Stopped
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
 from rltpu.hosts import LearnerHosts, UpdateRecorder
 from rltpu.learner import Learner
-from rltpu.metrics import run_start_time
 from rltpu.plan import Plan
-from rltpu.run import Run, create_run_dir
+from rltpu.run import Run
 from rltpu.transport import ParamStore, UnrollQueue
 from rltpu.validation import UnrollValidator, unroll_example
-
-
-def _at_low_priority(fn, *args):
-    """Calls ``fn`` in this thread at the lowest CPU priority (on Linux, where priority is
-    per thread). Start-up waits on Ray's processes, one after another; a learner compiling
-    beside them at equal priority slows each one, at the lowest it takes the cores they
-    leave idle. XLA's compile threads, started here, keep the low priority; the threads
-    that run updates were started with the backend, before, and keep the normal one."""
-    if sys.platform.startswith("linux"):  # elsewhere a thread id may name another process
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    return fn(*args)
-
-
-def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = None,
-          on_row=None) -> dict:
-    """Ray mode's run of a validated plan (``rltpu.run.train``: what it stops on, writes
-    and returns; ``on_row``, a ``rltpu.run.RowHook``)."""
-    t_start = run_start_time()
-    startup = {"imports": time.time() - t_start}  # seconds since the run's start, per phase
-    hosts = LearnerHosts.current()
-    # From the start: a preemption's SIGTERM may come while Ray starts or the learner
-    # compiles, and the run must still end with its checkpoint within the grace period.
-    with StopRequest() as stop:
-        if hosts.primary:
-            create_run_dir(plan, resume)
-        run = plan.run
-        # The learner initialises and compiles its update while Ray and the actors start:
-        # both take seconds, and neither needs the other.
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            learner = pool.submit(_at_low_priority, Learner, plan.fns, plan.spec,
-                                  devices.make_mesh(plan.num_devices), run.seed,
-                                  run.unroll_length, run.batch_size)
-            started_ray = stop.during_ray_init(lambda: connect(run.num_actors))
-            startup["ray"] = time.time() - t_start
-            try:
-                if stop.requested:
-                    return _stopped_at_start(plan, learner.result(), hosts, resume, stop, t_start)
-                actors = _start_actors(plan, hosts, resume)
-                loop = Loop(plan, learner.result(), actors, hosts, resume, stop, startup, quiet,
-                            on_row, t_start=t_start)
-                return loop.train()
-            finally:
-                # (ray.init may have been cut short by a stop.) In a notebook the next run
-                # reuses the Ray this one started (``cluster.keep_ray_up``).
-                if (started_ray and not keep_ray_up()) or stop.requested:
-                    cluster.shutdown()
-
-
-def _stopped_at_start(plan: Plan, learner: Learner, hosts: LearnerHosts,
-                      resume: checkpoint.Restored | None, stop: StopRequest,
-                      t_start: float) -> dict:
-    """A stop before any actor started: the learner's state (a new run's initial one, so
-    that ``--resume`` has a checkpoint to start from; a resumed run's is saved already)
-    is saved and summarised without Ray."""
-    no_faults = {"actor_restarts": 0, "dropped_unrolls": 0, "rejected_unrolls": 0}
-    run = Run(plan, resume, t_start, lambda: no_faults, hosts.primary, quiet=True)
-    if resume is not None:
-        learner.restore(resume.state, resume.step)
-    run.started()
-    run.end(learner.version, learner.state)
-    return run.summary(learner.version, stop.signal_name,
-                       {"num_processes": hosts.count, "process_index": hosts.index,
-                        "num_actors": plan.run.num_actors})
-
-
-def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored | None) -> list:
-    """This host's share of the rollout actors."""
-    run, agent = plan.run, plan.agent
-    module = type(agent).__module__
-    if module != "__main__" and not module.startswith("rltpu.agents."):
-        # A user's agent travels to the actors by value, so its module need not be
-        # importable there (it may live in a script or a folder only the driver sees).
-        ray.cloudpickle.register_pickle_by_value(sys.modules[module])
-    # A resumed run's actors get new seeds, so they do not replay the envs of the first leg.
-    seed_offset = 0 if resume is None else resume.step
-    # Actors ask for a CPU only (never a TPU): Ray may place them on any host of the
-    # cluster, CPU-only ones included, and they pin their JAX to the CPU.
-    actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
-    return [actor_class.remote(i, agent, plan.agent_config, run,
-                               (run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31)
-            for i in hosts.actor_ids(run.num_actors)]
 
 
 class Loop:

@@ -59,8 +59,8 @@ def train_plan(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | No
         if plan.run.mode == "anakin":
             from rltpu import anakin
             return anakin.train(plan, quiet, resume, on_row)
-        from rltpu import driver
-        return driver.train(plan, quiet, resume, on_row)
+        from rltpu import startup
+        return startup.train(plan, quiet, resume, on_row)
     finally:
         if plan.run_dir_lock is not None:
             plan.run_dir_lock.release()

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from rltpu.driver import _at_low_priority
+from rltpu.startup import _at_low_priority
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priority is Linux's")
