@@ -1,7 +1,8 @@
 """A run's lifecycle, the same in both modes: ``train`` validates and hands the plan to
-Ray mode's loop (``rltpu.driver``) or Anakin mode's (``rltpu.anakin``); each loop keeps
-its ``Run`` up to date, and the ``Run`` keeps the run directory, the counters, the
-episode window, checkpoint timing, the metrics rows, the final checkpoint and the summary.
+Ray mode's (``rltpu.startup``, then ``rltpu.driver``'s loop) or Anakin mode's
+(``rltpu.anakin_host``); each loop keeps its ``Run`` up to date, and the ``Run`` keeps the
+run directory, the counters, the episode window, checkpoint timing, the metrics rows, the
+final checkpoint and the summary.
 
 A run directory holds ``config.json`` (the settings), ``metrics.jsonl`` (one row per log
 interval, appended to on resume), TensorBoard events, ``checkpoints/`` and, at the end,
@@ -15,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rltpu import checkpoint, devices, provenance, resume as resuming, sinks, storage
+from rltpu import checkpoint, checkpointer, devices, provenance, resume as resuming, sinks, storage
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
 from rltpu.faults import StopRequest
@@ -57,8 +58,8 @@ def train_plan(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | No
     try:
         devices.use_compilation_cache(plan.run.compilation_cache)
         if plan.run.mode == "anakin":
-            from rltpu import anakin
-            return anakin.train(plan, quiet, resume, on_row)
+            from rltpu import anakin_host
+            return anakin_host.train(plan, quiet, resume, on_row)
         from rltpu import startup
         return startup.train(plan, quiet, resume, on_row)
     finally:
@@ -115,7 +116,7 @@ class Run:
         run = plan.run
         if primary:
             config = plan.config()
-            self.checkpoints = checkpoint.Checkpointer(plan.run_dir, run, config)
+            self.checkpoints = checkpointer.Checkpointer(plan.run_dir, run, config)
             self._writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb,
                                              quiet)
             if resume is not None:
@@ -126,7 +127,7 @@ class Run:
                     "env_steps": resume.counters.get("env_steps", 0),
                     "time": time.time()})
         else:  # the params are the same everywhere: process 0's checkpoints and metrics suffice
-            self.checkpoints, self._writer = checkpoint.NoCheckpoints(), None
+            self.checkpoints, self._writer = checkpointer.NoCheckpoints(), None
         self.nonfinite = NonFiniteGuard(run.max_nonfinite_updates)
         self.episodes = EpisodeWindow.resumed(self._resumed)
         self.env_steps = self._resumed.get("env_steps", 0)

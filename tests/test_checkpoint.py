@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from rltpu import agents
-from rltpu import checkpoint, devices, resume
+from rltpu import checkpoint, checkpointer, devices, resume
 from rltpu import envs as rltpu_envs
 from rltpu.actor import RolloutActor
 from rltpu.config import RunConfig
@@ -37,7 +37,7 @@ def setup():
 
 def make_checkpointer(run_dir, **run_flags):
     run = RunConfig(env=ENV, run_dir=str(run_dir), checkpoint_every_updates=1, **run_flags)
-    return checkpoint.Checkpointer(str(run_dir), run, {"run": dataclasses.asdict(run),
+    return checkpointer.Checkpointer(str(run_dir), run, {"run": dataclasses.asdict(run),
                                                        "agent": dataclasses.asdict(IMPALA.Config())})
 
 
@@ -185,12 +185,12 @@ def test_named_checkpoint(setup, tmp_path):
 def test_saves_fall_due_by_update_count_and_by_time(setup, tmp_path):
     _, _, learner, _ = setup
     run = RunConfig(env=ENV, checkpoint_every_updates=5, checkpoint_every_minutes=None)
-    by_updates = checkpoint.Checkpointer(str(tmp_path / "a"), run, {})
+    by_updates = checkpointer.Checkpointer(str(tmp_path / "a"), run, {})
     assert [s for s in range(1, 16) if by_updates.due(s)] == [5, 10, 15]
     by_updates.close()
 
     run = RunConfig(env=ENV, checkpoint_every_minutes=0.005)  # 0.3 s
-    by_time = checkpoint.Checkpointer(str(tmp_path / "b"), run, {})
+    by_time = checkpointer.Checkpointer(str(tmp_path / "b"), run, {})
     assert not by_time.due(1)
     time.sleep(0.4)
     assert by_time.due(2)

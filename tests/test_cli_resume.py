@@ -10,7 +10,7 @@ import pytest
 
 from rltpu import agents
 from rltpu import envs
-from rltpu import checkpoint, devices
+from rltpu import checkpointer, devices
 from rltpu.config import RunConfig
 from rltpu.learner import Learner
 
@@ -27,7 +27,7 @@ def make_run(run_dir, steps=(10, 20)):
     spec = envs.make_spec(run.env)
     learner = Learner(IMPALA.build(spec, IMPALA.Config()), spec, devices.make_mesh(1), 0,
                       run.unroll_length, run.batch_size)
-    saver = checkpoint.Checkpointer(str(run_dir), run, config)
+    saver = checkpointer.Checkpointer(str(run_dir), run, config)
     for step in steps:
         saver.save(step, learner.state, {"env_steps": step * 256, "episodes": step}, None)
     saver.wait()

@@ -14,7 +14,7 @@ import pytest
 
 from rltpu import agents
 from rltpu import envs
-from rltpu import checkpoint, devices
+from rltpu import checkpoint, checkpointer, devices
 from rltpu.config import RunConfig
 from rltpu.learner import Learner
 
@@ -32,7 +32,7 @@ def run_dir(tmp_path_factory):
     os.makedirs(run_dir)
     (run_dir / "config.json").write_text(json.dumps(config))
     spec = envs.make_spec("CartPole-v1")
-    saver = checkpoint.Checkpointer(str(run_dir), run, config)
+    saver = checkpointer.Checkpointer(str(run_dir), run, config)
     for step, seed in [(10, 1), (20, 2)]:
         learner = Learner(IMPALA.build(spec, IMPALA.Config()), spec, devices.make_mesh(1), seed,
                           run.unroll_length, run.batch_size)

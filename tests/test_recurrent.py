@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rltpu import agents, checkpoint, devices, envs, evaluate, recurrent
+from rltpu import agents, checkpoint, checkpointer, devices, envs, evaluate, recurrent
 from rltpu.actor import RolloutActor
 from rltpu.agents import cores
 from rltpu.config import RunConfig
@@ -196,7 +196,7 @@ def test_evaluate_a_recurrent_checkpoint(tmp_path):
     spec = envs.make_spec("CartPoleNoVel-v1")
     fns = agent.build(spec, config, run)
     learner = Learner(fns, spec, devices.make_mesh(1), 0, run.unroll_length, run.batch_size)
-    saver = checkpoint.Checkpointer(str(run_dir), run, saved)
+    saver = checkpointer.Checkpointer(str(run_dir), run, saved)
     saver.save(5, learner.state, {"env_steps": 5}, None)
     saver.wait()
     saver.close()

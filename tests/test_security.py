@@ -178,13 +178,13 @@ def _validate(tmp_path, resume=False, **changes):
 def test_default_run_dirs_of_the_same_second_differ(tmp_path, monkeypatch):
     import datetime
     import types
-    from rltpu import plan as planning
+    from rltpu import rundir
 
     class Frozen(datetime.datetime):
         @classmethod
         def now(cls, tz=None):
             return cls(2026, 11, 30, 10, 0, 0)
-    monkeypatch.setattr(planning, "datetime", types.SimpleNamespace(datetime=Frozen))
+    monkeypatch.setattr(rundir, "datetime", types.SimpleNamespace(datetime=Frozen))
     monkeypatch.chdir(tmp_path)
     first, second = _validate(tmp_path), _validate(tmp_path)
     try:
@@ -248,7 +248,7 @@ def test_run_dir_that_cannot_be_made_is_one_line(tmp_path, run_dir, message):
 def test_batch_bytes_is_counted_from_the_spaces():
     from rltpu import envs
     from rltpu.config import RunConfig
-    from rltpu.plan import batch_bytes
+    from rltpu.bounds import batch_bytes
     spec = envs.make_spec("CartPole-v1")  # float32 [4] observations, int64 actions: 16 + 8 + 16
     assert batch_bytes(RunConfig(), spec) == (16 * 16 + 2 * 2 * 16 * 16) * 40
     assert batch_bytes(RunConfig(mode="anakin", env="gymnax:CartPole-v1"), spec) == 16 * 16 * 40
