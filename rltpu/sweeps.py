@@ -34,7 +34,7 @@ import math
 import os
 import signal
 import threading
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 SPEC_KEYS = ("base", "space", "seeds", "num_samples", "search_seed", "metric", "mode", "budget",
              "max_concurrent_trials", "scheduler")
@@ -172,12 +172,35 @@ def load(spec: Mapping[str, Any], from_file: str | None = None) -> Sweep:
     Raises:
       ValueError: one line naming the bad key or value and what is valid.
     """
-    from rltpu import agents, configfile
+    from rltpu import configfile
     where = f"SPEC {from_file}" if from_file else "SPEC"
     if not isinstance(spec, Mapping):
         raise ValueError(f"{where}: holds a {type(spec).__name__}, not a mapping")
     configfile.check_keys(where, spec, SPEC_KEYS)
     base = spec.get("base", {})
+    agent, parser, fields, base_values = _read_base(where, base, from_file)
+    search = _check_search(where, spec, base_values, fields)
+    trials = _expand(where, agent, parser, base_values, search)
+    base_values.pop("total_env_steps", None)
+    record = dict(spec)
+    if "config" in base:  # kept as read: --resume reads the SPEC from elsewhere
+        record["base"] = {**base, "config": _config_path(base["config"], from_file)}
+    return Sweep(agent=base_values["agent"], base=_plain(base_values), varied=tuple(search.dims),
+                 trials=tuple(_plain(t) for t in trials), metric=search.metric,
+                 mode=search.mode, budget=search.budget,
+                 max_concurrent_trials=search.max_concurrent_trials,
+                 scheduler=search.scheduler, spec=_plain(record))
+
+
+def _read_base(where: str, base, from_file: str | None):
+    """The SPEC's ``base``, checked: its agent, a parser of that agent's settings, the
+    settings' field names, and the base's values (its files' first, then its own).
+
+    Returns:
+      ``(agent, parser, fields, base_values)``; ``base_values["agent"]`` names the agent.
+    """
+    from rltpu import agents, configfile
+    from rltpu.config import RunConfig
     if not isinstance(base, Mapping):
         raise ValueError(f"{where}: 'base' holds a {type(base).__name__}, not a mapping of "
                          "settings")
@@ -200,7 +223,6 @@ def load(spec: Mapping[str, Any], from_file: str | None = None) -> Sweep:
         agent = agents.get(agent_name)
     except ValueError as e:
         raise ValueError(f"{where}: base 'agent': {e}") from None
-    from rltpu.config import RunConfig
     fields = [f.name for f in dataclasses.fields(RunConfig)] + [
         f.name for f in dataclasses.fields(agent.Config)]
     configfile.check_keys(f"{where}: base", {k: v for k, v in given.items()},
@@ -208,8 +230,28 @@ def load(spec: Mapping[str, Any], from_file: str | None = None) -> Sweep:
     parser = _parser(agent)
     base_values = {**_parse(parser, f"{where}: base", start),
                    **_parse(parser, f"{where}: base", given), "agent": agent_name}
-    space = spec.get("space")
-    dims = _dimensions(where, space, fields)
+    return agent, parser, fields, base_values
+
+
+class _Search(NamedTuple):
+    """A SPEC's search, checked (``_check_search``)."""
+
+    dims: dict  # name -> (kind, values): what varies
+    seeds: list  # every configuration runs once per seed
+    num_samples: int  # draws of the random dimensions
+    search_seed: int  # seeds those draws
+    metric: str
+    mode: str
+    budget: int  # env steps per trial
+    max_concurrent_trials: int | None
+    scheduler: dict | None
+
+
+def _check_search(where: str, spec: Mapping, base_values: dict, fields: list[str]) -> _Search:
+    """The SPEC's space, seeds, samples, metric, mode, budget, concurrency and scheduler,
+    each checked against the base's settings."""
+    from rltpu.config import RunConfig
+    dims = _dimensions(where, spec.get("space"), fields)
     seeds = _seeds(where, spec.get("seeds", [0]))
     num_samples = _positive_int(where, "num_samples", spec.get("num_samples", 1))
     random_dims = [name for name, (kind, _) in dims.items() if kind != "grid"]
@@ -237,36 +279,34 @@ def load(spec: Mapping[str, Any], from_file: str | None = None) -> Sweep:
     concurrent = spec.get("max_concurrent_trials")
     if concurrent is not None:
         concurrent = _positive_int(where, "max_concurrent_trials", concurrent)
-    scheduler = _scheduler(where, spec.get("scheduler"), budget)
+    return _Search(dims, seeds, num_samples, search_seed, metric, mode, budget, concurrent,
+                   _scheduler(where, spec.get("scheduler"), budget))
 
-    configurations = _configurations(dims, num_samples, search_seed)
-    trials = []
-    checked = set()
-    for c, values in enumerate(configurations):
+
+def _expand(where: str, agent, parser, base_values: dict, search: _Search) -> list[dict]:
+    """The trials: every configuration of the space once per seed, each built as
+    ``RunConfig`` and the agent's config; the env and agent are checked once per
+    configuration (the seed changes nothing there)."""
+    from rltpu.plan import check_env_and_agent
+    trials, checked = [], set()
+    for c, values in enumerate(_configurations(search.dims, search.num_samples,
+                                               search.search_seed)):
         parsed = _parse(parser, f"{where}: configuration {describe(values)}", values)
-        for seed in seeds:
+        for seed in search.seeds:
             trial = {"index": len(trials), "config": c, "values": values, "seed": seed}
-            settings = {**base_values, **parsed, "seed": seed, "total_env_steps": budget}
+            settings = {**base_values, **parsed, "seed": seed, "total_env_steps": search.budget}
             run, agent_config = _configs(agent, settings, f"{where}: configuration "
                                          f"{describe({**values, 'seed': seed})}")
             key = json.dumps({**dataclasses.asdict(run), "seed": 0,
                               **dataclasses.asdict(agent_config)}, sort_keys=True, default=str)
-            if key not in checked:  # once per configuration: the seed changes nothing here
-                from rltpu.plan import check_env_and_agent
+            if key not in checked:
                 try:
                     check_env_and_agent(agent, agent_config, run)
                 except ValueError as e:
                     raise ValueError(f"{where}: configuration {describe(values)}: {e}") from None
                 checked.add(key)
             trials.append(trial)
-    base_values.pop("total_env_steps", None)
-    record = dict(spec)
-    if "config" in base:  # kept as read: --resume reads the SPEC from elsewhere
-        record["base"] = {**base, "config": _config_path(base["config"], from_file)}
-    return Sweep(agent=agent_name, base=_plain(base_values), varied=tuple(dims),
-                 trials=tuple(_plain(t) for t in trials), metric=metric, mode=mode,
-                 budget=budget, max_concurrent_trials=concurrent, scheduler=scheduler,
-                 spec=_plain(record))
+    return trials
 
 
 def _config_path(path: str, from_file: str | None) -> str:
