@@ -1,8 +1,8 @@
 """``rltpu sweep``: SPECs checked before anything starts, trials built from them, results
 and plots read from the trials' run directories, the metrics-row hook that reports to Ray
-Tune and stops a run cleanly, and (slow) real sweeps on Ray Tune: a 2 x 2 grid with 2 seeds
-queued on 2 CPUs, a sweep stopped by SIGTERM and resumed, ASHA stopping a configuration
-that cannot learn."""
+Tune and stops a run cleanly, and (slow) real sweeps on Ray Tune: 2 learning rates x 2
+seeds queued on 2 CPUs, a sweep stopped by SIGTERM and resumed, ASHA stopping a
+configuration that cannot learn."""
 import json
 import os
 import signal
@@ -334,17 +334,18 @@ def trial_times(run_dir):
 
 
 @pytest.mark.slow
-def test_a_2x2_grid_of_2_seeds_is_queued_on_2_cpus_and_completes(tmp_path, ray_local, capsys):
+def test_a_grid_of_2_seeds_is_queued_on_2_cpus_and_completes(tmp_path, ray_local, capsys):
+    # 2 configurations x 2 seeds: 4 trials queue for 2 CPUs (the 2 x 2 grid's product is
+    # checked without Ray, test_the_issues_smallest_spec_makes_4_configurations_of_2_seeds).
     assert ray_local.cluster_resources()["CPU"] == 2  # room for one trial (learner + actor)
-    spec = spec_for(tmp_path, {"learning_rate": {"grid": [0.001, 0.005]},
-                               "entropy_cost": {"grid": [0.0, 0.01]}}, [0, 1], 1500)
+    spec = spec_for(tmp_path, {"learning_rate": {"grid": [0.001, 0.005]}}, [0, 1], 1500)
     t0 = time.time()
     configs = rltpu.sweep(spec, str(tmp_path / "sweep"))
-    print(f"8 trials in {time.time() - t0:.0f} s; load {os.getloadavg()}", file=sys.stderr)
-    assert len(configs) == 4 and sweeps.complete(configs)
+    print(f"4 trials in {time.time() - t0:.0f} s; load {os.getloadavg()}", file=sys.stderr)
+    assert len(configs) == 2 and sweeps.complete(configs)
     assert {c["status"] for c in configs} == {"finished"} and {c["seeds"] for c in configs} == {2}
     out = capsys.readouterr().out
-    assert "| rank | learning_rate | entropy_cost | seeds | return mean |" in out
+    assert "| rank | learning_rate | seeds | return mean |" in out
     sweep = sweeps.read_sweep(str(tmp_path / "sweep"))
     run_dirs = [sweep.run_dir(str(tmp_path / "sweep"), t) for t in sweep.trials]
     for run_dir, t in zip(run_dirs, sweep.trials):
