@@ -15,7 +15,7 @@ import numpy as np
 import ray
 
 from rltpu import envs
-from rltpu import devices, recurrent
+from rltpu import devices, recurrent, spaces
 from rltpu.config import RunConfig
 from rltpu.types import ActorTimings, Trajectory, Unroll
 
@@ -107,14 +107,14 @@ class RolloutActor:
         params = self.params
         start = time.perf_counter()
         T, B = self.unroll_length, self._episode_ended.shape[0]
-        observation = np.empty((T + 1, *self._observation.shape), self._observation.dtype)
+        observation = spaces.empty_buffer(self._observation, T + 1)  # a pytree for Dict/Tuple spaces
         reward = np.empty((T, B), np.float32)
         terminated = np.empty((T, B), bool)
         truncated = np.empty((T, B), bool)
         valid = np.empty((T, B), bool)
         actions, extras = [], []
         returns, lengths = [], []
-        observation[0] = self._observation
+        spaces.write(observation, 0, self._observation)
         acting_start = None  # the acting state before step 0, for the learner to replay from
         if self._recurrent:
             acting_start = jax.tree.map(np.asarray,
@@ -125,9 +125,10 @@ class RolloutActor:
             t0 = time.perf_counter()
             if self._recurrent:
                 out, self._core_state, self._key = self._step(
-                    params, observation[t], self._key, self._core_state, self._context)
+                    params, spaces.read(observation, t), self._key, self._core_state,
+                    self._context)
             else:
-                out, self._key = self._step(params, observation[t], self._key)
+                out, self._key = self._step(params, spaces.read(observation, t), self._key)
             action = np.asarray(out.action)
             t1 = time.perf_counter()
             next_obs, r, term, trunc, info = self.env.step(action)
@@ -135,7 +136,8 @@ class RolloutActor:
             extras.append(out.extras)
             valid[t] = ~self._episode_ended
             self._episode_ended = term | trunc
-            observation[t + 1], reward[t], terminated[t], truncated[t] = next_obs, r, term, trunc
+            spaces.write(observation, t + 1, next_obs)
+            reward[t], terminated[t], truncated[t] = r, term, trunc
             if self._recurrent:
                 self._context = recurrent.next_context(self._context, action, reward[t], ~valid[t])
             if "_episode" in info:
@@ -145,7 +147,7 @@ class RolloutActor:
             inference_s += t1 - t0
             env_s += time.perf_counter() - t1
         packing = time.perf_counter()
-        self._observation = observation[T]
+        self._observation = spaces.read(observation, T)
         extras = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *extras)
         trajectory = Trajectory(
             observation=observation, action=np.stack(actions), reward=reward,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from rltpu import devices, recurrent
+from rltpu import devices, recurrent, spaces
 from rltpu.agent import AgentFns
 from rltpu.types import EnvSpec, RecurrentStart, TrainState, Trajectory, Unroll
 from rltpu.validation import skip_nonfinite
@@ -23,7 +23,7 @@ def example_trajectory(fns: AgentFns, spec: EnvSpec, params, unroll_length: int,
                        batch_size: int) -> Trajectory:
     """Shapes and dtypes (``jax.ShapeDtypeStruct``) of a ``[T, B]`` batch from actors."""
     T, B = unroll_length, batch_size
-    obs = jax.ShapeDtypeStruct((B, *spec.observation_space.shape), spec.observation_space.dtype)
+    obs = spaces.observation_spec(spec.observation_space, (B,))  # a pytree for Dict/Tuple
     over_time = lambda x, n=T: jax.ShapeDtypeStruct((n, *x.shape), x.dtype)
     start = None
     if recurrent.is_recurrent(fns):
@@ -35,7 +35,8 @@ def example_trajectory(fns: AgentFns, spec: EnvSpec, params, unroll_length: int,
     else:
         out = jax.eval_shape(fns.actor_step, params, obs, jax.random.key(0))
     flags = jax.ShapeDtypeStruct((T, B), np.bool_)
-    return Trajectory(observation=over_time(obs, T + 1), action=over_time(out.action),
+    return Trajectory(observation=jax.tree.map(lambda x: over_time(x, T + 1), obs),
+                      action=over_time(out.action),
                       reward=jax.ShapeDtypeStruct((T, B), np.float32), terminated=flags,
                       truncated=flags, valid=flags,
                       extras=jax.tree.map(over_time, dict(out.extras)),

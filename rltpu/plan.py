@@ -14,6 +14,7 @@ import math
 import os
 from typing import Any
 
+import jax
 import numpy as np
 import psutil
 
@@ -169,7 +170,9 @@ def batch_bytes(run: RunConfig, spec: EnvSpec) -> int:
         shape = getattr(space, "shape", None) or ()
         dtype = getattr(space, "dtype", None) or np.float32
         return int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
-    step = space_bytes(spec.observation_space) + space_bytes(spec.action_space) + 16
+    observation = sum(int(np.prod(x.shape, dtype=object)) * np.dtype(x.dtype).itemsize
+                      for x in jax.tree.leaves(spec.observation_spec))  # every Dict/Tuple part
+    step = observation + space_bytes(spec.action_space) + 16
     steps = run.unroll_length * run.batch_size
     if run.mode == "ray":
         steps += run.num_actors * run.max_in_flight * run.unroll_length * run.envs_per_actor
