@@ -138,7 +138,8 @@ def _float32_leaves(env: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
     (as ``DtypeObservation`` does for a Box); unchanged if it has none."""
     def cast_space(space):
         if isinstance(space, gym.spaces.Box) and space.dtype == np.float64:
-            return gym.spaces.Box(space.low, space.high, space.shape, np.float32)
+            return gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32),
+                                  space.shape, np.float32)
         return space
     single = _map_leaf_spaces(cast_space, env.single_observation_space)
     if single == env.single_observation_space:

@@ -249,6 +249,30 @@ def test_actor_unrolls_are_pytrees_the_validator_accepts(env_id):
     assert validator.accept([broken], latest_version=0) == []
 
 
+def test_replay_transitions_and_sequences_carry_the_parts():
+    # DQN's n-step transitions and R2D2's stored sequences of a Dict trajectory are those
+    # of the same Box trajectory, split.
+    from rltpu.agents.dqn.transitions import n_step_transitions
+    from rltpu.agents.r2d2.sequences import to_sequences
+    spec = envs.make_spec("CartPole-v1")
+    fns = agents.get("impala").build(spec, agents.get("impala").Config(), RunConfig())
+    params = jax.eval_shape(fns.init, jax.random.key(0)).params
+    box = random_batch(fns, spec, params, T=8, B=4, seed=5)
+    box = box._replace(terminated=box.terminated & box.valid)
+    split = box._replace(observation={"position": box.observation[..., [0, 2]],
+                                      "velocity": box.observation[..., [1, 3]]})
+    want, got = n_step_transitions(box, 3, 0.9), n_step_transitions(split, 3, 0.9)
+    assert len(want["n_step_return"]) == int(box.valid.sum()) > 0
+    for name in ("observation", "next_observation"):
+        np.testing.assert_array_equal(got[name]["position"], want[name][:, [0, 2]])
+        np.testing.assert_array_equal(got[name]["velocity"], want[name][:, [1, 3]])
+    for name in ("action", "n_step_return", "bootstrap_discount"):
+        np.testing.assert_array_equal(got[name], want[name])
+    sequences = to_sequences(split._replace(start=None))
+    np.testing.assert_array_equal(sequences["observation"]["velocity"],
+                                  np.swapaxes(box.observation, 0, 1)[..., [1, 3]])
+
+
 @pytest.mark.parametrize("agent_name,network_lib,env_id,core", [
     ("impala", "flax", "CartPoleDict-v1", "none"), ("ppo", "haiku", "CartPoleTuple-v1", "none"),
     ("impala", "haiku", "CartPoleDict-v1", "lstm")])
