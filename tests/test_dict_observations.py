@@ -304,6 +304,32 @@ def test_eight_devices_equal_one_on_a_dict_batch(agent_name, network_lib, env_id
                                                       jax.tree.leaves(params_8)))
 
 
+@pytest.mark.parametrize("env_id", ["CartPoleDict-v1", "CartPoleTuple-v1"])
+def test_policy_act_and_evaluation_take_structured_observations(env_id):
+    from rltpu.evaluate import EpisodePlayer
+    from rltpu.policy import Policy
+    agent = agents.get("ppo")
+    run = RunConfig(env=env_id)
+    spec = envs.make_spec(env_id)
+    fns = agent.build(spec, agent.Config(), run)
+    params = fns.init(jax.random.key(4)).params
+    policy = Policy(agent, agent.Config(), run, spec, params)
+    env = gym.make(env_id)
+    observations = [env.reset(seed=i)[0] for i in range(16)]
+    observations += [jax.tree.map(lambda x: 3 * x + 0.5, o) for o in observations]
+    batch = spaces.stack(observations)
+    expected = np.asarray(fns.greedy_step(params, batch, jax.random.key(0)).action)
+    assert expected.shape == (32,) and len(set(expected.tolist())) == 2
+    np.testing.assert_array_equal(policy.act(batch), expected)
+    assert [int(policy.act(o)) for o in observations] == expected.tolist()
+    sampled = policy.act(batch, greedy=False)
+    assert sampled.shape == (32,) and set(sampled.tolist()) <= {0, 1}
+    with pytest.raises(ValueError, match="the policy takes"):
+        policy.act(np.zeros(4, np.float32))  # CartPole's Box observation, not this space's
+    returns, lengths = EpisodePlayer(fns, spec).play(env, params, episodes=2, seed=0)
+    assert len(returns) == 2 and all(r == n > 0 for r, n in zip(returns, lengths))
+
+
 @pytest.mark.slow
 def test_impala_learns_cartpole_dict_and_load_acts_on_dicts(tmp_path, ray_tmpdir):
     # The default run's settings (IMPALA, 4 actors, target 475) on the Dict CartPole.
