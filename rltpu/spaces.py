@@ -180,6 +180,10 @@ def as_batch(observation, space: gym.Space) -> tuple[Any, bool]:
     batched = (all(a.shape[1:] == want.shape and a.ndim == len(want.shape) + 1
                    for a, want in zip(arrays, wants))
                and len({a.shape[0] for a in arrays}) == 1)
+    if not (single or batched) and structure.num_leaves == 1:  # a Box: as before Dict support
+        shape = wants[0].shape
+        raise ValueError(f"observation of shape {arrays[0].shape}: the policy takes {shape} or "
+                         f"a batch [B, {', '.join(map(str, shape))}]")
     if not (single or batched):
         got = structure.unflatten([a.shape for a in arrays])
         want = structure.unflatten([w.shape for w in wants])
