@@ -38,6 +38,7 @@ class RolloutActor:
         self.env, spec = envs.make(run.env, run.envs_per_actor, seed, run.normalize_observations,
                                    **run.env_options())
         fns = agent.build(spec, agent_config, run)
+        self._run, self._spec, self._fns = run, spec, fns  # for new_run
         policy = fns.actor_step if fns.actor_step_for is None else fns.actor_step_for(
             actor_id, run.num_actors)
 
@@ -76,6 +77,22 @@ class RolloutActor:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def new_run(self, seed: int) -> None:
+        """Starts over for another run of the same settings, keeping the compiled policy
+        step (a notebook's next ``rltpu.train`` reuses its actors: ``rltpu.session``):
+        fresh envs seeded with ``seed``, no params (version -1), fresh core states."""
+        run = self._run
+        self.env.close()
+        self.env, _ = envs.make(run.env, run.envs_per_actor, seed, run.normalize_observations,
+                                **run.env_options())
+        self._key = jax.random.key(seed)
+        self._observation = self.env.first_observation
+        self._episode_ended = np.zeros(run.envs_per_actor, bool)
+        self.params, self.version, self._last_return = None, -1, None
+        if self._recurrent:
+            self._core_state = self._fns.initial_core_state(run.envs_per_actor)
+            self._context = recurrent.initial_context(self._spec, run.envs_per_actor)
 
     def set_params(self, version: int, params) -> None:
         """Takes ``params`` if newer than what the actor has."""

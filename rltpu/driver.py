@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import ray
 
-from rltpu import checkpoint, cluster, devices, report, resume as resuming
+from rltpu import checkpoint, cluster, devices, report, resume as resuming, session
 from rltpu.cluster import connect, keep_ray_up
 from rltpu.actor import RayRolloutActor
 from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest, Stopped
@@ -67,11 +67,12 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
             try:
                 if stop.requested:
                     return _stopped_at_start(plan, learner.result(), hosts, resume, stop, t_start)
-                actors = _start_actors(plan, hosts, resume)
+                actors = _start_actors(plan, hosts, resume, fresh_ray=started_ray)
                 loop = Loop(plan, learner.result(), actors, hosts, resume, stop, startup, quiet,
                             on_row, t_start=t_start)
                 return loop.train()
             finally:
+                session.run_ended()
                 # (ray.init may have been cut short by a stop.) In a notebook the next run
                 # reuses the Ray this one started (``cluster.keep_ray_up``).
                 if (started_ray and not keep_ray_up()) or stop.requested:
@@ -95,8 +96,10 @@ def _stopped_at_start(plan: Plan, learner: Learner, hosts: LearnerHosts,
                         "num_actors": plan.run.num_actors})
 
 
-def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored | None) -> list:
-    """This host's share of the rollout actors."""
+def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored | None,
+                  fresh_ray: bool = True) -> list:
+    """This host's share of the rollout actors: in a notebook, the last run's when its
+    settings were the same (``rltpu.session``), started over with this run's seeds."""
     run, agent = plan.run, plan.agent
     module = type(agent).__module__
     if module != "__main__" and not module.startswith("rltpu.agents."):
@@ -108,9 +111,18 @@ def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored |
     # Actors ask for a CPU only (never a TPU): Ray may place them on any host of the
     # cluster, CPU-only ones included, and they pin their JAX to the CPU.
     actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
-    return [actor_class.remote(i, agent, plan.agent_config, run,
-                               (run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31)
-            for i in hosts.actor_ids(run.num_actors)]
+    ids = hosts.actor_ids(run.num_actors)
+    seeds = [(run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31 for i in ids]
+    key = session.actors_key(plan, ids, resume)
+    actors = session.take_actors(key, fresh_ray)
+    if actors is not None:
+        for actor, seed in zip(actors, seeds):
+            actor.new_run.remote(seed)  # (runs after any request left from the last run)
+    else:
+        actors = [actor_class.remote(i, agent, plan.agent_config, run, seed)
+                  for i, seed in zip(ids, seeds)]
+    session.started(key, actors)
+    return actors
 
 
 class Loop:
@@ -311,8 +323,9 @@ class Loop:
         if not self.stop.requested:
             # (after a signal to the whole group Ray's processes are gone, and asking them
             # would wait a minute; the actors end with Ray's shutdown or the driver)
-            for actor in self.actors:
-                ray.kill(actor)
+            if not session.keep_actors(self.actors):  # (a notebook keeps them for its next run)
+                for actor in self.actors:
+                    ray.kill(actor)
         if self.recorder is not None:
             self.recorder.close()
         # This host's view: its actors, its share of the batches and of the devices.
