@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--num-actors", type=int, default=2)
     parser.add_argument("--keep-actors", choices=["yes", "no"], default="yes",
-                        help="no: every run starts new actors (as before rltpu.session)")
+                        help="no: every run starts new actors and compiles its learner "
+                             "(as before rltpu.session)")
     args = parser.parse_args()
 
     import rltpu
@@ -34,7 +35,7 @@ def main() -> None:
     # As in a notebook: Ray stays up between runs and each run counts from its own call.
     progress.in_jupyter_kernel = lambda: True
     if args.keep_actors == "no":
-        session.actors_key = lambda *_: None
+        session.settings_key = lambda *_: None
 
     cluster.connect(args.num_actors)  # the notebook's first run leaves Ray up
     agent = agents.get(args.agent)

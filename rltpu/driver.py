@@ -58,10 +58,13 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
         run = plan.run
         # The learner initialises and compiles its update while Ray and the actors start:
         # both take seconds, and neither needs the other.
+        # In a notebook, a run of the same settings as the last reuses its compiled programs.
+        programs_key = session.settings_key(plan, resume, plan.num_devices)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             learner = pool.submit(_at_low_priority, Learner, plan.fns, plan.spec,
                                   devices.make_mesh(plan.num_devices), run.seed,
-                                  run.unroll_length, run.batch_size)
+                                  run.unroll_length, run.batch_size,
+                                  session.learner_programs(programs_key))
             started_ray = stop.during_ray_init(lambda: connect(run.num_actors))
             startup["ray"] = time.time() - t_start
             try:
@@ -70,6 +73,7 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
                 actors = _start_actors(plan, hosts, resume, fresh_ray=started_ray)
                 loop = Loop(plan, learner.result(), actors, hosts, resume, stop, startup, quiet,
                             on_row, t_start=t_start)
+                session.keep_learner_programs(programs_key, loop.learner.programs)
                 return loop.train()
             finally:
                 session.run_ended()
@@ -113,7 +117,7 @@ def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored |
     actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
     ids = hosts.actor_ids(run.num_actors)
     seeds = [(run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31 for i in ids]
-    key = session.actors_key(plan, ids, resume)
+    key = session.settings_key(plan, resume, *ids)
     actors = session.take_actors(key, fresh_ray)
     if actors is not None:
         for actor, seed in zip(actors, seeds):

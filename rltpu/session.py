@@ -1,4 +1,5 @@
-"""What one Python process keeps between runs in a notebook: the rollout actors.
+"""What one Python process keeps between runs in a notebook: the rollout actors and the
+learner's compiled programs.
 
 A notebook's ``rltpu.train`` leaves Ray up (``rltpu.cluster.keep_ray_up``); this keeps
 the run's actors up too, with their envs, their imported JAX and their compiled policy
@@ -6,7 +7,9 @@ step, so that the next run *of the same settings* (all but the run directory and
 seed) starts them over with new seeds (``RolloutActor.new_run``) instead of starting new
 processes: the largest part of a second run's time to its first batch. A run of other
 settings, a resumed run, or a run after Ray was restarted gets new actors, and the kept
-ones are killed first (they hold a CPU each). Outside a notebook nothing is kept.
+ones are killed first (they hold a CPU each). The learner's compiled init and update
+(``rltpu.learner.LearnerPrograms``) are kept likewise, for the same settings on the same
+number of devices. Outside a notebook nothing is kept.
 
 Only the driver's process uses it (``rltpu.driver``).
 """
@@ -23,15 +26,17 @@ _kept: tuple[Any, list] | None = None  # (settings key, actor handles) of the la
 _handed_out: tuple[Any, list] | None = None  # the running run's, kept when it ends well
 
 
-def actors_key(plan, actor_ids, resume) -> tuple | None:
-    """What must be equal for a run to reuse the last run's actors; None: never reuse
-    (outside a notebook, resuming, or an env imported from a module path, whose code may
-    have changed on disk since the actors imported it)."""
+def settings_key(plan, resume, *extra) -> tuple | None:
+    """What must be equal for a run to reuse the last run's actors or programs: the agent
+    (its class, so a notebook cell run again is new), its config, every run setting but the
+    run directory and the seed, and ``extra`` (the actors' ids, the device count). None:
+    never reuse (outside a notebook, resuming, or an env imported from a module path, whose
+    code may have changed on disk since the actors imported it)."""
     run = plan.run
     if resume is not None or ":" in run.env or not keep_ray_up():
         return None
     return (type(plan.agent), plan.agent.name, plan.agent_config,
-            dataclasses.replace(run, run_dir="", seed=0), tuple(actor_ids))
+            dataclasses.replace(run, run_dir="", seed=0), extra)
 
 
 def take_actors(key, fresh_ray: bool) -> list | None:
@@ -72,3 +77,20 @@ def run_ended() -> None:
     failed or was stopped leaves its actors to Ray, as before)."""
     global _handed_out
     _handed_out = None
+
+
+_programs: tuple[Any, Any] | None = None  # (settings key, LearnerPrograms) of the last run
+
+
+def learner_programs(key):
+    """The last run's learner programs if ``key`` (``settings_key``'s, with the device
+    count) is theirs; else None."""
+    if key is None or _programs is None or _programs[0] != key:
+        return None
+    return _programs[1]
+
+
+def keep_learner_programs(key, programs) -> None:
+    """Keeps ``programs`` for the next run of settings ``key`` (nothing if None)."""
+    global _programs
+    _programs = None if key is None else (key, programs)
