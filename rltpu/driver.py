@@ -117,7 +117,7 @@ def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored |
     actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
     ids = hosts.actor_ids(run.num_actors)
     seeds = [(run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31 for i in ids]
-    key = session.settings_key(plan, resume, *ids)
+    key = session.settings_key(plan, resume, *ids, actors=True)
     actors = session.take_actors(key, fresh_ray)
     if actors is not None:
         for actor, seed in zip(actors, seeds):

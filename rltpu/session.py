@@ -3,9 +3,10 @@ learner's compiled programs.
 
 A notebook's ``rltpu.train`` leaves Ray up (``rltpu.cluster.keep_ray_up``); this keeps
 the run's actors up too, with their envs, their imported JAX and their compiled policy
-step, so that the next run *of the same settings* (all but the run directory and the
-seed) starts them over with new seeds (``RolloutActor.new_run``) instead of starting new
-processes: the largest part of a second run's time to its first batch. A run of other
+step, so that the next run *of the same settings* (all but where and when it stops, logs,
+checkpoints and evaluates, and its seed: ``settings_key``) starts them over with new seeds
+(``RolloutActor.new_run``) instead of starting new processes: the largest part of a
+second run's time to its first batch. A run of other
 settings, a resumed run, or a run after Ray was restarted gets new actors, and the kept
 ones are killed first (they hold a CPU each). The learner's compiled init and update
 (``rltpu.learner.LearnerPrograms``) are kept likewise, for the same settings on the same
@@ -26,17 +27,31 @@ _kept: tuple[Any, list] | None = None  # (settings key, actor handles) of the la
 _handed_out: tuple[Any, list] | None = None  # the running run's, kept when it ends well
 
 
-def settings_key(plan, resume, *extra) -> tuple | None:
-    """What must be equal for a run to reuse the last run's actors or programs: the agent
-    (its class, so a notebook cell run again is new), its config, every run setting but the
-    run directory and the seed, and ``extra`` (the actors' ids, the device count). None:
-    never reuse (outside a notebook, resuming, or an env imported from a module path, whose
-    code may have changed on disk since the actors imported it)."""
+# Settings only the runtime reads (when to stop, log, checkpoint and evaluate; where):
+# they change neither an actor's acting nor the learner's programs.
+RUNTIME_ONLY = ("run_dir", "seed", "target_return", "log_every_s", "wandb", "plan_steps",
+                "checkpoint_every_updates", "checkpoint_every_minutes", "keep_checkpoints",
+                "keep_best", "max_nonfinite_updates", "eval_every_updates", "eval_every_s",
+                "eval_episodes", "eval_policy")
+
+
+def settings_key(plan, resume, *extra, actors: bool = False) -> tuple | None:
+    """What must be equal for a run to reuse the last run's actors (``actors``) or learner
+    programs: the agent (its class, so a notebook cell run again is new), its config, the
+    run settings but ``RUNTIME_ONLY``, and ``extra`` (the actors' ids, the device count).
+    A built-in agent's actors act the same whatever ``total_env_steps`` (only its learning
+    rate schedule reads it), so for them it is left out too. None: never reuse (outside a
+    notebook, resuming, or an env imported from a module path, whose code may have changed
+    on disk since the actors imported it)."""
     run = plan.run
     if resume is not None or ":" in run.env or not keep_ray_up():
         return None
-    return (type(plan.agent), plan.agent.name, plan.agent_config,
-            dataclasses.replace(run, run_dir="", seed=0), extra)
+    ignored = dict.fromkeys(RUNTIME_ONLY)
+    if actors and type(plan.agent).__module__.startswith("rltpu.agents."):
+        ignored["total_env_steps"] = None
+    settings = {k: v for k, v in dataclasses.asdict(run).items() if k not in ignored}
+    return (type(plan.agent), plan.agent.name, plan.agent_config, tuple(settings.items()),
+            extra)
 
 
 def take_actors(key, fresh_ray: bool) -> list | None:

@@ -26,9 +26,9 @@ def test_same_settings_reuse_the_actors_others_start_new_ones(ray_local, tmp_pat
     monkeypatch.setattr(session, "_programs", None)
 
     def run(name, seed=0, **settings):
+        settings = {"total_env_steps": 2048, "target_return": None, **settings}
         config = RunConfig(run_dir=str(tmp_path / name), seed=seed, num_actors=1,
-                           total_env_steps=2048, target_return=None, compilation_cache=None,
-                           **settings)
+                           compilation_cache=None, **settings)
         return rltpu.train(PPO, PPO.Config(), config, quiet=True)
 
     first = run("first")
@@ -42,10 +42,17 @@ def test_same_settings_reuse_the_actors_others_start_new_ones(ray_local, tmp_pat
         assert summary["env_steps"] >= 2048 and summary["learner_updates"] >= 1
         assert summary["rejected_unrolls"] == 0  # new_run reset the version tags
 
-    third = run("third", envs_per_actor=8)  # other settings: a new actor, the old one killed
-    new_pids = kept_pids()
-    assert new_pids != pids and third["env_steps"] >= 2048
+    # Another step budget and target (as the Colab notebook's second run has): the same
+    # actor (a built-in agent acts the same whatever the budget), but the learner's
+    # programs are new (its learning-rate schedule reads the budget).
+    third = run("third", total_env_steps=3072, target_return=600.0)
+    assert kept_pids() == pids and third["env_steps"] >= 3072
+    assert third["rejected_unrolls"] == 0
     assert session._programs[1] is not programs
+
+    fourth = run("fourth", envs_per_actor=8)  # other settings: a new actor, the old one killed
+    new_pids = kept_pids()
+    assert new_pids != pids and fourth["env_steps"] >= 2048
     deadline = time.time() + 30
     while any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
               for p in pids) and time.time() < deadline:
