@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from rltpu import recurrent
+from rltpu import recurrent, spaces
 from rltpu.agents import torsos
 from rltpu.agents.config import CORES
 from rltpu.agents.networks import _check_lib, _flatten, _head
@@ -59,7 +59,7 @@ def _core_inputs(hidden, context: StepContext, num_actions: int, discrete: bool)
 class FlaxTorso(nn.Module):
     torso: str
     hidden_sizes: Sequence[int]
-    obs_ndim: int
+    obs_ndim: int | tuple[int, ...]  # per leaf of the observation (rltpu.spaces.leaf_ndims)
 
     @nn.compact
     def __call__(self, observation):
@@ -71,7 +71,7 @@ class FlaxTorso(nn.Module):
         return x
 
 
-def haiku_torso(torso: str, hidden_sizes: Sequence[int], obs_ndim: int):
+def haiku_torso(torso: str, hidden_sizes: Sequence[int], obs_ndim: int | tuple[int, ...]):
     def forward(observation):
         import haiku as hk
         if torso != "mlp":
@@ -168,11 +168,11 @@ def recurrent_q_network(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, to
 
 
 def _recurrent_network(spec, hidden_sizes, lib, torso, core, core_size, heads_module):
-    torsos.check_torso(torso, spec.observation_space.shape)
+    torsos.check_torso(torso, spec.observation_space)
     _check_lib(lib)
     if core not in CORES[1:]:
         raise ValueError(f"--core {core!r} is not one of {', '.join(CORES[1:])}")
-    obs_ndim = len(spec.observation_space.shape)
+    obs_ndim = spaces.leaf_ndims(spec.observation_space)
     if lib == "flax":
         torso_net = as_network(FlaxTorso(torso, tuple(hidden_sizes), obs_ndim))
         cell = as_network(FlaxCell(core, core_size))
@@ -204,12 +204,13 @@ def _recurrent_network(spec, hidden_sizes, lib, torso, core, core_size, heads_mo
 
     def step(params, observation, core_state, context: StepContext):
         outputs, core_state = unroll(
-            params, observation[None], core_state, jax.tree.map(lambda x: x[None], context))
+            params, jax.tree.map(lambda x: x[None], observation), core_state,
+            jax.tree.map(lambda x: x[None], context))
         return jax.tree.map(lambda x: x[0], outputs), core_state
 
     def init(key):
         torso_key, core_key, heads_key = jax.random.split(key, 3)
-        observation = jnp.zeros((1, *spec.observation_space.shape), spec.observation_space.dtype)
+        observation = spaces.zeros(spec.observation_space, (1,))
         context = recurrent.initial_context(spec, 1)
         torso_params = torso_net.init(torso_key, observation)
         inputs = _core_inputs(torso_net.apply(torso_params, observation), context,

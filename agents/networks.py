@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from rltpu.agents import torsos
+from rltpu import spaces
 from rltpu.agents.config import NETWORK_LIBS
 from rltpu.networks import Network, as_network
 from rltpu.types import EnvSpec, TrainState
@@ -36,9 +37,10 @@ class ActorCriticNetworks(NamedTuple):
     policy_and_value: Callable[[Any, Any], tuple[Any, Any]]
 
 
-def _flatten(observation, obs_ndim: int):
-    lead = observation.shape[:observation.ndim - obs_ndim]
-    return observation.reshape(*lead, -1).astype(jnp.float32)
+def _flatten(observation, obs_ndim: int | tuple[int, ...]):
+    # The encoder of every MLP torso: each leaf of a Dict/Tuple observation flattened and
+    # concatenated (rltpu.spaces.flatten); a Box's one leaf is just flattened.
+    return spaces.flatten(observation, obs_ndim)
 
 
 def _head(out, gaussian: bool, log_std):
@@ -50,7 +52,7 @@ def _head(out, gaussian: bool, log_std):
 class FlaxMLP(nn.Module):
     hidden_sizes: Sequence[int]
     output_size: int
-    obs_ndim: int
+    obs_ndim: int | tuple[int, ...]  # per leaf of the observation (rltpu.spaces.leaf_ndims)
     output_scale: float = 1.0
     gaussian: bool = False
 
@@ -67,7 +69,7 @@ class FlaxMLP(nn.Module):
         return _head(out, self.gaussian, log_std)
 
 
-def haiku_mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int,
+def haiku_mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int | tuple[int, ...],
               output_scale: float = 1.0, gaussian: bool = False):
     def forward(observation):
         import haiku as hk
@@ -81,9 +83,11 @@ def haiku_mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int,
     return forward
 
 
-def mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int, lib: str,
-        output_scale: float = 1.0, gaussian: bool = False) -> Network:
-    """An MLP on the flattened observation, in ``lib`` ("flax" or "haiku")."""
+def mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int | tuple[int, ...],
+        lib: str, output_scale: float = 1.0, gaussian: bool = False) -> Network:
+    """An MLP on the flattened observation, in ``lib`` ("flax" or "haiku"); a Dict or
+    Tuple observation's leaves are flattened and concatenated first (``obs_ndim`` per
+    leaf, ``rltpu.spaces.leaf_ndims``)."""
     if lib == "flax":
         return as_network(FlaxMLP(tuple(hidden_sizes), output_size, obs_ndim, output_scale, gaussian))
     if lib == "haiku":
@@ -127,7 +131,7 @@ def actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str,
                  torso: str = "mlp") -> ActorCriticNetworks:
     """Policy and value networks for ``spec``'s observations and actions: separate MLPs
     (``torso="mlp"``), or two heads on one convolutional torso."""
-    torsos.check_torso(torso, spec.observation_space.shape)
+    torsos.check_torso(torso, spec.observation_space)
     _check_lib(lib)
     if torso != "mlp":
         module = (FlaxConvHeads(torso, spec.num_actions, not spec.discrete) if lib == "flax"
@@ -137,7 +141,7 @@ def actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str,
             init=network.init, policy=lambda params, obs: network.apply(params, obs)[0],
             value=lambda params, obs: network.apply(params, obs)[1],
             policy_and_value=network.apply)
-    obs_ndim = len(spec.observation_space.shape)
+    obs_ndim = spaces.leaf_ndims(spec.observation_space)
     policy_net = mlp(hidden_sizes, spec.num_actions, obs_ndim, lib, output_scale=0.01,
                      gaussian=not spec.discrete)
     value_net = mlp(hidden_sizes, 1, obs_ndim, lib)
@@ -162,8 +166,7 @@ def make_actor_critic_init(networks: ActorCriticNetworks, optimizer, spec: EnvSp
     def init(key) -> TrainState:
         init_key, key = jax.random.split(key)
         if isinstance(networks, ActorCriticNetworks):
-            dummy = jnp.zeros((1, *spec.observation_space.shape), spec.observation_space.dtype)
-            params = networks.init(init_key, dummy)
+            params = networks.init(init_key, spaces.zeros(spec.observation_space, (1,)))
         else:  # recurrent (rltpu.agents.cores): builds its own example inputs
             params = networks.init(init_key)
         return TrainState(params, optimizer.init(params), key, jnp.zeros((), jnp.int32))
@@ -182,10 +185,10 @@ class FlaxConvQ(nn.Module):
 def q_network(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, torso: str = "mlp") -> Network:
     """Observations -> one value per action: an MLP, or a convolutional torso and a linear
     layer (the Nature DQN network with ``torso="nature"``)."""
-    torsos.check_torso(torso, spec.observation_space.shape)
+    torsos.check_torso(torso, spec.observation_space)
     _check_lib(lib)
     if torso == "mlp":
-        return mlp(hidden_sizes, spec.num_actions, len(spec.observation_space.shape), lib)
+        return mlp(hidden_sizes, spec.num_actions, spaces.leaf_ndims(spec.observation_space), lib)
     if lib == "flax":
         return as_network(FlaxConvQ(torso, spec.num_actions))
 

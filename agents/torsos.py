@@ -24,13 +24,19 @@ CONV_TORSOS = TORSOS[1:]
 IMPALA_CHANNELS = (16, 32, 32)
 
 
-def check_torso(name: str, observation_shape: tuple[int, ...]) -> None:
-    """Raises ValueError unless ``name`` is a torso that can read ``observation_shape``."""
+def check_torso(name: str, observation_space) -> None:
+    """Raises ValueError unless ``name`` is a torso that can read ``observation_space``'s
+    observations (a gymnasium space, or an observation shape)."""
     if name not in TORSOS:
         raise ValueError(f"--torso {name!r} is not one of {', '.join(TORSOS)}")
-    if name in CONV_TORSOS and len(observation_shape) != 3:
+    shape = getattr(observation_space, "shape", observation_space)
+    if name in CONV_TORSOS and shape is None:  # a Dict or Tuple space
         raise ValueError(f"--torso {name} needs image observations [C, H, W]; these are "
-                         f"{tuple(observation_shape)} (use --torso mlp)")
+                         f"{type(observation_space).__name__} observations, which only "
+                         "--torso mlp reads (each part flattened and concatenated)")
+    if name in CONV_TORSOS and len(shape) != 3:
+        raise ValueError(f"--torso {name} needs image observations [C, H, W]; these are "
+                         f"{tuple(shape)} (use --torso mlp)")
 
 
 def _images(observation):

@@ -9,9 +9,11 @@ import types
 from typing import Any, Literal, Mapping, get_args
 
 import gymnasium as gym
+import jax
 import numpy as np
 
 from rltpu.envs import atari
+from rltpu import spaces
 from rltpu.envs.spec import EnvSpec
 
 Backend = Literal["auto", "gymnasium", "ale", "envpool"]
@@ -113,10 +115,14 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
         with _naming_env_kwargs(env_id, env_kwargs):
             env = gym.vector.SyncVectorEnv([functools.partial(factory, **env_kwargs)
                                             for _ in range(num_envs)])
+    spaces.check_observation_space(env.single_observation_space, env_id)
     if getattr(env.single_observation_space, "dtype", None) == np.float64:
         env = gym.wrappers.vector.DtypeObservation(env, np.float32)
+    elif spaces.is_container(env.single_observation_space):
+        env = _float32_leaves(env)
     if normalize_observations:
-        env = gym.wrappers.vector.NormalizeObservation(env)
+        env = (_NormalizeLeaves(env) if spaces.is_container(env.single_observation_space)
+               else gym.wrappers.vector.NormalizeObservation(env))
     if isinstance(env.single_action_space, gym.spaces.Box):
         # Agents sample unbounded (Gaussian) actions and learn from the sample; the env
         # gets it clipped to its bounds.
@@ -125,6 +131,84 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     observation, _ = env.reset(seed=seed)
     env.first_observation = observation
     return env, EnvSpec(env_id, env.single_observation_space, env.single_action_space)
+
+
+def _float32_leaves(env: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
+    """``env`` with the float64 leaves of its Dict or Tuple observations cast to float32
+    (as ``DtypeObservation`` does for a Box); unchanged if it has none."""
+    def cast_space(space):
+        if isinstance(space, gym.spaces.Box) and space.dtype == np.float64:
+            return gym.spaces.Box(space.low.astype(np.float32), space.high.astype(np.float32),
+                                  space.shape, np.float32)
+        return space
+    single = _map_leaf_spaces(cast_space, env.single_observation_space)
+    if single == env.single_observation_space:
+        return env
+    return gym.wrappers.vector.TransformObservation(
+        env, lambda o: jax.tree.map(lambda x: x.astype(np.float32) if x.dtype == np.float64 else x, o),
+        observation_space=gym.vector.utils.batch_space(single, env.num_envs),
+        single_observation_space=single)
+
+
+def _map_leaf_spaces(fn, space: gym.Space) -> gym.Space:
+    if isinstance(space, gym.spaces.Dict):
+        return gym.spaces.Dict({k: _map_leaf_spaces(fn, s) for k, s in space.spaces.items()})
+    if isinstance(space, gym.spaces.Tuple):
+        return gym.spaces.Tuple(tuple(_map_leaf_spaces(fn, s) for s in space.spaces))
+    return fn(space)
+
+
+class _LeafStatistics:
+    """Running mean and variance of each float leaf of a Dict or Tuple observation
+    (gymnasium's ``RunningMeanStd``, as its ``NormalizeObservation`` keeps for a Box);
+    integer leaves (MultiBinary) pass as they are."""
+
+    def __init__(self, space: gym.Space, epsilon: float = 1e-8):
+        from gymnasium.wrappers.utils import RunningMeanStd
+        self.epsilon = epsilon
+        self.obs_rms = spaces._map_space(
+            lambda s: (RunningMeanStd(shape=s.shape, dtype=s.dtype)
+                       if np.issubdtype(s.dtype, np.floating) else None), space)
+
+    def normalize(self, observations, batched: bool):
+        """Updates the statistics with ``observations`` and returns them normalised."""
+        def leaf(x, rms):
+            if rms is None:
+                return x
+            rms.update(x if batched else x[None])
+            return ((x - rms.mean) / np.sqrt(rms.var + self.epsilon)).astype(x.dtype)
+        return jax.tree.map(leaf, observations, self.obs_rms)
+
+
+class _NormalizeLeaves(gym.vector.VectorObservationWrapper):
+    """gymnasium's vector ``NormalizeObservation`` leaf by leaf of a Dict or Tuple
+    observation: each float leaf by running statistics of its own."""
+
+    def __init__(self, env: gym.vector.VectorEnv):
+        super().__init__(env)
+        self.statistics = _LeafStatistics(env.single_observation_space)
+
+    def observations(self, observations):
+        return self.statistics.normalize(observations, batched=True)
+
+
+class _NormalizeLeavesOne(gym.ObservationWrapper):
+    """The same for one (unvectorised) env, as evaluation plays."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.statistics = _LeafStatistics(env.observation_space)
+
+    def observation(self, observation):
+        return self.statistics.normalize(observation, batched=False)
+
+
+def normalize_one(env: gym.Env) -> gym.Env:
+    """One env with its observations normalised by running statistics of its own, as
+    ``make(..., normalize_observations=True)`` does (leaf by leaf for Dict and Tuple)."""
+    if spaces.is_container(env.observation_space):
+        return _NormalizeLeavesOne(env)
+    return gym.wrappers.NormalizeObservation(env)
 
 
 def make_spec(env_id: str, backend: str = "auto", full_action_space: bool = False,

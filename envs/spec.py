@@ -6,6 +6,8 @@ import dataclasses
 import gymnasium as gym
 import numpy as np
 
+from rltpu import spaces
+
 
 @dataclasses.dataclass(frozen=True)
 class EnvSpec:
@@ -14,6 +16,13 @@ class EnvSpec:
     env_id: str
     observation_space: gym.Space
     action_space: gym.Space
+
+    @property
+    def observation_spec(self):
+        """One observation's shapes and dtypes (``jax.ShapeDtypeStruct``), as a pytree:
+        one leaf for a Box, a dict or tuple of leaves for a Dict or Tuple space (see
+        ``rltpu.spaces``)."""
+        return spaces.observation_spec(self.observation_space)
 
     @property
     def discrete(self) -> bool:

@@ -15,7 +15,7 @@ import numpy as np
 import ray
 
 from rltpu import envs
-from rltpu import devices, recurrent
+from rltpu import devices, recurrent, spaces
 from rltpu.config import RunConfig
 from rltpu.types import ActorTimings, Trajectory, Unroll
 
@@ -38,6 +38,7 @@ class RolloutActor:
         self.env, spec = envs.make(run.env, run.envs_per_actor, seed, run.normalize_observations,
                                    **run.env_options())
         fns = agent.build(spec, agent_config, run)
+        self._run, self._spec, self._fns = run, spec, fns  # for new_run
         policy = fns.actor_step if fns.actor_step_for is None else fns.actor_step_for(
             actor_id, run.num_actors)
 
@@ -77,6 +78,22 @@ class RolloutActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def new_run(self, seed: int) -> None:
+        """Starts over for another run of the same settings, keeping the compiled policy
+        step (a notebook's next ``rltpu.train`` reuses its actors: ``rltpu.session``):
+        fresh envs seeded with ``seed``, no params (version -1), fresh core states."""
+        run = self._run
+        self.env.close()
+        self.env, _ = envs.make(run.env, run.envs_per_actor, seed, run.normalize_observations,
+                                **run.env_options())
+        self._key = jax.random.key(seed)
+        self._observation = self.env.first_observation
+        self._episode_ended = np.zeros(run.envs_per_actor, bool)
+        self.params, self.version, self._last_return = None, -1, None
+        if self._recurrent:
+            self._core_state = self._fns.initial_core_state(run.envs_per_actor)
+            self._context = recurrent.initial_context(self._spec, run.envs_per_actor)
+
     def set_params(self, version: int, params) -> None:
         """Takes ``params`` if newer than what the actor has."""
         if version > self.version:
@@ -107,14 +124,14 @@ class RolloutActor:
         params = self.params
         start = time.perf_counter()
         T, B = self.unroll_length, self._episode_ended.shape[0]
-        observation = np.empty((T + 1, *self._observation.shape), self._observation.dtype)
+        observation = spaces.empty_buffer(self._observation, T + 1)  # a pytree for Dict/Tuple spaces
         reward = np.empty((T, B), np.float32)
         terminated = np.empty((T, B), bool)
         truncated = np.empty((T, B), bool)
         valid = np.empty((T, B), bool)
         actions, extras = [], []
         returns, lengths = [], []
-        observation[0] = self._observation
+        spaces.write(observation, 0, self._observation)
         acting_start = None  # the acting state before step 0, for the learner to replay from
         if self._recurrent:
             acting_start = jax.tree.map(np.asarray,
@@ -125,9 +142,10 @@ class RolloutActor:
             t0 = time.perf_counter()
             if self._recurrent:
                 out, self._core_state, self._key = self._step(
-                    params, observation[t], self._key, self._core_state, self._context)
+                    params, spaces.read(observation, t), self._key, self._core_state,
+                    self._context)
             else:
-                out, self._key = self._step(params, observation[t], self._key)
+                out, self._key = self._step(params, spaces.read(observation, t), self._key)
             action = np.asarray(out.action)
             t1 = time.perf_counter()
             next_obs, r, term, trunc, info = self.env.step(action)
@@ -135,7 +153,8 @@ class RolloutActor:
             extras.append(out.extras)
             valid[t] = ~self._episode_ended
             self._episode_ended = term | trunc
-            observation[t + 1], reward[t], terminated[t], truncated[t] = next_obs, r, term, trunc
+            spaces.write(observation, t + 1, next_obs)
+            reward[t], terminated[t], truncated[t] = r, term, trunc
             if self._recurrent:
                 self._context = recurrent.next_context(self._context, action, reward[t], ~valid[t])
             if "_episode" in info:
@@ -145,7 +164,7 @@ class RolloutActor:
             inference_s += t1 - t0
             env_s += time.perf_counter() - t1
         packing = time.perf_counter()
-        self._observation = observation[T]
+        self._observation = spaces.read(observation, T)
         extras = jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *extras)
         trajectory = Trajectory(
             observation=observation, action=np.stack(actions), reward=reward,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 
+import jax
 import numpy as np
 import psutil
 
@@ -59,7 +60,9 @@ def batch_bytes(run: RunConfig, spec: EnvSpec) -> int:
         shape = getattr(space, "shape", None) or ()
         dtype = getattr(space, "dtype", None) or np.float32
         return int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize
-    step = space_bytes(spec.observation_space) + space_bytes(spec.action_space) + 16
+    observation = sum(int(np.prod(x.shape, dtype=object)) * np.dtype(x.dtype).itemsize
+                      for x in jax.tree.leaves(spec.observation_spec))  # every Dict/Tuple part
+    step = observation + space_bytes(spec.action_space) + 16
     steps = run.unroll_length * run.batch_size
     if run.mode == "ray":
         steps += run.num_actors * run.max_in_flight * run.unroll_length * run.envs_per_actor

@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 import ray
 
-from rltpu import checkpoint, devices, report, resume as resuming
+from rltpu import checkpoint, devices, report, resume as resuming, session
 from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest, Stopped
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
 from rltpu.hosts import LearnerHosts, UpdateRecorder
@@ -224,8 +224,9 @@ class Loop:
         if not self.stop.requested:
             # (after a signal to the whole group Ray's processes are gone, and asking them
             # would wait a minute; the actors end with Ray's shutdown or the driver)
-            for actor in self.actors:
-                ray.kill(actor)
+            if not session.keep_actors(self.actors):  # (a notebook keeps them for its next run)
+                for actor in self.actors:
+                    ray.kill(actor)
         if self.recorder is not None:
             self.recorder.close()
         # This host's view: its actors, its share of the batches and of the devices.

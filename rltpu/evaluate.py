@@ -144,7 +144,8 @@ class EpisodePlayer:
                 step_key = key
                 if not self.greedy:
                     key, step_key = jax.random.split(key)
-                action, core = self._act(params, observation[None], step_key, core, context)
+                batch = jax.tree.map(lambda x: np.asarray(x)[None], observation)  # Dict/Tuple too
+                action, core = self._act(params, batch, step_key, core, context)
                 action = np.asarray(action)
                 observation, reward, terminated, truncated, _ = env.step(action[0])
                 if context is not None:  # a recurrent agent's next step context

@@ -21,6 +21,7 @@ import ray
 
 from rltpu import console, devices, envs
 from rltpu.config import RunConfig
+from rltpu.envs.make import normalize_one
 from rltpu.evaluate import MAX_EVAL_STEPS, EpisodePlayer, make_jax_evaluation
 
 def eval_seed(run: RunConfig, resume_step: int = 0) -> int:
@@ -70,8 +71,7 @@ class Evaluator:
         if run.normalize_observations:
             # Its own running statistics, as each rollout actor keeps its own; they go on
             # adapting over the evaluation episodes.
-            import gymnasium as gym
-            self.env = gym.wrappers.NormalizeObservation(self.env)
+            self.env = normalize_one(self.env)  # leaf by leaf for Dict/Tuple
         spec = envs.make_spec(run.env, **run.env_options())
         fns = agent.build(spec, agent_config, run)
         self.player = EpisodePlayer(fns, spec, greedy=run.eval_policy == "greedy")

@@ -5,10 +5,12 @@ devices split on the data axis, and the update runs while the next batch is coll
 """
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import numpy as np
 
-from rltpu import devices, recurrent
+from rltpu import devices, recurrent, spaces
 from rltpu.agent import AgentFns
 from rltpu.types import EnvSpec, RecurrentStart, TrainState, Trajectory, Unroll
 from rltpu.validation import skip_nonfinite
@@ -23,7 +25,7 @@ def example_trajectory(fns: AgentFns, spec: EnvSpec, params, unroll_length: int,
                        batch_size: int) -> Trajectory:
     """Shapes and dtypes (``jax.ShapeDtypeStruct``) of a ``[T, B]`` batch from actors."""
     T, B = unroll_length, batch_size
-    obs = jax.ShapeDtypeStruct((B, *spec.observation_space.shape), spec.observation_space.dtype)
+    obs = spaces.observation_spec(spec.observation_space, (B,))  # a pytree for Dict/Tuple
     over_time = lambda x, n=T: jax.ShapeDtypeStruct((n, *x.shape), x.dtype)
     start = None
     if recurrent.is_recurrent(fns):
@@ -35,7 +37,8 @@ def example_trajectory(fns: AgentFns, spec: EnvSpec, params, unroll_length: int,
     else:
         out = jax.eval_shape(fns.actor_step, params, obs, jax.random.key(0))
     flags = jax.ShapeDtypeStruct((T, B), np.bool_)
-    return Trajectory(observation=over_time(obs, T + 1), action=over_time(out.action),
+    return Trajectory(observation=jax.tree.map(lambda x: over_time(x, T + 1), obs),
+                      action=over_time(out.action),
                       reward=jax.ShapeDtypeStruct((T, B), np.float32), terminated=flags,
                       truncated=flags, valid=flags,
                       extras=jax.tree.map(over_time, dict(out.extras)),
@@ -54,27 +57,45 @@ def example_replay_sample(fns: AgentFns, spec: EnvSpec, params, unroll_length: i
             "weights": jax.ShapeDtypeStruct((n,), np.float32)}
 
 
+class LearnerPrograms(NamedTuple):
+    """A learner's compiled programs, which a notebook's next run of the same settings
+    reuses (``rltpu.session``) instead of compiling them again."""
+
+    init: Any  # jitted ``fns.init``: key -> TrainState
+    example: Any  # the global batch's shapes and dtypes
+    batch_axis: int  # 1: trajectories [T, B, ...]; 0: replay samples [N, ...]
+    update: Any  # the compiled data-parallel update
+
+
 class Learner:
     """Holds the replicated train state and applies updates on the mesh.
 
     ``version`` counts updates applied; params of version ``v`` are those after ``v``
     updates, and that is the version actors tag their trajectories with. An update whose
     loss or gradients are not finite keeps the old state (metric ``update_skipped``).
+
+    ``programs``: an earlier learner's of the same agent, settings and devices, to reuse
+    (``self.programs`` are this one's).
     """
 
     def __init__(self, fns: AgentFns, spec: EnvSpec, mesh, seed: int, unroll_length: int,
-                 batch_size: int):
+                 batch_size: int, programs: LearnerPrograms | None = None):
         self.mesh = mesh
-        self.state = devices.replicate(jax.jit(fns.init)(jax.random.key(seed)), mesh)
-        if fns.replay is None:  # trajectories [T, B, ...]: split B
-            self.example = example_trajectory(fns, spec, self.state.params, unroll_length,
-                                              batch_size)
-            self._batch_axis = 1
-        else:  # replay samples [N, ...]: split N
-            self.example = example_replay_sample(fns, spec, self.state.params, unroll_length)
-            self._batch_axis = 0
-        self._update = devices.data_parallel(skip_nonfinite(fns.update), mesh, self.state,
-                                             self.example, self._batch_axis)
+        init = jax.jit(fns.init) if programs is None else programs.init
+        self.state = devices.replicate(init(jax.random.key(seed)), mesh)
+        if programs is None:
+            if fns.replay is None:  # trajectories [T, B, ...]: split B
+                example = example_trajectory(fns, spec, self.state.params, unroll_length,
+                                             batch_size)
+                batch_axis = 1
+            else:  # replay samples [N, ...]: split N
+                example = example_replay_sample(fns, spec, self.state.params, unroll_length)
+                batch_axis = 0
+            programs = LearnerPrograms(init, example, batch_axis, devices.data_parallel(
+                skip_nonfinite(fns.update), mesh, self.state, example, batch_axis))
+        self.programs = programs
+        self.example, self._batch_axis, self._update = (programs.example, programs.batch_axis,
+                                                        programs.update)
         self.version = 0
 
     def restore(self, state: TrainState, version: int) -> None:

@@ -20,7 +20,7 @@ import jax
 import numpy as np
 
 from rltpu import checkpoint as checkpoints
-from rltpu import devices
+from rltpu import devices, spaces
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
 from rltpu.types import EnvSpec
@@ -66,6 +66,8 @@ class Policy:
         Args:
           observation: one observation (the env's observation shape) or a batch of them
             (a leading batch axis); any array-like, cast to the observation space's dtype.
+            For a Dict or Tuple space, a dict or tuple of such arrays, each with the same
+            leading batch axis in a batch (as a gymnasium vector env returns them).
           greedy: the most likely action (the agent's ``greedy_step``); False: sampled from
             the behaviour policy the actors used (``actor_step``).
 
@@ -81,17 +83,10 @@ class Policy:
             # and the previous action and reward (rltpu.evaluate.play keeps them per episode).
             raise ValueError(f"agent {self.agent.name!r} is recurrent: Policy.act does not "
                              "carry its core state yet; evaluate it with rltpu eval")
-        space = self.spec.observation_space
-        observation = np.asarray(observation, dtype=space.dtype)
-        shape = tuple(space.shape)
-        single = observation.shape == shape
-        if not single and observation.shape[1:] != shape:
-            raise ValueError(f"observation of shape {observation.shape}: the policy takes "
-                             f"{shape} or a batch [B, {', '.join(map(str, shape))}]")
         if greedy and self._greedy is None:
             raise ValueError(f"agent {self.agent.name!r} has no greedy_step; act with "
                              "greedy=False (its behaviour policy)")
-        batch = observation[None] if single else observation
+        batch, single = spaces.as_batch(observation, self.spec.observation_space)
         if greedy:  # (the sampling key only moves on when sampling)
             actions = np.asarray(self._greedy(self.params, batch, self._greedy_key))
         else:

@@ -14,7 +14,7 @@ import time
 
 import ray
 
-from rltpu import checkpoint, cluster, devices
+from rltpu import checkpoint, cluster, devices, session
 from rltpu.actor import RayRolloutActor
 from rltpu.cluster import connect, keep_ray_up
 from rltpu.driver import Loop
@@ -52,20 +52,25 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
         run = plan.run
         # The learner initialises and compiles its update while Ray and the actors start:
         # both take seconds, and neither needs the other.
+        # In a notebook, a run of the same settings as the last reuses its compiled programs.
+        programs_key = session.settings_key(plan, resume, plan.num_devices)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             learner = pool.submit(_at_low_priority, Learner, plan.fns, plan.spec,
                                   devices.make_mesh(plan.num_devices), run.seed,
-                                  run.unroll_length, run.batch_size)
+                                  run.unroll_length, run.batch_size,
+                                  session.learner_programs(programs_key))
             started_ray = stop.during_ray_init(lambda: connect(run.num_actors))
             startup["ray"] = time.time() - t_start
             try:
                 if stop.requested:
                     return _stopped_at_start(plan, learner.result(), hosts, resume, stop, t_start)
-                actors = _start_actors(plan, hosts, resume)
+                actors = _start_actors(plan, hosts, resume, fresh_ray=started_ray)
                 loop = Loop(plan, learner.result(), actors, hosts, resume, stop, startup, quiet,
                             on_row, t_start=t_start)
+                session.keep_learner_programs(programs_key, loop.learner.programs)
                 return loop.train()
             finally:
+                session.run_ended()
                 # (ray.init may have been cut short by a stop.) In a notebook the next run
                 # reuses the Ray this one started (``cluster.keep_ray_up``).
                 if (started_ray and not keep_ray_up()) or stop.requested:
@@ -89,8 +94,10 @@ def _stopped_at_start(plan: Plan, learner: Learner, hosts: LearnerHosts,
                         "num_actors": plan.run.num_actors})
 
 
-def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored | None) -> list:
-    """This host's share of the rollout actors."""
+def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored | None,
+                  fresh_ray: bool = True) -> list:
+    """This host's share of the rollout actors: in a notebook, the last run's when its
+    settings were the same (``rltpu.session``), started over with this run's seeds."""
     run, agent = plan.run, plan.agent
     module = type(agent).__module__
     if module != "__main__" and not module.startswith("rltpu.agents."):
@@ -102,6 +109,15 @@ def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored |
     # Actors ask for a CPU only (never a TPU): Ray may place them on any host of the
     # cluster, CPU-only ones included, and they pin their JAX to the CPU.
     actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
-    return [actor_class.remote(i, agent, plan.agent_config, run,
-                               (run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31)
-            for i in hosts.actor_ids(run.num_actors)]
+    ids = hosts.actor_ids(run.num_actors)
+    seeds = [(run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31 for i in ids]
+    key = session.settings_key(plan, resume, *ids, actors=True)
+    actors = session.take_actors(key, fresh_ray)
+    if actors is not None:
+        for actor, seed in zip(actors, seeds):
+            actor.new_run.remote(seed)  # (runs after any request left from the last run)
+    else:
+        actors = [actor_class.remote(i, agent, plan.agent_config, run, seed)
+                  for i, seed in zip(ids, seeds)]
+    session.started(key, actors)
+    return actors

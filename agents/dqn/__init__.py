@@ -14,6 +14,7 @@ from rltpu.agents.dqn.learning import make_optimizer, make_update_fn
 from rltpu.agents.dqn.losses import double_q_target, dqn_loss, huber
 from rltpu.agents.dqn.networks import q_network
 from rltpu.agents.dqn.transitions import n_step_transitions
+from rltpu import spaces
 from rltpu.agent import AgentFns
 from rltpu.replay import ReplaySpec
 from rltpu.types import ActorOutput, EnvSpec, TrainState
@@ -35,8 +36,7 @@ class DQN:
 
         def init(key) -> TrainState:
             init_key, key = jax.random.split(key)
-            dummy = jnp.zeros((1, *spec.observation_space.shape), spec.observation_space.dtype)
-            online = network.init(init_key, dummy)
+            online = network.init(init_key, spaces.zeros(spec.observation_space, (1,)))
             return TrainState({"online": online, "target": online}, optimizer.init(online), key,
                               jnp.zeros((), jnp.int32))
 

@@ -1,7 +1,10 @@
 """n-step transitions from time-major trajectories (numpy; runs in the replay actor)."""
 from __future__ import annotations
 
+import jax
 import numpy as np
+
+from rltpu import spaces
 
 from rltpu.types import Trajectory
 
@@ -22,7 +25,7 @@ def n_step_transitions(trajectory: Trajectory, n: int, discount: float,
       Observations keep their dtype (uint8 frames stay uint8 in the replay). With
       ``clip_rewards`` each reward is clipped to [-1, 1] before it is summed.
     """
-    obs = np.asarray(trajectory.observation)
+    obs = jax.tree.map(np.asarray, trajectory.observation)  # a pytree for Dict/Tuple spaces
     reward = np.asarray(trajectory.reward, np.float64)
     if clip_rewards:
         reward = np.clip(reward, -1.0, 1.0)
@@ -46,9 +49,9 @@ def n_step_transitions(trajectory: Trajectory, n: int, discount: float,
             running &= ~ended[step]
         bootstrap = np.where(terminated[last, columns], 0.0, scale)
         keep = valid[t]
-        out["observation"].append(obs[t][keep])
+        out["observation"].append(jax.tree.map(lambda o: o[t][keep], obs))
         out["action"].append(np.asarray(trajectory.action)[t][keep])
         out["n_step_return"].append(ret[keep].astype(np.float32))
         out["bootstrap_discount"].append(bootstrap[keep].astype(np.float32))
-        out["next_observation"].append(obs[last + 1, columns][keep])
-    return {k: np.concatenate(v) for k, v in out.items()}
+        out["next_observation"].append(jax.tree.map(lambda o: o[last + 1, columns][keep], obs))
+    return {k: spaces.concatenate(v) for k, v in out.items()}

@@ -93,7 +93,7 @@ def make_update_fn(networks: ActorCriticNetworks, distribution,
             reward = jnp.clip(reward, -1.0, 1.0)
         advantage = trajectory_gae(values[:-1], values[1:], reward, discount_t, trajectory.valid)
         samples = {
-            "observation": observation[:-1], "action": trajectory.action,
+            "observation": jax.tree.map(lambda x: x[:-1], observation), "action": trajectory.action,
             "log_mu": distribution.log_prob(trajectory.extras["policy"], trajectory.action),
             "old_value": values[:-1], "advantage": advantage,
             "value_target": advantage + values[:-1], "valid": trajectory.valid,

@@ -23,7 +23,8 @@ def make_optimizer(config: R2D2Config) -> optax.GradientTransformation:
 def _time_major(sequences) -> Trajectory:
     """Replayed sequences (``[N, T, ...]``, start ``[N, ...]``) as a ``[T, N]`` trajectory."""
     swap = lambda x: jnp.swapaxes(x, 0, 1)
-    return Trajectory(observation=swap(sequences["observation"]), action=swap(sequences["action"]),
+    return Trajectory(observation=jax.tree.map(swap, sequences["observation"]),
+                      action=swap(sequences["action"]),
                       reward=swap(sequences["reward"]), terminated=swap(sequences["terminated"]),
                       truncated=swap(sequences["truncated"]), valid=swap(sequences["valid"]),
                       extras={}, policy_version=None,
@@ -43,14 +44,15 @@ def make_update_fn(network, optimizer: optax.GradientTransformation, config: R2D
         core_state = recurrent.start_core_state(trajectory)
         observation = trajectory.observation
         at = lambda start, stop: jax.tree.map(lambda x: x[start:stop], context)
+        observed = lambda start, stop: jax.tree.map(lambda x: x[start:stop], observation)
         # The target network replays the whole sequence from the stored state.
         q_target, _ = network.unroll(target_params, observation, core_state, context)
         online_state = core_state
         if b:  # burn-in: warm the online core up without gradient (Kapturowski et al. 3.)
-            _, online_state = network.unroll(jax.lax.stop_gradient(online), observation[:b],
+            _, online_state = network.unroll(jax.lax.stop_gradient(online), observed(0, b),
                                              core_state, at(0, b))
             online_state = jax.lax.stop_gradient(online_state)
-        q_online, _ = network.unroll(online, observation[b:], online_state, at(b, None))
+        q_online, _ = network.unroll(online, observed(b, None), online_state, at(b, None))
         action = trajectory.action[b:]
         q_taken = jnp.take_along_axis(q_online[:-1], action[..., None].astype(jnp.int32),
                                       axis=-1)[..., 0]  # [T - b, N]

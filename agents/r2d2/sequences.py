@@ -17,7 +17,7 @@ def to_sequences(trajectory: Trajectory) -> dict:
       batch-major, as the replay stores and samples items.
     """
     batch_major = lambda x: np.swapaxes(np.asarray(x), 0, 1)
-    return {"observation": batch_major(trajectory.observation),
+    return {"observation": jax.tree.map(batch_major, trajectory.observation),
             "action": batch_major(trajectory.action),
             "reward": batch_major(trajectory.reward),
             "terminated": batch_major(trajectory.terminated),
