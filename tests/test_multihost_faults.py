@@ -94,7 +94,8 @@ def test_a_learner_killed_mid_run_stops_the_others_with_one_line(two_node_cluste
                       "host with --resume"], output[-3000:]
     print(f"process 0 exited {exited_s:.1f} s after process 1 was killed (--peer-timeout-s "
           f"{PEER_TIMEOUT_S}; load {os.getloadavg()[0]:.1f})")
-    assert PEER_TIMEOUT_S <= exited_s <= 1.7 * PEER_TIMEOUT_S + 6 + 5  # (5 s: the kill's wake-up)
+    # (a peer's last beat may be seen up to a beat, T/6, before the kill; 5 s: load's slack)
+    assert PEER_TIMEOUT_S * 5 / 6 <= exited_s <= 1.7 * PEER_TIMEOUT_S + 6 + 5
 
     steps, incomplete = checkpoint.list_checkpoints(str(run_dir))
     assert steps and incomplete == []
