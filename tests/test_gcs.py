@@ -266,3 +266,36 @@ def test_gs_run_killed_then_resumed_from_the_bucket(gcs, tmp_path, ray_dir):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     report = json.loads(evaluated.stdout)
     assert report["checkpoint"] == summary["learner_updates"] and len(report["returns"]) == 2
+
+
+from tests.test_multihost_train import (  # noqa: E402
+    RUN as POD_RUN, finish, pod_env, two_node_cluster)  # noqa: F401 -- a fixture
+
+
+@pytest.mark.slow
+def test_simulated_pod_writes_the_bucket_from_process_0_alone(gcs, two_node_cluster, tmp_path,
+                                                              coordinator_port):
+    """2 learner processes train into gs://; process 1's STORAGE_EMULATOR_HOST is a closed
+    port, so any read or write of storage by it would fail the run."""
+    cluster, tmp = two_node_cluster
+    run_dir = f"gs://{BUCKET}/pod"
+    args = [*POD_RUN, "--env", "rltpu.envs.fake:CountingEnv", "--target-return", "none",
+            "--total-env-steps", "2000", "--checkpoint-every-updates", "2"]
+    procs = []
+    for i, emulator in enumerate([gcs, f"http://127.0.0.1:{free_port()}"]):
+        env = {**pod_env(cluster.address, tmp), "STORAGE_EMULATOR_HOST": emulator}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "rltpu.cli", "train", "--coordinator",
+             f"127.0.0.1:{coordinator_port}", "--num-processes", "2", "--process-id", str(i),
+             "--run-dir", run_dir, *args], env=env, cwd=tmp_path, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outputs = finish(procs, timeout=300)
+    names = objects(gcs, "pod/")
+    summary = json.loads(storage.read_text(f"{run_dir}/summary.json"))
+    assert summary["num_processes"] == 2 and summary["env_steps"] >= 2000
+    updates = summary["learner_updates"]
+    for name in ("config.json", "metrics.jsonl", "summary.json",
+                 f"checkpoints/{updates}/{checkpoint.COMMIT_SUCCESS_FILE}"):
+        assert f"pod/{name}" in names, names
+    assert not any(".rltpu-probe-" in n for n in names)
+    assert "rltpu: error" not in outputs[1] and "Traceback" not in outputs[1], outputs[1][-3000:]
