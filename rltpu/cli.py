@@ -130,9 +130,10 @@ def train_main(argv: list[str]) -> int:
         raise
     except Exception:
         # A collective whose peer died raises at once on CPUs: if a learner process was
-        # lost, the watchdog says which and exits; otherwise the error stands.
-        if hosts.watchdog() is not None:
-            hosts.watchdog().confirm()
+        # lost, the watchdog says which and exits; a failure of this process alone exits
+        # without waiting for the others, which wait for it (see Watchdog.failed).
+        if hosts.watchdog() is not None and hosts.watchdog().watching:
+            hosts.watchdog().failed()
         raise
     # A run that ended, or settings refused everywhere, is no lost process; a failure of
     # this one alone (status 1) is, for the others, which must not wait for it.

@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Callable
 
 import jax
@@ -476,8 +477,34 @@ class Watchdog:
         """Called when this process's own work failed (a collective that lost its peer
         raises at once on CPUs): waits up to ``timeout_s`` (plus a beat) for the verdict,
         which exits the process if a peer was lost; returns if none was."""
-        if self._count > 1 and not self._finished.is_set():
+        if self.watching:
             time.sleep(self.timeout_s + self._period() + 2)
+
+    @property
+    def watching(self) -> bool:
+        """Whether this process watches others (several processes, its run not finished)."""
+        return self._count > 1 and not self._finished.is_set()
+
+    def failed(self) -> None:
+        """This process's run raised (the caller is handling the exception): never returns.
+
+        A runtime error of JAX's (a collective whose peer died raises one at once on CPUs)
+        first waits for the verdict (``confirm``), which exits with the one line if a peer
+        was lost. Otherwise the traceback is printed and the process exits with status 1
+        without JAX's exit handlers: those wait at a barrier for the others, which are
+        waiting for this process in the next collective, and the pod would hang. Gone
+        quiet, it is named lost by the others within their bound.
+        """
+        runtime_errors = tuple(t for t in (getattr(jax.errors, "JaxRuntimeError", None),
+                                           getattr(jax.errors, "XlaRuntimeError", None)) if t)
+        if isinstance(sys.exc_info()[1], runtime_errors):
+            self.confirm()
+        traceback.print_exc()
+        console.say(f"error: learner process {self._index} failed (above); the others stop "
+                    "when they notice (--peer-timeout-s)")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
 
     def _period(self) -> float:
         return max(0.2, min(5.0, self.timeout_s / 6))
