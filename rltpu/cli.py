@@ -121,9 +121,34 @@ def _build(cls, values: dict):
 
 
 def train_main(argv: list[str]) -> int:
+    from rltpu import hosts
+    try:
+        status = _train_main(argv)
+    except SystemExit:  # argparse's refusal, alike on every host
+        if hosts.watchdog() is not None:
+            hosts.watchdog().finished()
+        raise
+    except Exception:
+        # A collective whose peer died raises at once on CPUs: if a learner process was
+        # lost, the watchdog says which and exits; a failure of this process alone exits
+        # without waiting for the others, which wait for it (see Watchdog.failed).
+        if hosts.watchdog() is not None and hosts.watchdog().watching:
+            hosts.watchdog().failed()
+        raise
+    # A run that ended, or settings refused everywhere, is no lost process; a failure of
+    # this one alone (status 1) is, for the others, which must not wait for it.
+    if hosts.watchdog() is not None and status != 1:
+        hosts.watchdog().finished()
+    return status
+
+
+def _train_main(argv: list[str]) -> int:
+    from rltpu.hosts import JoinError
     known = _train_pre_parser().parse_known_args(argv)[0]
     try:
         placed, preset, configured, saved, agent = _train_setup(known, argv)
+    except JoinError as e:
+        return _fail(str(e), status=1)
     except ValueError as e:
         return _fail(str(e))
     parser = _train_parser(agent, preset, configured)
@@ -132,7 +157,8 @@ def train_main(argv: list[str]) -> int:
     resume = values.pop("resume", None)
     print_config = values.pop("print_config", False)
     for name in ("preset", "config", "trust_run_code", "distributed", "coordinator",
-                 "num_processes", "process_id", "learner_hosts", "learner_resources"):
+                 "num_processes", "process_id", "learner_hosts", "learner_resources",
+                 "join_timeout_s", "peer_timeout_s"):
         values.pop(name, None)  # used by _train_setup
     # The preset's settings, then the config file's, then the flags given.
     values = {**file_values(parser, agent, preset, configured, known.preset, known.config),
@@ -173,6 +199,8 @@ def _train_pre_parser() -> argparse.ArgumentParser:
         pre.add_argument(flag, default=None)
     for flag in ("--num-processes", "--process-id", "--learner-hosts"):
         pre.add_argument(flag, type=int, default=None)
+    for flag in ("--join-timeout-s", "--peer-timeout-s"):
+        pre.add_argument(flag, type=_positive_float, default=None)
     pre.add_argument("--trust-run-code", action="store_true")
     return pre
 
@@ -193,8 +221,11 @@ def _train_setup(known, argv: list[str]):
     if distributed is not None:
         # Before anything asks JAX for its devices (the mesh spans every host's), and
         # before a resumed run's settings are read (process 0 reads them for all).
-        from rltpu import devices
-        devices.initialize_distributed(**distributed)
+        from rltpu import hosts
+        timeouts = {"join_timeout_s": known.join_timeout_s or hosts.JOIN_TIMEOUT_S,
+                    "peer_timeout_s": known.peer_timeout_s or hosts.PEER_TIMEOUT_S}
+        hosts.join(distributed.get("coordinator"), distributed.get("num_processes"),
+                   distributed.get("process_id"), **timeouts)
     preset, configured = setting_files(known, argv)
     # With Ray-placed learners the run directory is on learner 0's host, which reads it.
     saved = None if known.resume is None or placed else on_first_process(
@@ -246,6 +277,15 @@ def _add_host_flags(parser: argparse.ArgumentParser) -> None:
                        help="learner processes in all (with --coordinator)")
     hosts.add_argument("--process-id", type=int, metavar="I", default=argparse.SUPPRESS,
                        help="this one's index, 0 to N-1; process 0 writes the run directory")
+    hosts.add_argument("--join-timeout-s", type=_positive_float, metavar="S",
+                       default=argparse.SUPPRESS,
+                       help="at start, give up (one line, status 1) when not every learner "
+                       "process has joined within S seconds; meanwhile each says every 5 s how "
+                       "many of how many have joined (default 300)")
+    hosts.add_argument("--peer-timeout-s", type=_positive_float, metavar="S",
+                       default=argparse.SUPPRESS,
+                       help="when a learner process is unheard for S seconds (its host died), "
+                       "the others stop with one line naming it, status 1 (default 30)")
     hosts.add_argument("--learner-hosts", type=int, metavar="N", default=argparse.SUPPRESS,
                        help="or: let Ray start the N learner processes, one on each of N hosts "
                        "of the running cluster holding --learner-resources (run this once, "
@@ -257,13 +297,15 @@ def _add_host_flags(parser: argparse.ArgumentParser) -> None:
 
 def _train_and_report(plan, quiet: bool, restored) -> int:
     """Trains the validated plan; prints the summary's line, and how to resume if stopped."""
-    from rltpu import checkpoint, cluster, storage
+    from rltpu import checkpoint, cluster, hosts, storage
     from rltpu.faults import ActorsExhaustedError
     from rltpu.hosts import HostsDisagreeError
     from rltpu.run import train_plan
     from rltpu.validation import NonFiniteUpdatesError
     try:
         summary = train_plan(plan, quiet=quiet, resume=restored)
+        if hosts.watchdog() is not None:  # (before the exits below, which skip the caller)
+            hosts.watchdog().finished()
     except HostsDisagreeError as e:
         return _fail(str(e))
     except (NonFiniteUpdatesError, ActorsExhaustedError, storage.WriteError) as e:
@@ -525,6 +567,16 @@ def _resumed(saved: dict, given: dict, agent, run_dir: str) -> dict:
     run_values, agent_values = resuming.resumed_values(saved, given, run_fields,
                                                          agent_fields, run_dir)
     return {**agent_values, **run_values}
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:

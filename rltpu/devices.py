@@ -89,7 +89,8 @@ def _date_undated_programs(path: str) -> None:
 
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
-                           process_id: int | None = None, cpu_devices: int | None = None) -> None:
+                           process_id: int | None = None, cpu_devices: int | None = None,
+                           timeout_s: float = 300.0, heartbeat_timeout_s: float = 100.0) -> None:
     """Joins this learner process to a multi-process SPMD program.
 
     On Cloud TPU call it with no arguments (the TPU runtime supplies them); elsewhere pass
@@ -101,6 +102,15 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     listens on ``coordinator`` alone, not on every interface as JAX's default would; the
     port must stay inside the VPC.
 
+    Args:
+      timeout_s: how long to wait for every process to connect (JAX's
+        ``initialization_timeout``).
+      heartbeat_timeout_s: JAX's own heartbeat bound (after it, JAX's coordination
+        service declares a silent process dead and aborts every other with native stack
+        traces). JAX's client takes no Python callback instead of that abort (a
+        ``missed_heartbeat_callback`` dies converting its status, JAX 0.10.2), so rltpu's
+        own watchdog must decide first (``hosts.Watchdog``).
+
     Raises:
       ValueError: with no arguments, off a Cloud TPU (nothing says where the others are).
     """
@@ -108,9 +118,11 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         jax.config.update("jax_num_cpu_devices", cpu_devices)
     if os.environ.get("JAX_PLATFORMS", "") == "cpu" or cpu_devices is not None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    timeouts = {"initialization_timeout": max(1, int(timeout_s)),
+                "heartbeat_timeout_seconds": max(1, int(heartbeat_timeout_s))}
     if coordinator is None and num_processes is None:
         try:
-            jax.distributed.initialize()
+            jax.distributed.initialize(**timeouts)
         except ValueError as e:  # JAX's "coordinator_address should be defined."
             raise ValueError(f"--distributed auto: the TPU runtime did not say where the other "
                              f"hosts are ({' '.join(str(e).split())}); off a Cloud TPU give "
@@ -122,7 +134,28 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     else:  # (an older JAX reads it from the environment)
         os.environ["JAX_COORDINATOR_BIND_ADDRESS"] = coordinator
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id, **bind)
+                               process_id=process_id, **bind, **timeouts)
+
+
+def publish(key: str, value: str) -> None:
+    """Sets ``key`` to ``value`` in the key-value store of JAX's coordination service (on
+    learner process 0), overwriting it. Raises if the service cannot be reached."""
+    _client().key_value_set(key, value, allow_overwrite=True)
+
+
+def published(prefix: str) -> dict[str, str]:
+    """Every key under ``prefix`` (a ``/``-ended directory) in that store, with its value.
+    Raises if the service cannot be reached."""
+    return dict(_client().key_value_dir_get(prefix))
+
+
+def _client():
+    # JAX keeps its distributed client in a private global; multihost_utils reads it too.
+    from jax._src import distributed
+    client = distributed.global_state.client
+    if client is None:
+        raise RuntimeError("jax.distributed is not initialized")
+    return client
 
 
 def process_index() -> int:

@@ -19,12 +19,17 @@ import dataclasses
 import hashlib
 import json
 import os
+import socket
+import sys
+import threading
+import time
+import traceback
 from typing import Any, Callable
 
 import jax
 import numpy as np
 
-from rltpu import checkpoint, devices
+from rltpu import checkpoint, console, devices
 
 
 def on_first_process(read: Callable[[], Any]) -> Any:
@@ -200,3 +205,370 @@ class UpdateRecorder:
     def close(self) -> None:
         self._digests.close()
         np.savez(self._path, **self._arrays)
+
+
+JOIN_TIMEOUT_S = 300.0
+"""How long a learner process waits for the others at start (``--join-timeout-s``)."""
+PEER_TIMEOUT_S = 30.0
+"""How long a learner process may go unheard before the others stop (``--peer-timeout-s``)."""
+JOIN_PROGRESS_S = 5.0
+"""How often a process waiting for the others says how many have joined."""
+
+
+class JoinError(RuntimeError):
+    """The learner processes did not all join in time, or one joined twice."""
+
+
+def join(coordinator: str | None, num_processes: int | None, process_id: int | None,
+         join_timeout_s: float = JOIN_TIMEOUT_S, peer_timeout_s: float = PEER_TIMEOUT_S,
+         cpu_devices: int | None = None) -> "Watchdog":
+    """Joins this learner process to the others and starts watching them.
+
+    With a coordinator given, the processes first meet on its port (process 0 listens
+    there, on the coordinator's address alone), and every one waiting says every
+    ``JOIN_PROGRESS_S`` how many of how many have joined; then the port is handed to
+    ``jax.distributed``. With ``--distributed auto`` JAX finds the others itself and the
+    wait only says how long it has waited. Either way the wait ends after
+    ``join_timeout_s`` with ``JoinError``.
+
+    Returns:
+      The started ``Watchdog`` (``watchdog()`` returns it too).
+    """
+    global _watchdog
+    deadline = time.monotonic() + join_timeout_s
+    if coordinator is not None:
+        _meet(coordinator, num_processes, process_id, join_timeout_s, deadline)
+    watching = Watchdog(peer_timeout_s)
+    waiting = None if coordinator is not None else _say_while_waiting(join_timeout_s)
+    try:
+        devices.initialize_distributed(
+            coordinator, num_processes, process_id, cpu_devices,
+            timeout_s=max(1.0, deadline - time.monotonic()),
+            # JAX's own verdict must come after rltpu's, which names the lost process.
+            heartbeat_timeout_s=max(100.0, 3 * peer_timeout_s))
+    except Exception as e:  # noqa: BLE001 -- JAX's timeout is a RuntimeError of many lines
+        if time.monotonic() >= deadline - 1:
+            raise JoinError(f"the learner processes did not all join within {join_timeout_s:g} s "
+                            f"(--join-timeout-s): {' '.join(str(e).split())[:300]}") from None
+        raise
+    finally:
+        if waiting is not None:
+            waiting.set()
+    watching.start(devices.process_index(), devices.process_count())
+    _watchdog = watching
+    return watching
+
+
+def _say_while_waiting(timeout_s: float) -> threading.Event:
+    """Says every ``JOIN_PROGRESS_S`` that this process is still waiting, until the event."""
+    done, t0 = threading.Event(), time.monotonic()
+
+    def run():
+        while not done.wait(JOIN_PROGRESS_S):
+            waited = time.monotonic() - t0
+            console.say(f"waiting for the other learner processes to join ({waited:.0f} s; "
+                        f"giving up after {timeout_s:g} s)")
+    threading.Thread(target=run, daemon=True, name="rltpu-join").start()
+    return done
+
+
+def _meet(coordinator: str, count: int, index: int, timeout_s: float, deadline: float) -> None:
+    """Every learner process meets the others at the coordinator's port before JAX uses it:
+    process 0 listens and counts, the others connect and hear the count."""
+    host, _, port = coordinator.rpartition(":")
+    host = host.strip("[]")
+    if index == 0:
+        _meet_as_first(host, int(port), count, timeout_s, deadline)
+    else:
+        _meet_as_other(host, int(port), count, index, timeout_s, deadline)
+
+
+def _missing(joined, count: int) -> str:
+    missing = [i for i in range(count) if i not in joined]
+    return ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+
+
+def _meet_as_first(host: str, port: int, count: int, timeout_s: float, deadline: float) -> None:
+    members: dict[int, socket.socket] = {}
+    # SO_REUSEPORT as JAX's gRPC server sets it, so the two can follow each other on the port.
+    server = socket.create_server((host, port), reuse_port=True)
+    server.settimeout(0.5)
+    said = time.monotonic()
+    try:
+        while len(members) < count - 1:
+            now = time.monotonic()
+            if now >= deadline:
+                raise JoinError(f"only {len(members) + 1} of {count} learner processes joined "
+                                f"within {timeout_s:g} s (--join-timeout-s); missing: "
+                                f"{_missing({0, *members}, count)}")
+            if now - said >= JOIN_PROGRESS_S:
+                said = now
+                console.say(f"waiting for the learner processes: {len(members) + 1} of {count} "
+                            f"joined (missing: {_missing({0, *members}, count)})")
+            try:
+                conn, _ = server.accept()
+            except socket.timeout:
+                continue
+            conn.settimeout(10)
+            try:
+                words = conn.makefile().readline().split()
+                index = int(words[1]) if len(words) == 3 and words[0] == "join" else -1
+                if len(words) == 3 and int(words[2]) != count:
+                    _send(conn, f"refused learner process 0 was started with --num-processes "
+                                f"{count}, this one with {words[2]}")
+                    continue
+            except (OSError, ValueError):
+                conn.close()
+                continue
+            if not 0 < index < count or index in members:
+                _send(conn, f"refused learner process {index} "
+                            + ("has joined already" if index in members else "is not expected"))
+                continue
+            members[index] = conn
+            for other in members.values():
+                _send(other, f"joined {len(members) + 1}", close=False)
+        for conn in members.values():
+            _send(conn, "go", close=False)
+        for conn in members.values():  # they close first, so the port is free at once
+            try:
+                conn.recv(1)
+            except OSError:
+                pass
+    finally:
+        for conn in members.values():
+            conn.close()
+        server.close()
+
+
+def _send(conn: socket.socket, line: str, close: bool = True) -> None:
+    try:
+        conn.sendall((line + "\n").encode())
+    except OSError:
+        pass
+    if close:
+        conn.close()
+
+
+def _meet_as_other(host: str, port: int, count: int, index: int, timeout_s: float,
+                   deadline: float) -> None:
+    joined, said = None, time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now >= deadline:
+            raise JoinError(
+                f"learner process 0 (the coordinator, {host}:{port}) was not reachable within "
+                f"{timeout_s:g} s (--join-timeout-s)" if joined is None else
+                f"only {joined} of {count} learner processes joined within {timeout_s:g} s "
+                "(--join-timeout-s)")
+        if now - said >= JOIN_PROGRESS_S:
+            said = now
+            console.say(f"waiting for learner process 0 at {host}:{port} (not reachable yet)"
+                        if joined is None else
+                        f"waiting for the learner processes: {joined} of {count} joined")
+        try:
+            conn = socket.create_connection((host, port), timeout=2)
+        except OSError:
+            time.sleep(0.5)
+            continue
+        with conn:
+            conn.settimeout(0.5)
+            try:
+                conn.sendall(f"join {index} {count}\n".encode())
+            except OSError:
+                continue
+            buffer = b""
+            while time.monotonic() < deadline:
+                try:
+                    data = conn.recv(4096)
+                except socket.timeout:
+                    data = None
+                except OSError:
+                    break
+                if data == b"":
+                    break  # process 0 went away: try again until the deadline
+                buffer += data or b""
+                while b"\n" in buffer:
+                    line, buffer = buffer.split(b"\n", 1)
+                    word, _, rest = line.decode().partition(" ")
+                    if word == "go":
+                        return
+                    if word == "refused":
+                        raise JoinError(rest)
+                    if word == "joined":
+                        joined = int(rest)
+                if time.monotonic() - said >= JOIN_PROGRESS_S:
+                    said = time.monotonic()
+                    console.say(f"waiting for the learner processes: {joined or 1} of {count} "
+                                "joined")
+
+
+class LostProcessError(RuntimeError):
+    """A learner process of the run stopped answering."""
+
+
+_watchdog: "Watchdog | None" = None
+
+
+def watchdog() -> "Watchdog | None":
+    """This process's watchdog (None in a single-process run)."""
+    return _watchdog
+
+
+class Watchdog:
+    """Watches the other learner processes; when one is lost, ends this one.
+
+    Each process sets its own heartbeat (a counter) in the key-value store of JAX's
+    coordination service every ``timeout_s / 6`` (at most 5 s) and reads everyone's. A
+    process whose counter has not moved for ``timeout_s`` is lost. This process then says
+    one line naming it, lets a checkpoint being written finish (process 0; for at most
+    ``timeout_s / 3``), and exits with status 1 without JAX's exit handlers (they would
+    wait for the lost process). Process 0 publishes its verdict and waits a beat before it
+    exits, so that the others say the same line before its exit takes the store away. In
+    all, a survivor exits within about ``1.7 * timeout_s + 6`` s of the loss (51 s with
+    the default 30). Without it the collectives of the next update wait for the lost
+    process until JAX's own heartbeat timeout (100 s), then abort with pages of native
+    traces and no word on which host.
+
+    Process 0 holds the store (JAX's coordination service): when it dies, JAX's client in
+    every other process aborts that process itself within a second, with JAX's own
+    message ("... the leader task ..."), before this watchdog can speak; JAX takes no
+    Python callback in place of that abort (its ``missed_heartbeat_callback`` dies
+    converting its argument, JAX 0.10.2).
+    """
+
+    PREFIX = "rltpu/heartbeat/"
+
+    def __init__(self, timeout_s: float):
+        self.timeout_s = timeout_s
+        self._index, self._count = 0, 1
+        self._seen: dict[int, tuple[str, float]] = {}  # process -> (its counter, when it moved)
+        self._store_reached = time.monotonic()
+        self._finished = threading.Event()
+        self._verdict: list[int] | None = None  # process 0's, which the others follow
+        self._before_exit: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    def start(self, index: int, count: int) -> None:
+        self._index, self._count = index, count
+        now = time.monotonic()
+        self._seen = {i: ("", now) for i in range(count) if i != index}
+        self._store_reached = now
+        if count > 1:
+            threading.Thread(target=self._beat, daemon=True, name="rltpu-heartbeat").start()
+            threading.Thread(target=self._judge, daemon=True, name="rltpu-watchdog").start()
+
+    def before_exit(self, finish: Callable[[], None]) -> None:
+        """Runs ``finish`` (for at most ``timeout_s / 3``) before exiting for a lost process: a
+        checkpoint being written completes rather than being left cut off."""
+        self._before_exit.append(finish)
+
+    def finished(self) -> None:
+        """This process ended its run normally: it stops watching, and the others stop
+        watching it (it may exit before them)."""
+        if self._finished.is_set():
+            return
+        self._finished.set()
+        try:
+            devices.publish(f"{self.PREFIX}{self._index}", "finished")
+        except Exception:  # noqa: BLE001 -- the others then see it go quiet, as they should
+            pass
+
+    def confirm(self) -> None:
+        """Called when this process's own work failed (a collective that lost its peer
+        raises at once on CPUs): waits up to ``timeout_s`` (plus a beat) for the verdict,
+        which exits the process if a peer was lost; returns if none was."""
+        if self.watching:
+            time.sleep(self.timeout_s + self._period() + 2)
+
+    @property
+    def watching(self) -> bool:
+        """Whether this process watches others (several processes, its run not finished)."""
+        return self._count > 1 and not self._finished.is_set()
+
+    def failed(self) -> None:
+        """This process's run raised (the caller is handling the exception): never returns.
+
+        A runtime error of JAX's (a collective whose peer died raises one at once on CPUs)
+        first waits for the verdict (``confirm``), which exits with the one line if a peer
+        was lost. Otherwise the traceback is printed and the process exits with status 1
+        without JAX's exit handlers: those wait at a barrier for the others, which are
+        waiting for this process in the next collective, and the pod would hang. Gone
+        quiet, it is named lost by the others within their bound.
+        """
+        runtime_errors = tuple(t for t in (getattr(jax.errors, "JaxRuntimeError", None),
+                                           getattr(jax.errors, "XlaRuntimeError", None)) if t)
+        if isinstance(sys.exc_info()[1], runtime_errors):
+            self.confirm()
+        traceback.print_exc()
+        console.say(f"error: learner process {self._index} failed (above); the others stop "
+                    "when they notice (--peer-timeout-s)")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+    def _period(self) -> float:
+        return max(0.2, min(5.0, self.timeout_s / 6))
+
+    def _beat(self) -> None:
+        beat = 0
+        while not self._finished.wait(self._period()):
+            beat += 1
+            try:
+                devices.publish(f"{self.PREFIX}{self._index}", str(beat))
+                values = devices.published(self.PREFIX)
+            except Exception:  # noqa: BLE001 -- the judge counts how long the store is gone
+                continue
+            now = time.monotonic()
+            with self._lock:
+                self._store_reached = now
+                for key, value in values.items():
+                    i = int(key.rstrip("/").rpartition("/")[2])
+                    if i in self._seen and self._seen[i][0] != value:
+                        self._seen[i] = (value, now)
+                    if i == 0 and value.startswith("lost "):
+                        self._verdict = [int(j) for j in value.split()[1:]]
+
+    def _judge(self) -> None:
+        while not self._finished.wait(0.5):
+            now = time.monotonic()
+            with self._lock:
+                if self._verdict is not None:
+                    lost = self._verdict
+                elif now - self._store_reached > self.timeout_s:
+                    lost = [0]
+                else:
+                    lost = [i for i, (value, moved) in self._seen.items()
+                            if value != "finished" and now - moved > self.timeout_s]
+            if lost and self._index not in lost:
+                self._exit(lost)
+
+    def _exit(self, lost: list[int]) -> None:
+        if self._finished.is_set():
+            return
+        names = ", ".join(map(str, lost))
+        if self._index == 0 and self._count > 2:
+            # Process 0's exit takes JAX's coordination service with it, and JAX aborts the
+            # others at once with its own pages: let them hear the verdict and say theirs.
+            try:
+                devices.publish(f"{self.PREFIX}0", "lost " + " ".join(map(str, lost)))
+            except Exception:  # noqa: BLE001
+                pass
+            time.sleep(self._period() + 1)
+        for finish in self._before_exit:
+            done = threading.Thread(target=_without_errors(finish), daemon=True)
+            done.start()
+            done.join(self.timeout_s / 3)
+        console.say(f"error: lost learner process{'es' if len(lost) > 1 else ''} {names} "
+                    f"(unheard for {self.timeout_s:g} s, --peer-timeout-s); learner process "
+                    f"{self._index} stops too. Resume the run on every host with --resume")
+        sys.stdout.flush()
+        os._exit(1)
+
+
+def _without_errors(finish: Callable[[], None]) -> Callable[[], None]:
+    def run():
+        try:
+            finish()
+        except Exception:  # noqa: BLE001 -- a failed write leaves the last complete checkpoint
+            pass
+    return run

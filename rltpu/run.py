@@ -117,6 +117,9 @@ class Run:
         if primary:
             config = plan.config()
             self.checkpoints = checkpointer.Checkpointer(plan.run_dir, run, config)
+            from rltpu import hosts
+            if hosts.watchdog() is not None:  # a lost peer ends the run: finish a write first
+                hosts.watchdog().before_exit(self.checkpoints.wait)
             self._writer = sinks.MetricSinks(plan.run_dir, run.total_env_steps, config, run.wandb,
                                              quiet)
             if resume is not None:

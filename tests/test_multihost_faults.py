@@ -1,0 +1,115 @@
+"""Faults of a simulated pod (learner processes joined with jax.distributed on loopback):
+a process missing at start, and a learner process killed with kill -9 mid-run."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rltpu import checkpoint
+from tests.processes import ended, reserved_port, said
+from tests.test_multihost_train import (RUN, digests, pod_env, start_learners,  # noqa: F401
+                                        two_node_cluster)  # (a fixture)
+
+JOIN_TIMEOUT_S = 8
+
+
+def test_missing_processes_are_counted_then_given_up_on(tmp_path, ray_tmpdir, coordinator_port):
+    """Processes 0 and 1 of 3 wait for process 2 (which never comes), saying how many have
+    joined; a process 1 alone waits for a coordinator that never listens. Each gives up
+    after --join-timeout-s with one line, before Ray starts."""
+    args = ["--run-dir", str(tmp_path / "run"), "--join-timeout-s", str(JOIN_TIMEOUT_S)]
+    env = pod_env("", ray_tmpdir)
+
+    def learner(i: int, n: int, port: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rltpu.cli", "train", "--coordinator", f"127.0.0.1:{port}",
+             "--num-processes", str(n), "--process-id", str(i), *args],
+            env=env, cwd=tmp_path, text=True, stderr=subprocess.PIPE)
+
+    with reserved_port() as lone_port:
+        procs = [learner(0, 3, coordinator_port), learner(1, 3, coordinator_port),
+                 learner(1, 2, lone_port)]
+        t0 = time.time()
+        with ended(*procs):
+            stderrs = [p.communicate(timeout=120)[1] for p in procs]
+        waited = time.time() - t0
+    for p, stderr in zip(procs, stderrs):
+        assert p.returncode == 1, stderr
+    lines = [s.strip().splitlines() for s in stderrs]
+    assert lines[0][-1] == (f"rltpu: error: only 2 of 3 learner processes joined within "
+                            f"{JOIN_TIMEOUT_S} s (--join-timeout-s); missing: 2"), stderrs[0]
+    assert lines[1][-1] == (f"rltpu: error: only 2 of 3 learner processes joined within "
+                            f"{JOIN_TIMEOUT_S} s (--join-timeout-s)"), stderrs[1]
+    assert lines[2][-1] == (f"rltpu: error: learner process 0 (the coordinator, 127.0.0.1:"
+                            f"{lone_port}) was not reachable within {JOIN_TIMEOUT_S} s "
+                            "(--join-timeout-s)"), stderrs[2]
+    # Every few seconds while waiting, and nothing else.
+    assert set(lines[0][:-1]) == {"rltpu: waiting for the learner processes: 2 of 3 joined "
+                                  "(missing: 2)"} and len(lines[0]) >= 2, stderrs[0]
+    assert set(lines[1][:-1]) == {"rltpu: waiting for the learner processes: 2 of 3 joined"}
+    assert set(lines[2][:-1]) == {f"rltpu: waiting for learner process 0 at 127.0.0.1:"
+                                  f"{lone_port} (not reachable yet)"} and len(lines[2]) >= 2
+    assert not os.listdir(ray_tmpdir) and not (tmp_path / "run").exists()
+    print(f"all three gave up {waited:.1f} s after start (join timeout {JOIN_TIMEOUT_S} s; "
+          f"load {os.getloadavg()[0]:.1f})")
+
+
+PEER_TIMEOUT_S = 10
+
+
+@pytest.mark.slow
+def test_a_learner_killed_mid_run_stops_the_others_with_one_line(two_node_cluster, tmp_path,
+                                                                 coordinator_port):
+    """kill -9 to learner process 1 of a training pod: process 0 exits within the documented
+    bound (1.7 x --peer-timeout-s + 6 s), its one error line naming process 1, and its
+    checkpoint folder holds only complete checkpoints, the newest readable."""
+    cluster, tmp = two_node_cluster
+    run_dir, record_dir = tmp_path / "run", tmp_path / "record"
+    args = [*RUN, "--env", "rltpu.envs.fake:CountingEnv", "--target-return", "none",
+            "--total-env-steps", "10000000", "--checkpoint-every-updates", "3",
+            "--peer-timeout-s", str(PEER_TIMEOUT_S)]
+    procs = start_learners(cluster, tmp, run_dir, record_dir, [args, args], coordinator_port)
+    with ended(*procs):
+        deadline = time.time() + 300
+        while not ((record_dir / "process0.digests").exists() and len(digests(record_dir, 0)) >= 7):
+            assert time.time() < deadline and all(p.poll() is None for p in procs), \
+                "\n".join(said(p)[-2000:] for p in procs)
+            time.sleep(0.2)
+        procs[1].kill()
+        t0 = time.time()
+        try:
+            output, _ = procs[0].communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("process 0 outlived its lost peer: " + said(procs[0])[-3000:]) \
+                from None
+        exited_s = time.time() - t0
+    assert procs[0].returncode == 1, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith("rltpu: error")]
+    assert errors == [f"rltpu: error: lost learner process 1 (unheard for {PEER_TIMEOUT_S} s, "
+                      "--peer-timeout-s); learner process 0 stops too. Resume the run on every "
+                      "host with --resume"], output[-3000:]
+    print(f"process 0 exited {exited_s:.1f} s after process 1 was killed (--peer-timeout-s "
+          f"{PEER_TIMEOUT_S}; load {os.getloadavg()[0]:.1f})")
+    # (a peer's last beat may be seen up to a beat, T/6, before the kill; 5 s: load's slack)
+    assert PEER_TIMEOUT_S * 5 / 6 <= exited_s <= 1.7 * PEER_TIMEOUT_S + 6 + 5
+
+    steps, incomplete = checkpoint.list_checkpoints(str(run_dir))
+    assert steps and incomplete == []
+    assert sorted(os.listdir(run_dir / "checkpoints")) == sorted(map(str, steps))
+    assert all(step % 3 == 0 for step in steps) and steps[0] <= len(digests(record_dir, 0))
+    newest = checkpoint.restore(str(run_dir), _impala_init())
+    assert newest.step == steps[0]
+    assert checkpoint.params_digest(newest.state.params) == digests(record_dir, 0)[steps[0] - 1]
+
+
+def _impala_init():
+    from rltpu import agents, envs
+    from rltpu.config import RunConfig
+    agent = agents.get("impala")
+    spec = envs.make_spec("rltpu.envs.fake:CountingEnv")
+    return agent.build(spec, agent.Config(), RunConfig(num_actors=2, envs_per_actor=8,
+                                                       batch_size=16, unroll_length=16)).init
