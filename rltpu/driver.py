@@ -18,7 +18,7 @@ import numpy as np
 import psutil
 import ray
 
-from rltpu import checkpoint, cluster, devices, report, resume as resuming
+from rltpu import checkpoint, cluster, devices, inference, report, resume as resuming
 from rltpu.cluster import connect, keep_ray_up
 from rltpu.actor import RayRolloutActor
 from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest, Stopped
@@ -107,10 +107,12 @@ def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored |
     seed_offset = 0 if resume is None else resume.step
     # Actors ask for a CPU only (never a TPU): Ray may place them on any host of the
     # cluster, CPU-only ones included, and they pin their JAX to the CPU.
+    seeds = [(i, (run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31)
+             for i in hosts.actor_ids(run.num_actors)]
+    if run.inference == "central":  # env actors: no agent, no JAX (rltpu.inference)
+        return inference.start_env_actors(run, seeds)
     actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
-    return [actor_class.remote(i, agent, plan.agent_config, run,
-                               (run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31)
-            for i in hosts.actor_ids(run.num_actors)]
+    return [actor_class.remote(i, agent, plan.agent_config, run, seed) for i, seed in seeds]
 
 
 class Loop:
@@ -150,7 +152,8 @@ class Loop:
             resuming.announce_resume(resume, learner.state.params)
         # Each host publishes its own (bitwise identical) params to its own actors: no host
         # waits on another's ray.put, and no params travel between learner hosts.
-        self.params = ParamStore()
+        central = run.inference == "central"
+        self.params = inference.ServedParams() if central else ParamStore()
         self.params.publish(learner.version, learner.host_params())
         self.run = Run(plan, resume, t_start, self._loop_faults, hosts.primary, quiet, stop,
                        on_row)
@@ -164,9 +167,12 @@ class Loop:
         self.supervisor = ActorSupervisor(actors, run.max_actor_restarts, on_restart=self._watch)
         # One learner process gives up waiting for unrolls on a stop; several stop together
         # at their next agreement (one alone would leave the others in a collective).
-        self.queue = UnrollQueue(actors, self.params, run.max_in_flight, on_policy=run.on_policy,
-                                 supervisor=self.supervisor,
-                                 check_stop=stop.check if hosts.count == 1 else None)
+        check_stop = stop.check if hosts.count == 1 else None
+        self.queue = (inference.make_queue(plan, hosts.actor_ids(run.num_actors), actors,
+                                           self.params, self.supervisor, check_stop) if central
+                      else UnrollQueue(actors, self.params, run.max_in_flight,
+                                       on_policy=run.on_policy, supervisor=self.supervisor,
+                                       check_stop=check_stop))
         self.validator = None
         if plan.fns.replay is None:
             self.validator = UnrollValidator(unroll_example(learner.example, run.envs_per_actor))
@@ -308,6 +314,7 @@ class Loop:
         if self.evaluation is not None and not self.stop.requested:
             # (after a signal Ray may be gone, and the grace period is for the checkpoint)
             self.evaluation.finish(learner.version, learner.host_params())
+        self.queue.close()  # (central inference's server stops before its actors)
         if not self.stop.requested:
             # (after a signal to the whole group Ray's processes are gone, and asking them
             # would wait a minute; the actors end with Ray's shutdown or the driver)
