@@ -328,7 +328,9 @@ class Loop:
             num_actors=len(self.actors),
             num_devices=devices.local_device_count() if multi else self.plan.num_devices,
             env_steps=self.acting_steps if multi else self.run.leg_env_steps,
-            train_s=self.run.train_s, cpus=os.cpu_count() or 1, on_policy=run.on_policy))
+            train_s=self.run.train_s, cpus=os.cpu_count() or 1, on_policy=run.on_policy,
+            inference=run.inference, inference_s=getattr(self.queue, "inference_s", 0.0),
+            accelerator=devices.platform() != "cpu"))
         env_sps = self.run.leg_env_steps / self.run.train_s
         fields = {
             "num_processes": hosts.count, "process_index": hosts.index,

@@ -191,7 +191,11 @@ class CentralQueue:
         self._closing = False
         self._error: BaseException | None = None
         self.dropped = 0
-        self.inference_s = 0.0  # the server's time in policy calls (the bottleneck report's)
+        # The server's time in policy calls for the bottleneck report: from the first unrolls
+        # handed over (when the loop's accounting starts), compiling calls left out.
+        self.inference_s = 0.0
+        self._compiled: set = set()  # (group, padded size) of the calls compiled so far
+        self._handed_over = False
         self.inference_calls = 0
         self.served_steps = 0  # actor steps served (each of B envs)
         for index in range(len(self._actors)):
@@ -218,6 +222,7 @@ class CentralQueue:
                 self._cond.wait(timeout=1.0)
                 self._check_stop()
             unrolls = [self._done.popleft() for _ in range(num_unrolls)]
+            self._started_handing_over()
             self._cond.notify_all()  # room for parked actors
         return unrolls
 
@@ -231,6 +236,8 @@ class CentralQueue:
                 self._check_stop()
             unrolls = list(self._done)
             self._done.clear()
+            if unrolls:
+                self._started_handing_over()
             self._cond.notify_all()
         return [ray.put(u) for u in unrolls]
 
@@ -240,6 +247,11 @@ class CentralQueue:
             self._closing = True
             self._cond.notify_all()
         self._thread.join(timeout=10)
+
+    def _started_handing_over(self) -> None:
+        if not self._handed_over:  # (the server adds under the same lock)
+            self._handed_over = True
+            self.inference_s = 0.0
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:
@@ -365,9 +377,12 @@ class CentralQueue:
             groups[self._group_of(index)].append(index)
         for group, members in groups.items():
             start = time.perf_counter()
-            outputs = self._call(self._steps[group], params, members)
+            outputs, size = self._call(self._steps[group], params, members)
             elapsed = time.perf_counter() - start
-            self.inference_s += elapsed
+            if (group, size) in self._compiled:
+                with self._cond:
+                    self.inference_s += elapsed
+            self._compiled.add((group, size))
             self.inference_calls += 1
             out, key_data = outputs[0], outputs[1]
             for row, index in enumerate(members):
@@ -387,7 +402,8 @@ class CentralQueue:
 
     def _call(self, step: Callable, params, members: list[int]):
         """One policy call for ``members``, padded to a power of two actors (at most the
-        number of actors) so the step compiles for a few sizes only; host arrays back."""
+        number of actors) so the step compiles for a few sizes only: host arrays back, and
+        the padded size."""
         size = min(1 << (len(members) - 1).bit_length(), len(self._actors))
         rows = members + [members[0]] * (size - len(members))  # padding: a real row, ignored
         stack = lambda *xs: np.stack(xs)
@@ -397,7 +413,7 @@ class CentralQueue:
         if self._recurrent:
             args += [jax.tree.map(stack, *[self._state[i].core_state for i in rows]),
                      jax.tree.map(stack, *[self._state[i].context for i in rows])]
-        return jax.tree.map(np.asarray, jax.device_get(step(params, *args)))
+        return jax.tree.map(np.asarray, jax.device_get(step(params, *args))), size
 
     def _finish_unroll(self, index: int) -> None:
         """Packs actor ``index``'s filled unroll into an ``Unroll`` for the consumer."""

@@ -1,6 +1,7 @@
 """Central inference (``--inference central``): env actors without JAX, the learner host
 choosing the actions. Real Ray, real JAX, real gymnasium envs."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -182,3 +183,54 @@ def test_central_with_anakin_is_refused_in_one_line_before_anything_starts(tmp_p
         "rltpu: error: --inference central is for --mode ray (Anakin mode acts on the learner's "
         "devices already); use --inference actor"]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_central_inference_learns_cartpole_through_a_killed_env_actor(tmp_path, ray_dir):
+    """The real CLI with ``--inference central``: it reaches 475, evaluates, checkpoints,
+    and goes on after an env actor's process is killed mid-run."""
+    import psutil
+
+    from rltpu.faults import rollout_actor_processes
+    from tests.test_faults import train_cli
+
+    run_dir = tmp_path / "run"
+    proc = train_cli(["--inference", "central", "--run-dir", str(run_dir), "--eval-every-s", "5",
+                      "--eval-episodes", "2", "--checkpoint-every-updates", "50",
+                      "--log-every-s", "1"], tmp_path, ray_dir)
+    killed = []
+
+    def kill_one_env_actor_once_training():
+        while proc.poll() is None and not killed:
+            time.sleep(0.5)
+            metrics = run_dir / "metrics.jsonl"
+            if not (metrics.exists() and metrics.read_text().strip()):
+                continue  # training has not started
+            try:
+                victims = [p for p in rollout_actor_processes(proc.pid)
+                           if "RayEnvActor" in " ".join(p.cmdline())]
+                if victims:
+                    victims[0].send_signal(signal.SIGKILL)
+                    killed.append(victims[0].pid)
+            except psutil.Error:
+                pass
+
+    import threading
+    killer = threading.Thread(target=kill_one_env_actor_once_training, daemon=True)
+    killer.start()
+    from tests.test_faults import outputs
+    out, err = outputs(proc, timeout=900)
+    killer.join()
+    assert proc.returncode == 0, err[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final_return"] >= 475, summary["final_return"]
+    assert summary["bottleneck"]["inference"] == "central"
+    assert 0 < summary["bottleneck"]["learner_host"]["inference"] < 1
+    # killed a second or two into training, and reaching 475 takes longer
+    assert killed and summary["actor_restarts"] >= 1, (killed, err[-3000:])
+    assert re.search(r"actor \d died .*; Ray restarts it", err), err[-3000:]
+    assert summary["dropped_unrolls"] >= 1  # the unroll it was filling
+    assert summary["mean_policy_lag"] >= 0 and summary["learner_updates"] > 10
+    assert (run_dir / "checkpoints").is_dir() and os.listdir(run_dir / "checkpoints")
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("eval/return" in row for row in rows)
