@@ -46,10 +46,12 @@ from rltpu.env_actor import RayEnvActor
 from rltpu.transport import ParamStore
 from rltpu.types import ActorTimings, Trajectory, Unroll
 
-BATCH_WAIT_S = 0.002
+BATCH_WAIT_S = 0.0005
 """After the first actor's step is back, how long the server waits for more to batch with
-it. Long enough to catch actors that were sent their actions in the same round, short
-next to a policy step, so a slow actor costs the others at most this much per round."""
+it; a slow actor costs the others at most this much per round. Measured with 8 CartPole env
+actors on 2 CPUs, side by side (load average 27-48): 2 ms gave 10,900 env steps/s (4.3
+actors per call), 0.5 ms 14,400 (2.3), none 14,000 (2.3). Waiting longer batches more,
+which pays only where a policy call costs more than the wait (big networks)."""
 
 
 def start_env_actors(run: RunConfig, actor_seeds: Sequence[tuple[int, int]]) -> list:
