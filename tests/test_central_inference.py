@@ -234,3 +234,25 @@ def test_central_inference_learns_cartpole_through_a_killed_env_actor(tmp_path, 
     assert (run_dir / "checkpoints").is_dir() and os.listdir(run_dir / "checkpoints")
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert any("eval/return" in row for row in rows)
+
+
+from tests.test_multihost_train import two_node_cluster  # noqa: E402,F401 -- a fixture
+
+
+@pytest.mark.slow
+def test_each_learner_host_of_a_simulated_pod_serves_its_own_env_actors(
+        two_node_cluster, tmp_path, coordinator_port):
+    """2 learner processes x 4 CPU devices, one env actor each, ``--inference central``:
+    each host's server acts for its own actor, and the hosts stay in lockstep (bitwise
+    equal params after every update) while they learn CartPole."""
+    from tests.test_multihost_train import RUN, digests, finish, start_learners
+    cluster, tmp = two_node_cluster
+    run_dir, record_dir = tmp_path / "run", tmp_path / "record"
+    args = [*RUN, "--inference", "central"]
+    procs = start_learners(cluster, tmp, run_dir, record_dir, [args, args], coordinator_port)
+    finish(procs, timeout=600)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["final_return"] >= 475 and summary["time_to_target_s"] is not None
+    assert summary["bottleneck"]["inference"] == "central"
+    first, second = digests(record_dir, 0), digests(record_dir, 1)
+    assert first == second and len(first) == summary["learner_updates"] > 20
