@@ -16,10 +16,11 @@ plus one short device call per round, so the two interleave on one process (as S
 actor threads do) and inference needs no device of its own.
 
 Why Ray for the transport: the actors already are Ray actors (placement, restarts,
-multi-host), and a step's arrays are small. A round trip costs about a millisecond on
-this 2-core machine, more than a CartPole step, which is why central inference loses
-throughput on CartPole on CPUs and is there for networks that cost more than that
-(``bench/inference.py`` measures both).
+multi-host), and a step's arrays are small. A round (Ray's round trip and the policy
+call) took about 3 ms with 2 CartPole env actors of 16 envs on the loaded 2-core
+development machine, far more than a CartPole step: central inference loses throughput on
+CartPole on CPUs and is there for networks that cost more than that (``bench/inference.py``
+measures both; README, "Central inference").
 
 The transport is all in this module: ``CentralQueue`` answers the same calls as
 ``rltpu.transport.UnrollQueue`` (``get``, ``take_ready``, ``dropped``), so the feeds and the
