@@ -9,6 +9,8 @@ from rltpu.envs.make import BACKENDS as ENV_BACKENDS, Backend as EnvBackend
 
 Mode = Literal["ray", "anakin"]
 MODES: tuple[str, ...] = get_args(Mode)
+Inference = Literal["actor", "central"]
+INFERENCES: tuple[str, ...] = get_args(Inference)
 EvalPolicy = Literal["greedy", "sample"]
 EVAL_POLICIES: tuple[str, ...] = get_args(EvalPolicy)
 
@@ -22,6 +24,12 @@ class RunConfig:
     """ray: Ray actors step gymnasium envs on CPUs and feed the learner. anakin: a JAX env
     (gymnax:NAME) is stepped, acted in and learned from inside one compiled program on the
     learner's devices, no Ray (--batch-size envs, split over the devices)."""
+    inference: Inference = "actor"
+    """Ray mode: where actions are chosen. actor: each rollout actor runs the policy on its
+    CPU. central: actors only step envs (no JAX, no params) and the learner host chooses
+    every action in batched calls on its first device, with the newest params (SEED RL).
+    Pick central when the bottleneck report says actors spend most of their time in
+    policy inference, or when actor memory or start-up matters; see README."""
     agent: str = "impala"
     """Built-in agent name or a module:Agent path."""
     env: str = "CartPole-v1"
@@ -111,6 +119,11 @@ class RunConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"--mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.inference not in INFERENCES:
+            raise ValueError(f"--inference {self.inference!r} is not one of {', '.join(INFERENCES)}")
+        if self.inference == "central" and self.mode != "ray":
+            raise ValueError("--inference central is for --mode ray (Anakin mode acts on the "
+                             "learner's devices already); use --inference actor")
         if self.env_backend not in ENV_BACKENDS:
             raise ValueError(f"--env-backend {self.env_backend!r} is not one of "
                              f"{', '.join(ENV_BACKENDS)}")

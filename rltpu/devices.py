@@ -308,6 +308,19 @@ def _copy_to_cpu() -> Callable:
                    out_shardings=jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0]))
 
 
+def to_inference_device(tree):
+    """Puts params on the device central inference acts on: this host's first device, one
+    of the learner's (a copy, so the update's donated buffers never take it away)."""
+    return _copy_to_first_local()(tree)
+
+
+@functools.cache
+def _copy_to_first_local() -> Callable:
+    # (as _copy_to_cpu: one jitted call moves every leaf at once)
+    return jax.jit(lambda tree: tree,
+                   out_shardings=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
+
+
 def anakin_loop(loop: Callable, mesh: Mesh, state, env_batch, runner):
     """Compiles an Anakin loop ``loop(state, env_batch, runner) -> (state, env_batch,
     runner, outputs)`` over the mesh, ahead of time.

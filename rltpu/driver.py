@@ -15,7 +15,7 @@ import numpy as np
 import psutil
 import ray
 
-from rltpu import checkpoint, devices, report, resume as resuming, session
+from rltpu import checkpoint, devices, inference, report, resume as resuming, session
 from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest, Stopped
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
 from rltpu.hosts import LearnerHosts, UpdateRecorder
@@ -63,7 +63,8 @@ class Loop:
             resuming.announce_resume(resume, learner.state.params)
         # Each host publishes its own (bitwise identical) params to its own actors: no host
         # waits on another's ray.put, and no params travel between learner hosts.
-        self.params = ParamStore()
+        central = run.inference == "central"
+        self.params = inference.ServedParams() if central else ParamStore()
         self.params.publish(learner.version, learner.host_params())
         self.run = Run(plan, resume, t_start, self._loop_faults, hosts.primary, quiet, stop,
                        on_row)
@@ -77,9 +78,12 @@ class Loop:
         self.supervisor = ActorSupervisor(actors, run.max_actor_restarts, on_restart=self._watch)
         # One learner process gives up waiting for unrolls on a stop; several stop together
         # at their next agreement (one alone would leave the others in a collective).
-        self.queue = UnrollQueue(actors, self.params, run.max_in_flight, on_policy=run.on_policy,
-                                 supervisor=self.supervisor,
-                                 check_stop=stop.check if hosts.count == 1 else None)
+        check_stop = stop.check if hosts.count == 1 else None
+        self.queue = (inference.make_queue(plan, hosts.actor_ids(run.num_actors), actors,
+                                           self.params, self.supervisor, check_stop) if central
+                      else UnrollQueue(actors, self.params, run.max_in_flight,
+                                       on_policy=run.on_policy, supervisor=self.supervisor,
+                                       check_stop=check_stop))
         self.validator = None
         if plan.fns.replay is None:
             self.validator = UnrollValidator(unroll_example(learner.example, run.envs_per_actor))
@@ -221,6 +225,7 @@ class Loop:
         if self.evaluation is not None and not self.stop.requested:
             # (after a signal Ray may be gone, and the grace period is for the checkpoint)
             self.evaluation.finish(learner.version, learner.host_params())
+        self.queue.close()  # (central inference's server stops before its actors)
         if not self.stop.requested:
             # (after a signal to the whole group Ray's processes are gone, and asking them
             # would wait a minute; the actors end with Ray's shutdown or the driver)
@@ -235,7 +240,9 @@ class Loop:
             num_actors=len(self.actors),
             num_devices=devices.local_device_count() if multi else self.plan.num_devices,
             env_steps=self.acting_steps if multi else self.run.leg_env_steps,
-            train_s=self.run.train_s, cpus=os.cpu_count() or 1, on_policy=run.on_policy))
+            train_s=self.run.train_s, cpus=os.cpu_count() or 1, on_policy=run.on_policy,
+            inference=run.inference, inference_s=getattr(self.queue, "inference_s", 0.0),
+            accelerator=devices.platform() != "cpu"))
         env_sps = self.run.leg_env_steps / self.run.train_s
         fields = {
             "num_processes": hosts.count, "process_index": hosts.index,

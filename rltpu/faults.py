@@ -18,12 +18,12 @@ from rltpu import console
 
 
 def rollout_actor_processes(driver_pid: int) -> list[psutil.Process]:
-    """The processes of the rollout actors of the run whose driver is ``driver_pid`` (on
+    """The processes of the rollout (or env) actors of the run whose driver is ``driver_pid`` (on
     this machine): for fault injection and for watching their memory."""
     found = []
     for proc in psutil.Process(driver_pid).children(recursive=True):
         try:
-            if "RayRolloutActor" in " ".join(proc.cmdline()):
+            if any(name in " ".join(proc.cmdline()) for name in ("RayRolloutActor", "RayEnvActor")):
                 found.append(proc)
         except psutil.Error:
             pass  # ended meanwhile

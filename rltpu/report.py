@@ -14,6 +14,14 @@ update's. ``update`` is the devices computing (the accelerator's busy fraction),
 ``wait_data`` the devices idle while the loop waits on the trajectory queue,
 ``host_to_device`` idle while it stacks and copies a batch, ``publish`` copying params
 back and putting them in the object store.
+
+With central inference (``--inference central``) the learner host also chooses the actors'
+actions, in a thread beside the loop: ``learner_host`` gives the fractions of wall time it
+spent on inference and on updates (they overlap; they may sum past 1). An actor's
+``inference`` is then its wait for the served action and ``idle`` its Ray round trips,
+which count as acting (not as waiting for the learner) in the verdict.
+A run with actor inference whose actors spend most of their time in inference, on a
+learner with an accelerator, gets the suggestion to try central inference.
 """
 from __future__ import annotations
 
@@ -131,6 +139,16 @@ class Measurements:
     """CPUs on this machine (each actor takes one)."""
     on_policy: bool = False
     """Synchronous run: actors and learner take turns by design."""
+    inference: str = "actor"
+    """Where actions were chosen (``RunConfig.inference``)."""
+    inference_s: float = 0.0
+    """Central inference: seconds the learner host spent in policy calls for its actors."""
+    accelerator: bool = False
+    """The learner's devices are accelerators (not the CPU)."""
+
+# Actor inference whose actors spend this fraction of their busy time or more in inference,
+# beside an accelerator, would act faster centrally (SEED RL's case).
+CENTRAL_THRESHOLD = 0.5
 
 
 def analyse(m: Measurements) -> dict:
@@ -155,14 +173,17 @@ def analyse(m: Measurements) -> dict:
     device_busy = min(learner_time.get("update", 0.0), 1.0)
     learner_work = max(m.train_s - m.learner_s.get("wait_data", 0.0), 0.0)
     learner_sps = m.env_steps / learner_work if learner_work > 0 else math.inf
-    actor_busy = actor_total - m.actor_s.get("idle", 0.0)
+    central = m.inference == "central"
+    # With central inference an actor's idle time is its round trips through Ray, a cost of
+    # acting (each step makes one), not back-pressure from the learner.
+    actor_busy = actor_total - (0.0 if central else m.actor_s.get("idle", 0.0))
     # Per actor: steps per second of its own busy time (actor_busy is summed over actors).
     actor_sps_each = m.env_steps / actor_busy if actor_busy > 0 else math.inf
     needed = (math.ceil(learner_sps / actor_sps_each)
               if math.isfinite(learner_sps) and actor_sps_each > 0 else None)
 
     wait_frac = learner_time.get("wait_data", 0.0)
-    idle_frac = actor_time.get("idle", 0.0)
+    idle_frac = 0.0 if central else actor_time.get("idle", 0.0)
     if m.on_policy:
         # The learner waits while the actors act, and the actors while it learns: its own
         # split says which of the two turns is longer.
@@ -186,10 +207,11 @@ def analyse(m: Measurements) -> dict:
                    f"(an actor makes {actor_sps_each:,.0f} env steps/s, the learner can take "
                    f"{learner_sps:,.0f})")
         if m.num_actors + more > m.cpus:
-            busiest = max((k for k in actor_time if k != "idle"), key=actor_time.get)
+            busiest = max((k for k in actor_time if central or k != "idle"), key=actor_time.get)
+            word = "Ray round trips" if central and busiest == "idle" else PHASE_WORDS[busiest]
             message += (f"; each actor needs a CPU and this machine has {m.cpus}: use more "
                         "CPUs or make each actor faster (its time goes mostly to "
-                        f"{PHASE_WORDS[busiest]}, {actor_time[busiest]:.0%})")
+                        f"{word}, {actor_time[busiest]:.0%})")
     elif idle_frac >= WAIT_THRESHOLD:
         verdict = "learner-bound"
         enough = max(1, min(needed or m.num_actors, m.num_actors))
@@ -203,8 +225,20 @@ def analyse(m: Measurements) -> dict:
         message = (f"learner waited for data {wait_frac:.0%} and actors waited for the "
                    f"learner {idle_frac:.0%} of the time: balanced; the devices were busy "
                    f"{device_busy:.0%}")
+    actor_busy_time = _fractions({k: v for k, v in m.actor_s.items() if k != "idle"},
+                                 actor_busy)
+    if central:
+        message += ("; central inference: the actors' idle time is their Ray round trips and "
+                    "waiting to be batched, counted as acting")
+    elif m.accelerator and actor_busy_time.get("inference", 0.0) >= CENTRAL_THRESHOLD:
+        message += (f"; the actors spend {actor_busy_time['inference']:.0%} of their busy time "
+                    "in policy inference and the learner has an accelerator: try --inference "
+                    "central (the learner host acts for them, batched)")
+    learner_host = {"inference": m.inference_s / m.train_s if m.train_s > 0 else 0.0,
+                    "update": device_busy}
     return {
-        "verdict": verdict, "message": message,
+        "verdict": verdict, "message": message, "inference": m.inference,
+        "learner_host": learner_host,
         "actor_time": actor_time, "learner_time": learner_time, "device_busy": device_busy,
         "actor_sps_each": actor_sps_each, "learner_sps": learner_sps,
         "learner_sps_per_device": learner_sps / m.num_devices,
@@ -229,6 +263,10 @@ def format_report(bottleneck: Mapping, plan_: Mapping | None = None) -> str:
              f"  actors:  {split(bottleneck['actor_time'])}",
              f"  learner: {split(bottleneck['learner_time'])}; devices busy "
              f"{bottleneck['device_busy']:.0%}",
+             *([f"  learner host: policy inference {bottleneck['learner_host']['inference']:.0%}, "
+                f"update compute {bottleneck['learner_host']['update']:.0%} of the wall time "
+                "(central inference, beside the updates)"]
+               if bottleneck.get("inference") == "central" else []),
              f"  measured: {bottleneck['actor_sps_each']:,.0f} env steps/s per actor, "
              f"{bottleneck['learner_sps_per_device']:,.0f} per learner device",
              f"  verdict: {bottleneck['message']}"]

@@ -14,7 +14,7 @@ import time
 
 import ray
 
-from rltpu import checkpoint, cluster, devices, session
+from rltpu import checkpoint, cluster, devices, inference, session
 from rltpu.actor import RayRolloutActor
 from rltpu.cluster import connect, keep_ray_up
 from rltpu.driver import Loop
@@ -108,9 +108,11 @@ def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored |
     seed_offset = 0 if resume is None else resume.step
     # Actors ask for a CPU only (never a TPU): Ray may place them on any host of the
     # cluster, CPU-only ones included, and they pin their JAX to the CPU.
-    actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
     ids = hosts.actor_ids(run.num_actors)
     seeds = [(run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31 for i in ids]
+    if run.inference == "central":  # env actors: no agent, no JAX (rltpu.inference)
+        return inference.start_env_actors(run, list(zip(ids, seeds)))
+    actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
     key = session.settings_key(plan, resume, *ids, actors=True)
     actors = session.take_actors(key, fresh_ray)
     if actors is not None:

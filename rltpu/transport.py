@@ -78,6 +78,9 @@ class UnrollQueue:
         incarnation = 0 if self._supervisor is None else self._supervisor.incarnation[index]
         self._pending[self._actors[index].unroll.remote(version, box)] = (index, incarnation)
 
+    def close(self) -> None:
+        """Nothing to stop (``rltpu.inference.CentralQueue`` has a server thread)."""
+
     @property
     def in_flight(self) -> int:
         return len(self._pending)

@@ -160,3 +160,49 @@ def test_on_policy_runs_are_judged_by_which_turn_is_longer():
     learning_longer = report.analyse(dataclasses.replace(
         measurements(wait_data=42.0, update=47.0, actor_idle=20.0), on_policy=True))
     assert learning_longer["verdict"] == "learner-bound"
+
+
+def test_actor_inference_bound_runs_beside_an_accelerator_are_told_to_try_central():
+    # inference 30% of the actors' busy time: below the threshold, no advice
+    base = measurements(wait_data=63.0, update=30.0, actor_idle=2.0)
+    assert "--inference central" not in report.analyse(
+        dataclasses.replace(base, accelerator=True))["message"]
+    heavy = dataclasses.replace(base, accelerator=True, actor_s={
+        "env": 40.0, "inference": 120.0, "params": 5.0, "send": 5.0, "idle": 2.0})
+    r = report.analyse(heavy)
+    # inference 120 of 170 busy seconds = 71%
+    assert r["message"].endswith("the actors spend 71% of their busy time in policy inference "
+                                 "and the learner has an accelerator: try --inference central "
+                                 "(the learner host acts for them, batched)")
+    # not on a CPU learner: there, central inference only moves the work
+    assert "--inference central" not in report.analyse(
+        dataclasses.replace(heavy, accelerator=False))["message"]
+
+
+def test_central_inference_splits_the_learner_hosts_time():
+    m = dataclasses.replace(measurements(wait_data=10.0, update=40.0, actor_idle=10.0),
+                            inference="central", inference_s=25.0)
+    r = report.analyse(m)
+    assert r["learner_host"] == {"inference": 0.25, "update": 0.40}
+    text = report.format_report(r)
+    assert ("learner host: policy inference 25%, update compute 40% of the wall time "
+            "(central inference, beside the updates)") in text
+    assert "central inference: the actors' idle time is their Ray round trips" in r["message"]
+    assert "learner host" not in report.format_report(report.analyse(
+        measurements(wait_data=10.0, update=40.0, actor_idle=10.0)))
+
+
+def test_central_inference_counts_round_trips_as_acting():
+    # 100 s of env, 20 of inference, 60 of round trips: an actor-bound central run says the
+    # round trips are where its actors' time goes (not that they waited for the learner)
+    m = dataclasses.replace(measurements(wait_data=63.0, update=30.0, actor_idle=0.0, cpus=2),
+                            inference="central", actor_s={
+                                "env": 100.0, "inference": 20.0, "params": 0.0, "send": 0.0,
+                                "idle": 60.0})
+    r = report.analyse(m)
+    assert r["verdict"] == "actor-bound"
+    assert r["actor_sps_each"] == pytest.approx(100_000 / 180.0)
+    assert "(its time goes mostly to env stepping, 56%)" in r["message"]
+    m = dataclasses.replace(m, actor_s={"env": 10.0, "inference": 20.0, "params": 0.0,
+                                        "send": 0.0, "idle": 70.0})
+    assert "(its time goes mostly to Ray round trips, 70%)" in report.analyse(m)["message"]
