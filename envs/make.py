@@ -9,7 +9,6 @@ import types
 from typing import Any, Literal, Mapping, get_args
 
 import gymnasium as gym
-import jax
 import numpy as np
 
 from rltpu.envs import atari
@@ -133,6 +132,10 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     return env, EnvSpec(env_id, env.single_observation_space, env.single_action_space)
 
 
+def _float32(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float32) if x.dtype == np.float64 else x
+
+
 def _float32_leaves(env: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
     """``env`` with the float64 leaves of its Dict or Tuple observations cast to float32
     (as ``DtypeObservation`` does for a Box); unchanged if it has none."""
@@ -145,7 +148,7 @@ def _float32_leaves(env: gym.vector.VectorEnv) -> gym.vector.VectorEnv:
     if single == env.single_observation_space:
         return env
     return gym.wrappers.vector.TransformObservation(
-        env, lambda o: jax.tree.map(lambda x: x.astype(np.float32) if x.dtype == np.float64 else x, o),
+        env, lambda o: spaces.tree_map(_float32, o),
         observation_space=gym.vector.utils.batch_space(single, env.num_envs),
         single_observation_space=single)
 
@@ -177,7 +180,7 @@ class _LeafStatistics:
                 return x
             rms.update(x if batched else x[None])
             return ((x - rms.mean) / np.sqrt(rms.var + self.epsilon)).astype(x.dtype)
-        return jax.tree.map(leaf, observations, self.obs_rms)
+        return spaces.tree_map(leaf, observations, self.obs_rms)
 
 
 class _NormalizeLeaves(gym.vector.VectorObservationWrapper):

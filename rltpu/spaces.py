@@ -20,8 +20,10 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import gymnasium as gym
-import jax
 import numpy as np
+
+# JAX is imported only where a function needs it: env actors (``rltpu.env_actor``) use the
+# buffer helpers and must not load JAX.
 
 LEAF_SPACES = (gym.spaces.Box, gym.spaces.MultiBinary)
 # A whole observation may also be one of these (as before Dict support): networks read
@@ -85,9 +87,20 @@ def _map_space(fn, space: gym.Space):
     return fn(space)
 
 
+def tree_map(fn, tree, *rest):
+    """``jax.tree.map`` over observations (dicts and tuples of arrays, as gymnasium gives
+    them) without JAX."""
+    if isinstance(tree, dict):
+        return {key: tree_map(fn, tree[key], *(r[key] for r in rest)) for key in tree}
+    if isinstance(tree, (tuple, list)):
+        return type(tree)(tree_map(fn, *parts) for parts in zip(tree, *rest))
+    return fn(tree, *rest)
+
+
 def observation_spec(space: gym.Space, lead: Sequence[int] = ()):
     """Shapes and dtypes (``jax.ShapeDtypeStruct``) of ``space``'s observations with leading
     axes ``lead`` (``(B,)`` for a vector env's), as a pytree."""
+    import jax
     return _map_space(lambda s: jax.ShapeDtypeStruct((*lead, *s.shape), s.dtype), space)
 
 
@@ -100,6 +113,7 @@ def zeros(space: gym.Space, lead: Sequence[int] = ()):
 def leaf_ndims(space: gym.Space) -> tuple[int, ...]:
     """Each leaf's number of observation axes, in ``jax.tree.leaves`` order: how many
     trailing axes of each leaf ``flatten`` folds into features."""
+    import jax
     return tuple(len(s.shape) for s in jax.tree.leaves(observation_spec(space)))
 
 
@@ -114,6 +128,7 @@ def flatten(observation, ndims: int | Sequence[int]):
       observation: a pytree of arrays with the same leading axes.
       ndims: each leaf's number of observation axes (``leaf_ndims``); an int for one leaf.
     """
+    import jax
     import jax.numpy as jnp
     leaves = jax.tree.leaves(observation)
     ndims = (ndims,) if isinstance(ndims, int) else tuple(ndims)
@@ -130,8 +145,8 @@ def flatten(observation, ndims: int | Sequence[int]):
 def empty_buffer(observation, length: int):
     """An uninitialised buffer of ``length`` observations shaped like ``observation``: every
     leaf ``[length, *leaf.shape]`` of the leaf's dtype."""
-    return jax.tree.map(lambda x: np.empty((length, *np.shape(x)), np.asarray(x).dtype),
-                        observation)
+    return tree_map(lambda x: np.empty((length, *np.shape(x)), np.asarray(x).dtype),
+                    observation)
 
 
 def write(buffer, index: int, observation) -> None:
@@ -139,24 +154,24 @@ def write(buffer, index: int, observation) -> None:
     if isinstance(buffer, np.ndarray):  # the common one-array case, without a tree walk
         buffer[index] = observation
         return
-    jax.tree.map(lambda b, x: b.__setitem__(index, x), buffer, observation)
+    tree_map(lambda b, x: b.__setitem__(index, x), buffer, observation)
 
 
 def read(buffer, index):
     """``buffer[index]``, leaf by leaf (numpy views)."""
     if isinstance(buffer, np.ndarray):
         return buffer[index]
-    return jax.tree.map(lambda b: b[index], buffer)
+    return tree_map(lambda b: b[index], buffer)
 
 
 def stack(observations: Sequence[Any], axis: int = 0):
     """Observations (pytrees of one structure) stacked leaf by leaf on a new ``axis``."""
-    return jax.tree.map(lambda *xs: np.stack(xs, axis=axis), *observations)
+    return tree_map(lambda *xs: np.stack(xs, axis=axis), *observations)
 
 
 def concatenate(observations: Sequence[Any], axis: int = 0):
     """Observations (pytrees of one structure) concatenated leaf by leaf along ``axis``."""
-    return jax.tree.map(lambda *xs: np.concatenate(xs, axis=axis), *observations)
+    return tree_map(lambda *xs: np.concatenate(xs, axis=axis), *observations)
 
 
 def as_batch(observation, space: gym.Space) -> tuple[Any, bool]:
@@ -167,6 +182,7 @@ def as_batch(observation, space: gym.Space) -> tuple[Any, bool]:
       ValueError: the structure is not the space's, or the leaves' shapes are neither one
         observation's nor a batch of them (with one batch size).
     """
+    import jax
     spec = observation_spec(space)
     structure = jax.tree.structure(spec)
     try:  # (leaves may be lists: flattened only as deep as the space's structure)
