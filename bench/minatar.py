@@ -11,6 +11,10 @@ update) against gymnax's published PPO return at 10M steps (goal: at least that)
 the load average around each pair. Every result is also a JSON line in --out, and rltpu's
 run directories (metrics.jsonl: ``rltpu plot`` draws them) are kept under --runs-dir.
 
+Memory: PureJaxRL's runner keeps every step's episode statistics until training ends; at
+10M steps it grew past 16 GB resident and was killed by the kernel on a 24 GB machine
+(2026-11-30), so on such a machine pass --total-env-steps 2000000 or so.
+
 usage: python bench/minatar.py [--games Breakout,SpaceInvaders,Freeway,Asterix]
            [--total-env-steps 10000000] [--seed 0] [--runs-dir DIR] [--out FILE]
        python bench/minatar.py --table-from FILE   (the table of an earlier run's --out)
@@ -83,7 +87,9 @@ def run_peer(game: str, total: int, peer_dir: str, timeout_s: float) -> dict:
                              str(total), *PEER_TRAINING], cwd=peer_dir, capture_output=True,
                             text=True, timeout=timeout_s)
     if result.returncode != 0:
-        raise RuntimeError(f"PureJaxRL run.py {game} failed:\n{result.stderr[-3000:]}")
+        killed = " (killed: out of memory?)" if result.returncode == -9 else ""
+        raise RuntimeError(f"PureJaxRL run.py {game} failed with exit status "
+                           f"{result.returncode}{killed}:\n{result.stderr[-3000:]}")
     line = json.loads(result.stdout.strip().splitlines()[-1])
     return {"sps": line["sps"], "final_return": line["final_return"],
             "env_steps": total // BATCH * BATCH, "startup_s": line["compile_s"],
