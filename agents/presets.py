@@ -71,6 +71,46 @@ PRESETS = {
                     "replay holds 100,000 transitions, not 2M (uncompressed uint8 frames: "
                     "about 56 KB per transition, 5.6 GB in all)",
                     "2 actors of 16 envs, not 360 actors")),
+    "ppo-minatar": Preset(
+        agent="ppo",
+        run={"mode": "anakin", "env": "gymnax:Breakout-MinAtar", "batch_size": 64,
+             "unroll_length": 128, "total_env_steps": 10_000_000, "target_return": None},
+        agent_config={"hidden_sizes": (64, 64), "learning_rate": 5e-4, "anneal_lr": True,
+                      "num_epochs": 4, "num_minibatches": 8, "discount": 0.99,
+                      "gae_lambda": 0.95, "clip_epsilon": 0.2, "value_clip_epsilon": 0.2,
+                      "value_cost": 0.5, "entropy_cost": 0.01, "max_grad_norm": 0.5},
+        source="gymnax-blines' MinAtar PPO geometry (agents/<game>-MinAtar/ppo.yaml, commit "
+               "3f029d6: 64 envs x 128 steps, 4 epochs x 8 minibatches, learning rate 5e-4, "
+               "GAE lambda 0.95, clip 0.2, entropy 0.01, value coefficient 0.5, gradient norm "
+               "0.5, 10M steps; the runs behind gymnax's README table) with PureJaxRL's "
+               "ppo.py for the rest (Lu et al. 2022: 64x64 tanh MLPs on the flattened "
+               "observation, discount 0.99, learning rate annealed linearly to 0, value "
+               "updates clipped to 0.2), so that bench/minatar.py compares like with like "
+               "against PureJaxRL's runner",
+        deviations=("64x64 tanh MLPs, not gymnax-blines' 256x256 ReLU ones (PureJaxRL's "
+                    "network; rltpu's MLP is tanh only)",
+                    "discount 0.99, not gymnax-blines' 0.999 (PureJaxRL's)",
+                    "learning rate annealed to 0, not held at 5e-4 after a 5% warm-up "
+                    "(PureJaxRL's)")),
+    "ppo-mujoco": Preset(
+        agent="ppo",
+        run={"env": "Hopper-v5", "num_actors": 1, "envs_per_actor": 1, "unroll_length": 2048,
+             "batch_size": 1, "on_policy": True, "normalize_observations": True,
+             "total_env_steps": 1_000_000, "target_return": None},
+        agent_config={"hidden_sizes": (64, 64), "learning_rate": 3e-4, "anneal_lr": True,
+                      "num_epochs": 10, "num_minibatches": 32, "discount": 0.99,
+                      "gae_lambda": 0.95, "clip_epsilon": 0.2, "value_clip_epsilon": 0.2,
+                      "value_cost": 0.5, "entropy_cost": 0.0, "max_grad_norm": 0.5},
+        source="CleanRL's ppo_continuous_action.py (Huang et al. 2022, The 37 Implementation "
+               "Details of PPO; the MuJoCo returns issue 17 takes as goals): 1 env x 2048 "
+               "steps, 10 epochs x 32 minibatches (64 samples), Adam 3e-4 annealed linearly "
+               "to 0, discount 0.99, GAE lambda 0.95, clip 0.2 on the ratio and on value "
+               "updates, value coefficient 0.5, no entropy bonus, gradient norm 0.5, 64x64 "
+               "tanh MLPs with a state-independent log std starting at 0, observations "
+               "normalised by running statistics, 1M steps",
+        deviations=("rewards are not scaled by a running estimate of the return's spread "
+                    "(CleanRL's NormalizeReward), nor clipped to [-10, 10]",
+                    "normalised observations are not clipped to [-10, 10]")),
 }
 
 

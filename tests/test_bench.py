@@ -1,0 +1,126 @@
+"""The research benchmarks' flags and tables (bench/minatar.py, bench/mujoco.py; no learning),
+and the presets they run (ppo-minatar, ppo-mujoco)."""
+import dataclasses
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", os.path.join(ROOT, "bench", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("minatar", ["--games", "Breakout,Pong"],
+     "--games 'Breakout,Pong': Pong is not one of Breakout, SpaceInvaders, Freeway, Asterix"),
+    ("minatar", ["--total-env-steps", "1000"],
+     "--total-env-steps 1000 is less than one update (8192 steps: 64 envs x 128)"),
+    ("minatar", ["--total-env-steps", "ten"], "argument --total-env-steps: 'ten' is not a number"),
+    ("minatar", ["--peer-dir", "/nonexistent"],
+     "--peer-dir /nonexistent: no run.py there (PureJaxRL's runner)"),
+    ("mujoco", ["--envs", "Ant-v5"],
+     "--envs 'Ant-v5': Ant-v5 is not one of Hopper-v5, HalfCheetah-v5, Walker2d-v5"),
+    ("mujoco", ["--seeds", "0"], "argument --seeds: '0' is not a positive integer"),
+    ("mujoco", ["--skip", "both"], "argument --skip: invalid choice: 'both'"),
+    ("mujoco", ["--peers-python", "/nonexistent"], "--peers-python /nonexistent: not an executable"),
+    ("mujoco", ["--table-from", "/nonexistent.jsonl"], "--table-from /nonexistent.jsonl: no such file"),
+])
+def test_bad_flags_are_one_line_and_exit_2(script, args, message, tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", f"{script}.py"), *args,
+                             "--runs-dir", str(tmp_path / "runs")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+    assert result.stderr.startswith(f"bench/{script}.py: error: ")
+    assert not (tmp_path / "runs").exists()  # refused before anything ran
+
+
+def test_flags_parse_with_their_defaults():
+    minatar, mujoco = load("minatar"), load("mujoco")
+    args = minatar.parse(["--games", "Freeway,Breakout", "--total-env-steps", "1e6",
+                          "--skip", "peer"])
+    assert (args.games, args.total_env_steps, args.skip) == (["Freeway", "Breakout"], 1_000_000, "peer")
+    assert minatar.parse([]).games == ["Breakout", "SpaceInvaders", "Freeway", "Asterix"]
+    args = mujoco.parse(["--envs", "Walker2d-v5", "--seeds", "2", "--skip", "sb3"])
+    assert (args.envs, args.seeds, args.total_env_steps) == (["Walker2d-v5"], 2, 1_000_000)
+
+
+def test_minatar_table():
+    minatar = load("minatar")
+    rows = [{"game": "Breakout", "framework": "rltpu", "sps": 30_000.0, "final_return": 30.5,
+             "env_steps": 10_002_432, "load_before": 3.0, "load_after": 5.5},
+            {"game": "Breakout", "framework": "purejaxrl", "sps": 20_000, "final_return": 27.25,
+             "env_steps": 9_994_240, "load_before": 5.5, "load_after": 4.0},
+            {"game": "Asterix", "framework": "purejaxrl", "sps": 10_000, "final_return": 2.0,
+             "env_steps": 8192, "load_before": 1.0, "load_after": 1.0}]
+    lines = minatar.table(rows).splitlines()
+    assert lines[2] == ("| Breakout | 10.0M | 30,000 | 20,000 | 1.50x | 30.5 | 27.2 | 28 (met) "
+                        "| 3.0-5.5 |")
+    assert lines[3] == "| Asterix | 0.0M | - | 10,000 | - | - | 2.0 | 15 (-) | 1.0-1.0 |"
+    assert len(lines) == 4 and lines[1].count("---") == 9
+
+
+def test_mujoco_table_takes_medians_over_seeds():
+    mujoco = load("mujoco")
+    row = lambda framework, seed, ret, wall, sps: {
+        "env": "Hopper-v5", "framework": framework, "seed": seed, "final_return": ret,
+        "wall_s": wall, "sps": sps, "env_steps": 1_000_000, "load_before": 2.0 + seed,
+        "load_after": 4.0}
+    rows = [row("rltpu", 0, 2500.0, 100.0, 900.0), row("rltpu", 1, 1000.0, 300.0, 800.0),
+            row("rltpu", 2, 2400.0, 200.0, 1000.0), row("sb3", 0, 2000.0, 500.0, 100.0),
+            row("sb3", 1, 1500.0, 420.0, 120.0)]
+    lines = mujoco.table(rows).splitlines()
+    assert lines[2] == ("| Hopper-v5 | 1,000,000 | 3 | 2400.0 | 1750.0 | 2382.9 (met) | 200 | 460 "
+                        "| 0.43x (met) | 900 | 110 | 2.0-4.0 |")
+
+
+def test_table_from_an_earlier_run(tmp_path):
+    out = tmp_path / "results.jsonl"
+    out.write_text(json.dumps({"game": "Freeway", "framework": "rltpu", "sps": 5.0,
+                               "final_return": 60.0, "env_steps": 8192, "load_before": 1.0,
+                               "load_after": 2.0}) + "\n")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "minatar.py"),
+                             "--table-from", str(out)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "| Freeway | 0.0M | 5 | - | - | 60.0 | - | 58 (met) | 1.0-2.0 |" in result.stdout
+
+
+def test_research_presets_build_and_read_back_from_a_file(tmp_path):
+    from rltpu import agents, envs
+    from rltpu.agents import presets
+    from rltpu.config import RunConfig
+    from rltpu.envs import jax_envs
+    minatar, mujoco = presets.get("ppo-minatar"), presets.get("ppo-mujoco")
+    assert (minatar.run["batch_size"], minatar.run["unroll_length"]) == (64, 128)
+    assert (minatar.agent_config["num_epochs"], minatar.agent_config["num_minibatches"],
+            minatar.agent_config["learning_rate"]) == (4, 8, 5e-4)
+    assert mujoco.run["normalize_observations"] and mujoco.run["unroll_length"] == 2048
+    for preset, spec in ((minatar, jax_envs.make("gymnax:SpaceInvaders-MinAtar")[1]),
+                         (mujoco, envs.make_spec("Walker2d-v5"))):
+        agent = agents.get(preset.agent)
+        agent.build(spec, agent.Config(**preset.agent_config),
+                    RunConfig(agent=preset.agent, **preset.run))
+    # A preset file of the same values gives the same settings as the built-in name.
+    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": ROOT}
+    printed = []
+    for name in ("ppo-minatar", "ppo-mujoco"):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({k: list(v) if isinstance(v, tuple) else v
+                                    for k, v in dataclasses.asdict(presets.get(name)).items()}))
+        for given in (name, str(path)):
+            result = subprocess.run([sys.executable, "-m", "rltpu.cli", "train", "--preset", given,
+                                     "--print-config"], capture_output=True, text=True,
+                                    timeout=120, env=env, cwd=tmp_path)
+            assert result.returncode == 0, result.stderr
+            printed.append(json.loads(result.stdout))
+    assert printed[0] == printed[1] and printed[2] == printed[3]
+    assert printed[0]["run"]["mode"] == "anakin" and printed[2]["run"]["on_policy"]
