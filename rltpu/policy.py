@@ -112,14 +112,24 @@ class Policy:
             raise ValueError(f"agent {self.agent.name!r} has no greedy_step; act with "
                              "greedy=False (its behaviour policy)")
         batch = observation[None] if single else observation
+        # (checked before the key moves on: a refused call changes nothing)
+        context = (self._context_for(batch.shape[0], reward, episode_start) if self.recurrent
+                   else None)
         if greedy:  # (the sampling key only moves on when sampling)
             key = self._greedy_key
         else:
             self._key, key = jax.random.split(self._key)
-        if self.recurrent:
-            actions = self._act_recurrent(batch, greedy, key, reward, episode_start)
+        step = self._greedy if greedy else self._sampled
+        if context is None:
+            actions = np.asarray(step(self.params, batch, key))
         else:
-            actions = np.asarray((self._greedy if greedy else self._sampled)(self.params, batch, key))
+            if self.core_state is None:
+                self.core_state = self.fns.initial_core_state(batch.shape[0])
+            actions, self.core_state = step(self.params, batch, key, self.core_state, context)
+            actions = np.asarray(actions)
+            # The next call continues every row's episode unless it says otherwise.
+            self.context = recurrent.next_context(context, actions, context.prev_reward,
+                                                  np.zeros(batch.shape[0], bool))
         return actions[0] if single else actions
 
     @property
@@ -133,34 +143,29 @@ class Policy:
         feed-forward agent."""
         self.core_state = self.context = None
 
-    def _act_recurrent(self, batch, greedy, key, reward, episode_start):
-        size = batch.shape[0]
-        if self.context is None:  # after reset(): every row starts from the initial state
-            self.core_state = self.fns.initial_core_state(size)
-            self.context = recurrent.initial_context(self.spec, size)
-        elif self.context.first.shape[0] != size:
+    def _context_for(self, size: int, reward, episode_start) -> StepContext:
+        """The context of this call's ``size`` observations, from the kept one (or a fresh
+        one after ``reset()``), the rewards the last actions earned and the episode starts."""
+        kept = self.context
+        if kept is None:  # after reset(): every row starts from the initial state
+            self.core_state = None
+            kept = recurrent.initial_context(self.spec, size)
+        elif kept.first.shape[0] != size:
             raise ValueError(f"a batch of {size} observations: this policy keeps the core "
-                             f"states of {self.context.first.shape[0]} envs; call reset() to "
+                             f"states of {kept.first.shape[0]} envs; call reset() to "
                              "start over with another batch size")
-        first = self.context.first
+        first = kept.first
         if episode_start is not None:
             first = first | np.broadcast_to(np.asarray(episode_start, bool), (size,))
-        prev_reward = self.context.prev_reward
+        prev_reward = kept.prev_reward
         if reward is not None:
             prev_reward = np.broadcast_to(np.asarray(reward, np.float32), (size,))
         elif not first.all():
             raise ValueError(f"agent {self.agent.name!r} is recurrent: pass reward= (what the "
                              "previous action earned) for rows that do not start an episode "
                              "(episode_start=True there), or call reset()")
-        context = StepContext(first=np.array(first), prev_action=self.context.prev_action,
-                              prev_reward=np.array(prev_reward, np.float32))
-        step = self._greedy if greedy else self._sampled
-        action, self.core_state = step(self.params, batch, key, self.core_state, context)
-        action = np.asarray(action)
-        # The next call continues every row's episode unless it says otherwise.
-        self.context = recurrent.next_context(context, action, context.prev_reward,
-                                              np.zeros(size, bool))
-        return action
+        return StepContext(first=np.array(first), prev_action=kept.prev_action,
+                           prev_reward=np.array(prev_reward, np.float32))
 
 
 def _action_step(fns, greedy: bool):

@@ -84,9 +84,11 @@ def test_reset_restores_the_initial_state(trained):
 def test_recurrent_act_refuses_what_it_cannot_carry(trained):
     policy = rltpu.load(trained["run_dir"])
     observation = np.zeros((2, 2), np.float32)
-    policy.act(observation)
+    policy.act(observation, greedy=False)
+    kept, key = policy.context, policy._key
     with pytest.raises(ValueError, match="is recurrent: pass reward="):
-        policy.act(observation)
+        policy.act(observation, greedy=False)
+    assert policy.context is kept and policy._key is key  # a refused call changes nothing
     with pytest.raises(ValueError, match="a batch of 3 observations: this policy keeps the core "
                        "states of 2 envs; call reset()"):
         policy.act(np.zeros((3, 2), np.float32), reward=0.0)
