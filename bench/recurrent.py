@@ -61,14 +61,18 @@ def rltpu_run(args: list[str], tmp: str) -> dict:
 
 
 def peer_run(python: str, seed: int, timeout: float) -> dict:
+    """The peer's JSON line; on the timeout it is sent SIGTERM and says how far it got."""
+    process = subprocess.Popen([python, PEER, "475", PEER_MAX_STEPS, str(seed)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               cwd=os.path.dirname(PEER))
     try:
-        out = subprocess.run([python, PEER, "475", PEER_MAX_STEPS, str(seed)], capture_output=True,
-                             text=True, timeout=timeout, cwd=os.path.dirname(PEER))
+        stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        return {"solved_s": None, "env_steps": None, "note": "timed out"}
-    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+        process.terminate()
+        stdout, stderr = process.communicate()
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
     if not lines:
-        print(out.stderr[-2000:], file=sys.stderr)
+        print(stderr[-2000:], file=sys.stderr)
         return {"solved_s": None, "env_steps": None, "note": "failed"}
     return json.loads(lines[-1])
 
@@ -141,6 +145,8 @@ def main() -> int:
     parser.add_argument("--impala", action="store_true", help="also rltpu IMPALA --core lstm")
     parser.add_argument("--learner-only", action="store_true")
     parser.add_argument("--no-learner", action="store_true")
+    parser.add_argument("--peer-timeout", type=float, default=1200,
+                        help="seconds a peer run may take")
     parser.add_argument("--updates", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     opts = parser.parse_args()
@@ -161,7 +167,7 @@ def main() -> int:
                     print(rows[-1], flush=True)
                 if os.path.exists(opts.peers_python):
                     before = load()
-                    p = peer_run(opts.peers_python, seed, 1200)
+                    p = peer_run(opts.peers_python, seed, opts.peer_timeout)
                     rows.append(("SB3-contrib RecurrentPPO (rl-zoo)", seed,
                                  math.inf if p["solved_s"] is None else p["solved_s"],
                                  p["env_steps"], None, before, load()))

@@ -13,6 +13,7 @@ return of the last 20 training episodes reaches TARGET (null if never), env step
 env steps per second while training. Run it with the peers' virtualenv (PyTorch).
 usage: python sb3_recurrent_ppo_cartpolenovel.py TARGET MAX_STEPS [SEED]"""
 import json
+import signal
 import sys
 import time
 
@@ -66,8 +67,23 @@ m = RecurrentPPO("MlpLstmPolicy", env, n_steps=32, batch_size=256, n_epochs=20, 
                      ortho_init=False, activation_fn=torch.nn.ReLU, lstm_hidden_size=64,
                      enable_critic_lstm=True, net_arch=dict(pi=[64], vf=[64])),
                  seed=seed, device="cpu")
+
+
+def report(note=None):
+    elapsed = time.time() - t1
+    buf = m.ep_info_buffer
+    line = {"peer": "sb3-recurrent-ppo", "solved_s": Stop.solved and round(Stop.solved, 1),
+            "env_steps": m.num_timesteps, "train_sps": round(m.num_timesteps / elapsed, 1),
+            "last_return": round(float(np.mean([e["r"] for e in list(buf)[-20:]])), 1) if buf else None}
+    print(json.dumps({**line, "note": note} if note else line), flush=True)
+
+
+def stopped(signum, frame):  # the bench's timeout: say how far it got, then go
+    report(f"stopped by signal {signum} after {time.time() - t0:.0f} s")
+    sys.exit(1)
+
+
+signal.signal(signal.SIGTERM, stopped)
 t1 = time.time()
 m.learn(max_steps, callback=Stop())
-elapsed = time.time() - t1
-print(json.dumps({"peer": "sb3-recurrent-ppo", "solved_s": Stop.solved and round(Stop.solved, 1),
-                  "env_steps": m.num_timesteps, "train_sps": round(m.num_timesteps / elapsed, 1)}))
+report()
