@@ -197,7 +197,7 @@ def main() -> int:
             results[core] = learner_sps(core, opts.updates, opts.repeats)
             r = results[core]
             name = "impala_resnet, no core" if core == "none" else "impala_resnet + LSTM 256"
-            print(f"| {name} | {fmt(r['samples_per_s'])} | {r['device']} | {r['load']} |",
+            print(f"| {name} | {fmt(r['samples_per_s'], 1)} | {r['device']} | {r['load']} |",
                   flush=True)
         print(f"LSTM core: {results['lstm']['samples_per_s'] / results['none']['samples_per_s']:.2f}"
               "x the feed-forward learner's samples/s")
