@@ -87,7 +87,10 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
         env = gym.wrappers.RecordVideo(env, recording, episode_trigger=lambda _: True,
                                        name_prefix="eval", disable_logger=True)
     try:
-        returns, lengths = EpisodePlayer(fns, spec).play(env, policy.params, episodes, seed)
+        if policy.recurrent:  # the policy object carries the core state (Policy.act)
+            returns, lengths = _play_policy(policy, env, episodes, seed)
+        else:
+            returns, lengths = EpisodePlayer(fns, spec).play(env, policy.params, episodes, seed)
     finally:
         env.close()
     videos = []
@@ -102,6 +105,23 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
         storage.remove(recording)
     return {**report, "mean_return": float(np.mean(returns)), "returns": returns,
             "lengths": lengths, "videos": videos}
+
+
+def _play_policy(policy: Policy, env, episodes: int, seed: int) -> tuple[list[float], list[int]]:
+    """Greedy episodes with ``policy.act`` (which keeps a recurrent core state): episode
+    ``i`` starts from ``env.reset(seed=seed + i)`` and ``policy.reset()``."""
+    returns, lengths = [], []
+    for i in range(episodes):
+        observation, _ = env.reset(seed=seed + i)
+        policy.reset()
+        reward, total, length, done = None, 0.0, 0, False
+        while not done:
+            action = policy.act(observation, reward=reward)
+            observation, reward, terminated, truncated, _ = env.step(action)
+            total, length, done = total + float(reward), length + 1, terminated or truncated
+        returns.append(total)
+        lengths.append(length)
+    return returns, lengths
 
 
 def video_folder(run_dir: str, step: int) -> str:

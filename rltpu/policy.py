@@ -8,6 +8,13 @@ Example::
     action = policy.act(observation)            # one observation -> one action
     actions = policy.act(observations)          # a batch [B, ...] -> [B] actions
 
+A recurrent run's policy keeps its core state per batch row between calls::
+
+    policy.reset()                              # every row starts an episode
+    action = policy.act(observation)
+    observation, reward, terminated, truncated, _ = env.step(action)
+    action = policy.act(observation, reward=reward)   # the reward the last action earned
+
 A run directory is data: ``load`` builds only the built-in agents and envs that its
 ``config.json`` names. A run of your own agent or of a ``module:Class`` env is loaded by
 passing them: ``rltpu.load(run_dir, agent=MyAgent(), env="my_module:MyEnv")``.
@@ -20,10 +27,10 @@ import jax
 import numpy as np
 
 from rltpu import checkpoint as checkpoints
-from rltpu import devices, spaces
+from rltpu import devices, recurrent, spaces
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
-from rltpu.types import EnvSpec
+from rltpu.types import EnvSpec, StepContext
 
 
 class Policy:
@@ -35,6 +42,8 @@ class Policy:
       agent, agent_config, run: the agent and the settings of the run.
       checkpoint: the checkpoint's update count.
       run_dir: the run directory (None if the params did not come from one).
+      core_state, context: a recurrent agent's kept core state and ``StepContext`` per batch
+        row (None before the first ``act`` and after ``reset()``).
 
     A run trained with ``--normalize-observations`` normalised observations by running
     statistics kept in each actor, which are not saved: this policy sees observations as
@@ -56,12 +65,21 @@ class Policy:
         self._greedy_key = jax.random.key(0)
         fns = self.fns
         # (A greedy policy draws no random numbers; its step takes a key all the same.)
+        # A recurrent agent's steps also take and return its core state (see ``act``).
         self._greedy = (None if fns.greedy_step is None else
-                        jax.jit(lambda p, obs, key: fns.greedy_step(p, obs, key).action))
-        self._sampled = jax.jit(lambda p, obs, key: fns.actor_step(p, obs, key).action)
+                        jax.jit(_action_step(fns, greedy=True)))
+        self._sampled = jax.jit(_action_step(fns, greedy=False))
+        self.core_state = self.context = None  # a recurrent agent's, per batch row
 
-    def act(self, observation, greedy: bool = True) -> np.ndarray:
+    def act(self, observation, greedy: bool = True, *, reward=None,
+            episode_start=None) -> np.ndarray:
         """The action for one observation, or the actions for a batch of them.
+
+        A recurrent agent's policy (``--core lstm|gru``) keeps its core state, the previous
+        action and whether an episode starts, per batch row, from call to call: give it each
+        env's observations in order, the ``reward`` the previous action earned, and
+        ``episode_start`` where an observation begins a new episode (``reset()`` starts
+        every row afresh). Row ``i`` of every call must be the same env.
 
         Args:
           observation: one observation (the env's observation shape) or a batch of them
@@ -70,29 +88,92 @@ class Policy:
             leading batch axis in a batch (as a gymnasium vector env returns them).
           greedy: the most likely action (the agent's ``greedy_step``); False: sampled from
             the behaviour policy the actors used (``actor_step``).
+          reward: recurrent agents: the reward of the previous call's action, per row (a
+            scalar for one observation); needed on every row that does not start an episode.
+          episode_start: recurrent agents: True where the observation begins an episode
+            (the core restarts there); a bool or ``[B]`` bools. The first call after
+            ``reset()`` (or the first ever) starts every row.
 
         Returns:
           One action, or an array of actions with the batch's leading axis.
 
         Raises:
-          ValueError: the observation's shape is neither the env's nor a batch of it, or
-            the agent has no ``greedy_step`` (pass ``greedy=False``).
+          ValueError: the observation's shape is neither the env's nor a batch of it, the
+            agent has no ``greedy_step`` (pass ``greedy=False``), or (recurrent agents) no
+            ``reward`` for a row that continues an episode, or a batch size other than the
+            one the kept state has (call ``reset()`` first).
         """
-        if self.fns.initial_core_state is not None:
-            # act() takes an observation alone; a recurrent policy also needs its core state
-            # and the previous action and reward (rltpu.evaluate.play keeps them per episode).
-            raise ValueError(f"agent {self.agent.name!r} is recurrent: Policy.act does not "
-                             "carry its core state yet; evaluate it with rltpu eval")
         if greedy and self._greedy is None:
             raise ValueError(f"agent {self.agent.name!r} has no greedy_step; act with "
                              "greedy=False (its behaviour policy)")
         batch, single = spaces.as_batch(observation, self.spec.observation_space)
+        size = len(jax.tree.leaves(batch)[0])
+        # (checked before the key moves on: a refused call changes nothing)
+        context = self._context_for(size, reward, episode_start) if self.recurrent else None
         if greedy:  # (the sampling key only moves on when sampling)
-            actions = np.asarray(self._greedy(self.params, batch, self._greedy_key))
+            key = self._greedy_key
         else:
             self._key, key = jax.random.split(self._key)
-            actions = np.asarray(self._sampled(self.params, batch, key))
+        step = self._greedy if greedy else self._sampled
+        if context is None:
+            actions = np.asarray(step(self.params, batch, key))
+        else:
+            if self.core_state is None:
+                self.core_state = self.fns.initial_core_state(size)
+            actions, self.core_state = step(self.params, batch, key, self.core_state, context)
+            actions = np.asarray(actions)
+            # The next call continues every row's episode unless it says otherwise.
+            self.context = recurrent.next_context(context, actions, context.prev_reward,
+                                                  np.zeros(size, bool))
         return actions[0] if single else actions
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the agent is recurrent (``act`` then keeps a core state per batch row)."""
+        return recurrent.is_recurrent(self.fns)
+
+    def reset(self) -> None:
+        """Forgets the kept core states: the next ``act`` starts an episode in every row,
+        from the agent's initial core state (any batch size). Nothing to do for a
+        feed-forward agent."""
+        self.core_state = self.context = None
+
+    def _context_for(self, size: int, reward, episode_start) -> StepContext:
+        """The context of this call's ``size`` observations, from the kept one (or a fresh
+        one after ``reset()``), the rewards the last actions earned and the episode starts."""
+        kept = self.context
+        if kept is None:  # after reset(): every row starts from the initial state
+            self.core_state = None
+            kept = recurrent.initial_context(self.spec, size)
+        elif kept.first.shape[0] != size:
+            raise ValueError(f"a batch of {size} observations: this policy keeps the core "
+                             f"states of {kept.first.shape[0]} envs; call reset() to "
+                             "start over with another batch size")
+        first = kept.first
+        if episode_start is not None:
+            first = first | np.broadcast_to(np.asarray(episode_start, bool), (size,))
+        prev_reward = kept.prev_reward
+        if reward is not None:
+            prev_reward = np.broadcast_to(np.asarray(reward, np.float32), (size,))
+        elif not first.all():
+            raise ValueError(f"agent {self.agent.name!r} is recurrent: pass reward= (what the "
+                             "previous action earned) for rows that do not start an episode "
+                             "(episode_start=True there), or call reset()")
+        return StepContext(first=np.array(first), prev_action=kept.prev_action,
+                           prev_reward=np.array(prev_reward, np.float32))
+
+
+def _action_step(fns, greedy: bool):
+    """The agent's greedy (or sampling) step, returning only actions: ``(params, obs, key)
+    -> action``, or for a recurrent agent ``(params, obs, key, core_state, context) ->
+    (action, core_state)``."""
+    act = fns.greedy_step if greedy else fns.actor_step
+    if recurrent.is_recurrent(fns):
+        def step(params, observation, key, core_state, context):
+            out, core_state = act(params, observation, key, core_state, context)
+            return out.action, core_state
+        return step
+    return lambda params, observation, key: act(params, observation, key).action
 
 
 def load(run_dir: str, checkpoint: int | None = None, *, agent: Agent | None = None,

@@ -1,7 +1,11 @@
 """Recurrent agents learn a memory task: on CartPoleNoVel-v1 (CartPole without its
 velocities) IMPALA and PPO with an LSTM reach 475, while the same agents feed-forward,
-given the env steps the LSTM needed, stay well below it. Real Ray, real gymnasium;
-marked slow."""
+given the env steps the LSTM needed, stay well below it; in Anakin mode PPO with an LSTM
+remembers gymnax's MemoryChain-bsuite bit and feed-forward PPO cannot. Real Ray, real
+gymnasium, real gymnax; marked slow."""
+import json
+
+import numpy as np
 import pytest
 
 from tests.test_agents_learn import train
@@ -41,3 +45,30 @@ def test_r2d2_reaches_400_on_cartpole_without_velocities(tmp_path, ray_tmpdir):
                     tmp_path, ray_tmpdir)
     assert summary["agent"] == "r2d2" and summary["final_return"] >= 400, summary
     assert summary["time_to_target_s"] is not None
+
+
+# MemoryChain-bsuite (gymnax's defaults: memory_length 5, one context bit): the bit is shown
+# in the first observation only, and the action 5 steps later earns +1 if it names the bit,
+# -1 otherwise (a feed-forward policy can only guess: 0 on average).
+MEMORY_CHAIN = ["--mode", "anakin", "--agent", "ppo", "--env", "gymnax:MemoryChain-bsuite",
+                "--batch-size", "64", "--unroll-length", "16", "--target-return", "0.9",
+                "--total-env-steps", "50000", "--log-every-s", "0.01"]
+
+
+@pytest.mark.slow
+def test_recurrent_ppo_remembers_memory_chain_in_anakin_and_feed_forward_does_not(
+        tmp_path, ray_tmpdir):
+    (tmp_path / "lstm").mkdir()
+    (tmp_path / "none").mkdir()
+    lstm = train([*MEMORY_CHAIN, "--core", "lstm", "--core-size", "64"], tmp_path / "lstm",
+                 ray_tmpdir)
+    assert lstm["mode"] == "anakin" and lstm["final_return"] >= 0.9, lstm
+    assert lstm["time_to_target_s"] is not None
+    feed_forward = train([*MEMORY_CHAIN, "--core", "none"], tmp_path / "none", ray_tmpdir)
+    assert feed_forward["time_to_target_s"] is None, feed_forward
+    assert feed_forward["env_steps"] >= 50_000 >= lstm["env_steps"]
+    # Every compiled call's row: the mean of its last 20 episodes; near 0 over the run.
+    rows = [json.loads(line) for line in
+            (tmp_path / "none" / "run" / "metrics.jsonl").read_text().splitlines()]
+    returns = [row["mean_return"] for row in rows if row.get("mean_return") is not None]
+    assert len(returns) >= 5 and abs(np.mean(returns)) < 0.3, returns
