@@ -94,17 +94,20 @@ def test_central_and_actor_inference_give_the_same_trajectories(ray_local, core)
     queue = central_queue(actors, fns, params, run, on_policy=True)
     got = {0: [], 1: []}
     try:
-        for _ in range(3):
+        # Unrolls come as each actor finishes one, in any order: take three of each.
+        for _ in range(20):
             for unroll in queue.get(2):
                 got[unroll.actor_id].append(unroll)
+            if min(map(len, got.values())) >= 3:
+                break
         assert queue.inference_calls < queue.served_steps  # actors were batched together
     finally:
         queue.close()
         for actor in actors:
             ray_local.kill(actor)
     for actor_id in (0, 1):
-        assert len(got[actor_id]) == 3
-        for mine, theirs in zip(got[actor_id], expected[actor_id]):
+        assert len(got[actor_id]) >= 3
+        for mine, theirs in zip(got[actor_id][:3], expected[actor_id]):
             assert mine.actor_id == theirs.actor_id and mine.env_steps == theirs.env_steps
             np.testing.assert_array_equal(mine.episode_returns, theirs.episode_returns)
             np.testing.assert_array_equal(mine.episode_lengths, theirs.episode_lengths)
