@@ -65,19 +65,19 @@ def make_queue(plan, actor_ids: Sequence[int], actors: Sequence, params: "Served
                supervisor=None, check_stop: Callable[[], None] | None = None) -> "CentralQueue":
     """The ``CentralQueue`` serving this host's env actors for ``plan`` (``rltpu.plan.Plan``)."""
     fns, run = plan.fns, plan.run
-    initial_state = None
-    if recurrent.is_recurrent(fns):
-        def initial_state(num_envs: int):
-            return (jax.tree.map(np.asarray, fns.initial_core_state(num_envs)),
-                    recurrent.initial_context(plan.spec, num_envs))
-    policy_for = None
-    if fns.actor_step_for is not None:
-        def policy_for(index: int):
-            return fns.actor_step_for(actor_ids[index], run.num_actors)
-    return CentralQueue(actors, params, fns.actor_step, initial_state, actor_ids=actor_ids,
-                        unroll_length=run.unroll_length, envs_per_actor=run.envs_per_actor,
-                        max_in_flight=run.max_in_flight, on_policy=run.on_policy,
-                        policy_for=policy_for, supervisor=supervisor, check_stop=check_stop)
+    def initial_state(num_envs: int):
+        return (jax.tree.map(np.asarray, fns.initial_core_state(num_envs)),
+                recurrent.initial_context(plan.spec, num_envs))
+
+    def policy_for(index: int):
+        return fns.actor_step_for(actor_ids[index], run.num_actors)
+    return CentralQueue(actors, params, fns.actor_step,
+                        initial_state if recurrent.is_recurrent(fns) else None,
+                        actor_ids=actor_ids, unroll_length=run.unroll_length,
+                        envs_per_actor=run.envs_per_actor, max_in_flight=run.max_in_flight,
+                        on_policy=run.on_policy,
+                        policy_for=None if fns.actor_step_for is None else policy_for,
+                        supervisor=supervisor, check_stop=check_stop)
 
 
 class ServedParams(ParamStore):
@@ -422,7 +422,7 @@ class CentralQueue:
         """Packs actor ``index``'s filled unroll into an ``Unroll`` for the consumer."""
         state = self._state[index]
         packing = time.perf_counter()
-        steps, T, B = state.steps, self._T, self._B
+        steps, B = state.steps, self._B
         returns = [s["returns"] for s in steps]
         lengths = [s["lengths"] for s in steps]
         trajectory = Trajectory(

@@ -201,17 +201,7 @@ def analyse(m: Measurements) -> dict:
                    "the bottleneck, raise --max-in-flight")
     elif wait_frac >= WAIT_THRESHOLD:
         verdict = "actor-bound"
-        more = max(1, (needed or m.num_actors + 1) - m.num_actors)
-        message = (f"learner waited for data {wait_frac:.0%} of the time: actor-bound; "
-                   f"about {more} more actor{'s' if more > 1 else ''} would keep it busy "
-                   f"(an actor makes {actor_sps_each:,.0f} env steps/s, the learner can take "
-                   f"{learner_sps:,.0f})")
-        if m.num_actors + more > m.cpus:
-            busiest = max((k for k in actor_time if central or k != "idle"), key=actor_time.get)
-            word = "Ray round trips" if central and busiest == "idle" else PHASE_WORDS[busiest]
-            message += (f"; each actor needs a CPU and this machine has {m.cpus}: use more "
-                        "CPUs or make each actor faster (its time goes mostly to "
-                        f"{word}, {actor_time[busiest]:.0%})")
+        message = _actor_bound(m, wait_frac, needed, actor_sps_each, learner_sps, actor_time)
     elif idle_frac >= WAIT_THRESHOLD:
         verdict = "learner-bound"
         enough = max(1, min(needed or m.num_actors, m.num_actors))
@@ -225,15 +215,7 @@ def analyse(m: Measurements) -> dict:
         message = (f"learner waited for data {wait_frac:.0%} and actors waited for the "
                    f"learner {idle_frac:.0%} of the time: balanced; the devices were busy "
                    f"{device_busy:.0%}")
-    actor_busy_time = _fractions({k: v for k, v in m.actor_s.items() if k != "idle"},
-                                 actor_busy)
-    if central:
-        message += ("; central inference: the actors' idle time is their Ray round trips and "
-                    "waiting to be batched, counted as acting")
-    elif m.accelerator and actor_busy_time.get("inference", 0.0) >= CENTRAL_THRESHOLD:
-        message += (f"; the actors spend {actor_busy_time['inference']:.0%} of their busy time "
-                    "in policy inference and the learner has an accelerator: try --inference "
-                    "central (the learner host acts for them, batched)")
+    message += _inference_note(m, actor_busy)
     learner_host = {"inference": m.inference_s / m.train_s if m.train_s > 0 else 0.0,
                     "update": device_busy}
     return {
@@ -244,6 +226,39 @@ def analyse(m: Measurements) -> dict:
         "learner_sps_per_device": learner_sps / m.num_devices,
         "actors_to_keep_learner_busy": needed,
     }
+
+
+def _actor_bound(m: Measurements, wait_frac: float, needed: int | None, actor_sps_each: float,
+                 learner_sps: float, actor_time: dict) -> str:
+    """The actor-bound verdict's message: how many more actors would keep the learner
+    busy, and, past this machine's CPUs, where an actor's time goes."""
+    central = m.inference == "central"
+    more = max(1, (needed or m.num_actors + 1) - m.num_actors)
+    message = (f"learner waited for data {wait_frac:.0%} of the time: actor-bound; "
+               f"about {more} more actor{'s' if more > 1 else ''} would keep it busy "
+               f"(an actor makes {actor_sps_each:,.0f} env steps/s, the learner can take "
+               f"{learner_sps:,.0f})")
+    if m.num_actors + more > m.cpus:
+        busiest = max((k for k in actor_time if central or k != "idle"), key=actor_time.get)
+        word = "Ray round trips" if central and busiest == "idle" else PHASE_WORDS[busiest]
+        message += (f"; each actor needs a CPU and this machine has {m.cpus}: use more "
+                    "CPUs or make each actor faster (its time goes mostly to "
+                    f"{word}, {actor_time[busiest]:.0%})")
+    return message
+
+
+def _inference_note(m: Measurements, actor_busy: float) -> str:
+    """What the verdict adds about where actions are chosen: central inference's idle time,
+    or the suggestion to move inference to the learner's accelerator."""
+    if m.inference == "central":
+        return ("; central inference: the actors' idle time is their Ray round trips and "
+                "waiting to be batched, counted as acting")
+    busy = _fractions({k: v for k, v in m.actor_s.items() if k != "idle"}, actor_busy)
+    if m.accelerator and busy.get("inference", 0.0) >= CENTRAL_THRESHOLD:
+        return (f"; the actors spend {busy['inference']:.0%} of their busy time in policy "
+                "inference and the learner has an accelerator: try --inference central (the "
+                "learner host acts for them, batched)")
+    return ""
 
 
 def plan(target_env_steps: int, env_sps: float, startup_s: float) -> dict:

@@ -1,8 +1,6 @@
 """Faults of a simulated pod (learner processes joined with jax.distributed on loopback):
 a process missing at start, and a learner process killed with kill -9 mid-run."""
-import json
 import os
-import re
 import subprocess
 import sys
 import time

@@ -5,7 +5,6 @@ training."""
 import time
 
 import psutil
-import pytest
 import ray
 
 import rltpu
