@@ -9,7 +9,8 @@ from rltpu.anakin import Program, finished_returns
 from rltpu.faults import StopRequest
 from rltpu.metrics import run_start_time
 from rltpu.plan import Plan
-from rltpu.run import Run, create_run_dir
+from rltpu.rundir import create_run_dir
+from rltpu.run import Run
 
 
 def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = None,

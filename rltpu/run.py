@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from rltpu import checkpoint, checkpointer, devices, provenance, resume as resuming, sinks, storage
+from rltpu import checkpoint, checkpointer, devices, provenance, sinks, storage
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
 from rltpu.faults import StopRequest
@@ -65,20 +65,6 @@ def train_plan(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | No
     finally:
         if plan.run_dir_lock is not None:
             plan.run_dir_lock.release()
-
-
-def create_run_dir(plan: Plan, resume: checkpoint.Restored | None) -> None:
-    """Fills the run directory ``validate`` claimed (a bucket's needs no folder made;
-    resuming: sets its skipped checkpoints aside) and writes ``config.json``. Learner
-    process 0 only."""
-    if resume is None:
-        storage.makedirs(plan.run_dir, exist_ok=True)
-    else:
-        resuming.set_aside(plan.run_dir, resume)
-    # With the code's provenance: a run can be tied to what made it (``--config`` of this
-    # file ignores that key and repeats the run).
-    write_json(storage.join(plan.run_dir, "config.json"),
-               {**plan.config(), "provenance": provenance()})
 
 
 def counters(version: int, env_steps: int, samples: int, episodes: EpisodeWindow,

@@ -1,16 +1,23 @@
 """Claiming a run directory before a run starts: a new one made atomically (two runs never
 get the same), an existing one locked (no second process resumes it meanwhile), a
-bucket's checked for access. ``rltpu.plan.validate`` claims; ``rltpu.run`` fills it.
+bucket's checked for access; and, once the run starts, filled (``create_run_dir``).
+``rltpu.plan.validate`` claims it.
 """
 from __future__ import annotations
 
 import datetime
 import fcntl
 import os
+from typing import TYPE_CHECKING
 
-from rltpu import devices, storage
+from rltpu import devices, provenance, resume as resuming, storage
 from rltpu.agent import Agent
 from rltpu.config import RunConfig
+from rltpu.metrics import write_json
+
+if TYPE_CHECKING:  # (plan.py imports this module)
+    from rltpu.checkpoint import Restored
+    from rltpu.plan import Plan
 
 
 class RunDirLock:
@@ -112,3 +119,17 @@ def _make_dir(path: str) -> None:
     except OSError as e:
         raise ValueError(f"--run-dir {path}: cannot make it ({e.strerror}: "
                          f"{e.filename or path})") from None
+
+
+def create_run_dir(plan: Plan, resume: Restored | None) -> None:
+    """Fills the run directory ``validate`` claimed (a bucket's needs no folder made;
+    resuming: sets its skipped checkpoints aside) and writes ``config.json``. Learner
+    process 0 only."""
+    if resume is None:
+        storage.makedirs(plan.run_dir, exist_ok=True)
+    else:
+        resuming.set_aside(plan.run_dir, resume)
+    # With the code's provenance: a run can be tied to what made it (``--config`` of this
+    # file ignores that key and repeats the run).
+    write_json(storage.join(plan.run_dir, "config.json"),
+               {**plan.config(), "provenance": provenance()})

@@ -23,7 +23,8 @@ from rltpu.hosts import LearnerHosts
 from rltpu.learner import Learner
 from rltpu.metrics import run_start_time
 from rltpu.plan import Plan
-from rltpu.run import Run, create_run_dir
+from rltpu.rundir import create_run_dir
+from rltpu.run import Run
 
 
 def _at_low_priority(fn, *args):
