@@ -193,7 +193,7 @@ def _supervise(hosts: list, argv: list[str], env: dict[str, str]) -> int:
     print(f"rltpu: {n} learner processes started by Ray on {', '.join(where)}; coordinator "
           f"{coordinator}; process 0, on {where[0]}, writes the run directory", file=sys.stderr,
           flush=True)
-    forwarded, give_up_at = False, None
+    forwarded, give_up_at, first_failure = False, None, None
     try:
         with StopRequest() as stop:
             while None in (status := ray.get([host.poll.remote() for host in hosts])):
@@ -203,6 +203,7 @@ def _supervise(hosts: list, argv: list[str], env: dict[str, str]) -> int:
                 if give_up_at is None and any(s not in (None, 0) for s in status):
                     # The others would wait for the one that failed for ever.
                     give_up_at = time.monotonic() + FAILURE_GRACE_S
+                    first_failure = _cause(status)
                     print(f"rltpu: learner process {_statuses(status, failed_only=True)} "
                           f"exited; the others are stopped if they have not ended in "
                           f"{FAILURE_GRACE_S:.0f} s", file=sys.stderr, flush=True)
@@ -214,8 +215,17 @@ def _supervise(hosts: list, argv: list[str], env: dict[str, str]) -> int:
     failed = [s for s in status if s not in (None, 0)]
     if failed:
         print(f"rltpu: learner processes ended: {_statuses(status)}", file=sys.stderr, flush=True)
-    code = 0 if not failed else (status[0] if status[0] not in (None, 0) else failed[0])
+    # The exit status is the first failure's: the others' (a watchdog's "lost process",
+    # a stop) follow from it.
+    code = 0 if not failed else (first_failure if first_failure is not None else _cause(status))
     return 128 - code if code < 0 else code  # killed by signal N: the shell's 128 + N
+
+
+def _cause(status: list[int | None]) -> int:
+    """Of the learners' statuses seen failed at once, the likeliest cause: a death by a
+    signal (a kill, a crash) before an error exit, which a lost peer leads to."""
+    failed = [s for s in status if s not in (None, 0)]
+    return min(failed)  # (signals are negative)
 
 
 def _statuses(status: list[int | None], failed_only: bool = False) -> str:
