@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 
 import jax
@@ -58,6 +59,7 @@ class Checkpointer:
         # the next save or wait, where it becomes one line (storage.WriteError)
         self._quiet = _DropOrbaxErrors()
         logging.getLogger("absl").addFilter(self._quiet)
+        _drop_closed_loop_callbacks()
         self.last_step = self._manager.latest_step()
         self._checked = self.last_step or 0  # the step of the previous ``due`` call
         self._last_time = time.monotonic()
@@ -109,6 +111,25 @@ class _DropOrbaxErrors(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+def _drop_closed_loop_callbacks() -> None:
+    """Silences one leftover of orbax's writer threads: after a failed save (and at exit)
+    they post callbacks to orbax's event loop once it is closed, which Python reports as
+    "Exception ignored ... RuntimeError: Event loop is closed" tracebacks, a page each,
+    saying nothing the ``WriteError``'s one line does not. Every other unraisable error is
+    reported as before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "rltpu_drops_closed_loop", False):
+        return
+
+    def hook(unraisable) -> None:
+        error = unraisable.exc_value
+        if not (isinstance(error, RuntimeError) and str(error) == "Event loop is closed"):
+            previous(unraisable)
+
+    hook.rltpu_drops_closed_loop = True
+    sys.unraisablehook = hook
 
 
 class NoCheckpoints:

@@ -333,9 +333,12 @@ def _train_and_report(plan, quiet: bool, restored) -> int:
     if summary["stopped_by"] is not None or cluster.stuck():
         # Everything is written. After a signal Ray's processes may be gone (a preempted
         # VM signals them all), and Ray's client would then hold the exit for a minute in
-        # its exit handlers, past the grace period: leave without them.
+        # its exit handlers, past the grace period: leave without them (process 0 of a pod
+        # once the others have: JAX's service, which they still talk to, leaves with it).
         sys.stdout.flush()
         sys.stderr.flush()
+        if hosts.watchdog() is not None:
+            hosts.watchdog().wait_for_peers()
         os._exit(0)
     return 0
 

@@ -473,6 +473,26 @@ class Watchdog:
         except Exception:  # noqa: BLE001 -- the others then see it go quiet, as they should
             pass
 
+    def wait_for_peers(self) -> None:
+        """Process 0, its run ended, before it leaves without JAX's exit handlers (after a
+        signal, ``os._exit``): waits until the others have ended theirs too (``finished``;
+        at most ``timeout_s``), and a beat more for them to leave. The store lives in
+        process 0, and JAX aborts a process still running when it goes, with its own pages."""
+        if self._index != 0 or self._count < 2:
+            return
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            try:
+                values = devices.published(self.PREFIX)
+            except Exception:  # noqa: BLE001 -- nothing left to wait for
+                return
+            ended = {int(key.rstrip("/").rpartition("/")[2])
+                     for key, value in values.items() if value == "finished"}
+            if ended >= set(range(1, self._count)):
+                time.sleep(1.0)
+                return
+            time.sleep(0.2)
+
     def confirm(self) -> None:
         """Called when this process's own work failed (a collective that lost its peer
         raises at once on CPUs): waits up to ``timeout_s`` (plus a beat) for the verdict,
