@@ -92,3 +92,18 @@ def append_jsonl(path: str | None, row: dict) -> None:
     if path:
         with open(path, "a") as f:
             f.write(json.dumps(row) + "\n")
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """The rows of a results file (``--table-from``)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def results_paths(runs_dir: str | None, out: str | None, name: str) -> tuple[str, str]:
+    """The folder for a benchmark's run directories (made; by default ``runs/NAME-DATE``
+    in the checkout) and its results file (by default ``results.jsonl`` in it)."""
+    runs_dir = os.path.abspath(runs_dir or os.path.join(
+        ROOT, "runs", f"{name}-" + time.strftime("%Y%m%d-%H%M%S")))
+    os.makedirs(runs_dir, exist_ok=True)
+    return runs_dir, out or os.path.join(runs_dir, "results.jsonl")

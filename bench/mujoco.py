@@ -29,6 +29,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from bench.common import (ROOT, Parser, append_jsonl, csv_choices, fmt, load1,  # noqa: E402
+                          read_jsonl, results_paths,
                           machine_line, markdown_table, positive_int, rltpu_train)
 
 ENVS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
@@ -124,13 +125,9 @@ def table(rows: list[dict]) -> str:
 def main(argv: list[str]) -> int:
     args = parse(argv)
     if args.table_from is not None:
-        with open(args.table_from) as f:
-            print(table([json.loads(line) for line in f if line.strip()]))
+        print(table(read_jsonl(args.table_from)))
         return 0
-    runs_dir = os.path.abspath(args.runs_dir or os.path.join(
-        ROOT, "runs", "mujoco-" + time.strftime("%Y%m%d-%H%M%S")))
-    os.makedirs(runs_dir, exist_ok=True)
-    out = args.out or os.path.join(runs_dir, "results.jsonl")
+    runs_dir, out = results_paths(args.runs_dir, args.out, "mujoco")
     print(f"# MuJoCo: rltpu PPO (Ray mode) vs SB3 PPO (rl-zoo), {args.total_env_steps:,} env "
           f"steps per run, seeds 0-{args.seeds - 1}; {machine_line()}; results to {out}", flush=True)
     sides = {"rltpu": lambda env, seed: run_rltpu(env, seed, args.total_env_steps, runs_dir,
