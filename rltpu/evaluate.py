@@ -18,7 +18,7 @@ import numpy as np
 from rltpu import checkpoint, envs, recurrent, storage
 from rltpu.envs import jax_envs
 from rltpu.agent import Agent
-from rltpu.policy import Policy
+from rltpu.policy import Policy, policy_step
 
 VIDEO_DIR = "videos"
 
@@ -175,20 +175,6 @@ class EpisodePlayer:
             returns.append(total)
             lengths.append(length)
         return returns, lengths
-
-
-def policy_step(fns, greedy: bool = True):
-    """``fns.greedy_step`` (or, not ``greedy``, ``fns.actor_step``) as ``(params, obs, key,
-    core, context) -> (action, core)``; a feed-forward agent's core state is ``()`` and it
-    ignores the context."""
-    act = fns.greedy_step if greedy else fns.actor_step
-    if recurrent.is_recurrent(fns):
-        def step(params, observation, key, core, context):
-            out, core = act(params, observation, key, core, context)
-            return out.action, core
-        return step
-    return lambda params, observation, key, core, context: (
-        act(params, observation, key).action, core)
 
 
 

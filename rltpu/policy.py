@@ -163,17 +163,27 @@ class Policy:
                            prev_reward=np.array(prev_reward, np.float32))
 
 
-def _action_step(fns, greedy: bool):
-    """The agent's greedy (or sampling) step, returning only actions: ``(params, obs, key)
-    -> action``, or for a recurrent agent ``(params, obs, key, core_state, context) ->
-    (action, core_state)``."""
+def policy_step(fns, greedy: bool = True):
+    """``fns.greedy_step`` (or, not ``greedy``, ``fns.actor_step``) as ``(params, obs, key,
+    core, context) -> (action, core)``; a feed-forward agent's core state is ``()`` and it
+    ignores the context."""
     act = fns.greedy_step if greedy else fns.actor_step
     if recurrent.is_recurrent(fns):
-        def step(params, observation, key, core_state, context):
-            out, core_state = act(params, observation, key, core_state, context)
-            return out.action, core_state
+        def step(params, observation, key, core, context):
+            out, core = act(params, observation, key, core, context)
+            return out.action, core
         return step
-    return lambda params, observation, key: act(params, observation, key).action
+    return lambda params, observation, key, core, context: (
+        act(params, observation, key).action, core)
+
+
+def _action_step(fns, greedy: bool):
+    """``policy_step`` without a core for a feed-forward agent: ``(params, obs, key) ->
+    action``; a recurrent agent's as it is."""
+    step = policy_step(fns, greedy)
+    if recurrent.is_recurrent(fns):
+        return step
+    return lambda params, observation, key: step(params, observation, key, (), None)[0]
 
 
 def load(run_dir: str, checkpoint: int | None = None, *, agent: Agent | None = None,
