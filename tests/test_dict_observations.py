@@ -21,7 +21,7 @@ from rltpu.config import RunConfig
 from rltpu.learner import example_trajectory, stack_unrolls
 from rltpu.validation import UnrollValidator, unroll_example
 from tests.test_impala_loss import random_batch
-from tests.test_sharded_learner import run_updates
+from tests.test_sharded_learner import assert_same_updates, run_updates
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -293,15 +293,7 @@ def test_eight_devices_equal_one_on_a_dict_batch(agent_name, network_lib, env_id
     for leaf in jax.tree.leaves(learner_8.put(batches[0]).observation):
         assert len(leaf.addressable_shards) == 8
         assert all(s.data.shape == (9, 2, 2) for s in leaf.addressable_shards)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                 params_1, params_8)
-    for m1, m8 in zip(metrics_1, metrics_8):
-        for name in m1:
-            np.testing.assert_allclose(m1[name], m8[name], rtol=2e-5, atol=2e-6, err_msg=name)
-    assert not any(m["update_skipped"] for m in metrics_8)
-    initial = devices.to_host(jax.jit(fns.init)(jax.random.key(3)).params)
-    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(initial),
-                                                      jax.tree.leaves(params_8)))
+    assert_same_updates(fns, params_1, metrics_1, params_8, metrics_8)
 
 
 @pytest.mark.parametrize("env_id", ["CartPoleDict-v1", "CartPoleTuple-v1"])

@@ -20,6 +20,21 @@ def run_updates(num_devices, batches, spec, fns):
     return devices.to_host(learner.state.params), metrics, learner
 
 
+def assert_same_updates(fns, params_1, metrics_1, params_8, metrics_8) -> None:
+    """The 8-device updates equal the 1-device ones (params and every metric), none was
+    skipped, and they moved the params away from their initial values (a check that
+    learning happened, so equal-because-untouched cannot pass)."""
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+                 params_1, params_8)
+    for m1, m8 in zip(metrics_1, metrics_8):
+        for name in m1:
+            np.testing.assert_allclose(m1[name], m8[name], rtol=2e-5, atol=2e-6, err_msg=name)
+    assert not any(m["update_skipped"] for m in metrics_8)
+    initial = devices.to_host(jax.jit(fns.init)(jax.random.key(3)).params)
+    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(initial),
+                                                      jax.tree.leaves(params_8)))
+
+
 @pytest.mark.parametrize("network_lib", ["flax", "haiku"])
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
 @pytest.mark.parametrize("agent_name,minibatches", [("impala", None), ("ppo", 4), ("ppo", 1)])
@@ -38,17 +53,8 @@ def test_eight_devices_equal_one(agent_name, minibatches, env_id, network_lib):
     params_8, metrics_8, learner_8 = run_updates(8, batches, spec, fns)
 
     assert jax.tree.leaves(learner_8.state.params)[0].sharding.mesh.size == 8
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                 params_1, params_8)
-    for m1, m8 in zip(metrics_1, metrics_8):
-        for name in m1:
-            np.testing.assert_allclose(m1[name], m8[name], rtol=2e-5, atol=2e-6, err_msg=name)
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(params_8))
-    assert not any(m["update_skipped"] for m in metrics_8)
-    # and the updates did something
-    initial = devices.to_host(jax.jit(fns.init)(jax.random.key(3)).params)
-    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(initial),
-                                                      jax.tree.leaves(params_8)))
+    assert_same_updates(fns, params_1, metrics_1, params_8, metrics_8)
 
 
 @pytest.mark.parametrize("agent_name,minibatches,core,network_lib,env_id", [
@@ -70,15 +76,7 @@ def test_recurrent_eight_devices_equal_one(agent_name, minibatches, core, networ
     params_8, metrics_8, learner_8 = run_updates(8, batches, spec, fns)
     shards = learner_8.put(batches[0]).start.core_state["h"].addressable_shards
     assert len(shards) == 8 and all(s.data.shape == (1, 2, 16) for s in shards)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
-                 params_1, params_8)
-    for m1, m8 in zip(metrics_1, metrics_8):
-        for name in m1:
-            np.testing.assert_allclose(m1[name], m8[name], rtol=2e-5, atol=2e-6, err_msg=name)
-    assert not any(m["update_skipped"] for m in metrics_8)
-    initial = devices.to_host(jax.jit(fns.init)(jax.random.key(3)).params)
-    assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(initial),
-                                                      jax.tree.leaves(params_8)))
+    assert_same_updates(fns, params_1, metrics_1, params_8, metrics_8)
 
 
 def test_batch_is_split_over_the_data_axis():
