@@ -2,9 +2,11 @@
 side in one run, and the cost of the LSTM core on the learner (issue 16, item 7).
 
 1. Time from process start to a mean return of 475 over the last 20 training episodes on
-   CartPoleNoVel-v1 (CartPole without its velocities): rltpu PPO with ``--core lstm``
-   (Ray mode, 2 actors; the settings of ``tests/test_recurrent_learn.py``) and, with
-   ``--impala``, IMPALA likewise, against SB3-contrib's RecurrentPPO with rl-zoo's settings
+   CartPoleNoVel-v1 (CartPole without its velocities): rltpu PPO with ``--core lstm`` in
+   Anakin mode on the same task as a JAX env (``gymnax:CartPoleNoVel-v1``: gymnax's
+   CartPole-v1, the same two observations), in Ray mode (2 actors; the settings of
+   ``tests/test_recurrent_learn.py``) and, with ``--impala``, IMPALA in Ray mode likewise,
+   against SB3-contrib's RecurrentPPO with rl-zoo's settings
    (``bench/peers/sb3_recurrent_ppo_cartpolenovel.py``, in the peers' virtualenv). Runs
    alternate seed by seed, so that both meet the same load; the load average is printed
    beside every run. A run that never reached 475 counts as infinitely slow.
@@ -13,7 +15,7 @@ side in one run, and the cost of the LSTM core on the learner (issue 16, item 7)
    256-unit LSTM core and without it, fed one fixed host batch every update (copied to the
    devices each time, as in training), each in a fresh process, median of --repeats.
 
-usage: python bench/recurrent.py [--seeds 1] [--impala] [--peers-python /tmp/peers/bin/python]
+usage: python bench/recurrent.py [--seeds 1] [--impala] [--no-anakin] [--peers-python /tmp/peers/bin/python]
                                  [--learner-only | --no-learner] [--updates 5] [--repeats 3]
 """
 from __future__ import annotations
@@ -32,11 +34,17 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PEER = os.path.join(ROOT, "bench", "peers", "sb3_recurrent_ppo_cartpolenovel.py")
-RLTPU = {  # as tests/test_recurrent_learn.py runs them (README's "Recurrent agents")
-    "ppo": ["--agent", "ppo", "--core", "lstm", "--core-size", "64",
+RAY_ENV = ["--env", "CartPoleNoVel-v1"]
+RLTPU = {  # Ray mode as tests/test_recurrent_learn.py runs it (README's "Recurrent agents")
+    "ppo": [*RAY_ENV, "--agent", "ppo", "--core", "lstm", "--core-size", "64",
             "--total-env-steps", "1000000"],
-    "impala": ["--agent", "impala", "--core", "lstm", "--core-size", "64",
+    "impala": [*RAY_ENV, "--agent", "impala", "--core", "lstm", "--core-size", "64",
                "--total-env-steps", "1500000"],
+    # Anakin: 64 envs x 32 steps per update, 4 epochs x 4 minibatches of whole sequences.
+    "ppo-anakin": ["--mode", "anakin", "--env", "gymnax:CartPoleNoVel-v1", "--agent", "ppo",
+                   "--core", "lstm", "--core-size", "64", "--batch-size", "64",
+                   "--unroll-length", "32", "--num-epochs", "4", "--num-minibatches", "4",
+                   "--total-env-steps", "3000000"],
 }
 PEER_MAX_STEPS = "300000"  # three times what rl-zoo's settings train for (100k)
 
@@ -49,7 +57,7 @@ def rltpu_run(args: list[str], tmp: str) -> dict:
     run_dir = os.path.join(tmp, f"run-{time.time_ns()}")
     start = time.time()
     subprocess.run([sys.executable, "-m", "rltpu.cli", "train", "--quiet", "--run-dir", run_dir,
-                    "--env", "CartPoleNoVel-v1", *args], check=True, cwd=ROOT,
+                    "--target-return", "475", *args], check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    env={**os.environ, "RAY_ADDRESS": ""})
     with open(os.path.join(run_dir, "summary.json")) as f:
@@ -143,6 +151,7 @@ def main() -> int:
     parser.add_argument("--peers-python", default="/tmp/peers/bin/python")
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--impala", action="store_true", help="also rltpu IMPALA --core lstm")
+    parser.add_argument("--no-anakin", action="store_true", help="leave out Anakin PPO")
     parser.add_argument("--learner-only", action="store_true")
     parser.add_argument("--no-learner", action="store_true")
     parser.add_argument("--peer-timeout", type=float, default=1200,
@@ -154,7 +163,8 @@ def main() -> int:
           f"{platform.node()}, {os.cpu_count()} CPUs, load average {load()} at start",
           flush=True)
     if not opts.learner_only:
-        agents = ["ppo", "impala"] if opts.impala else ["ppo"]
+        agents = ([] if opts.no_anakin else ["ppo-anakin"]) + ["ppo"] + (
+            ["impala"] if opts.impala else [])
         rows = []
         with tempfile.TemporaryDirectory() as tmp:
             for seed in range(opts.seeds):

@@ -77,6 +77,9 @@ def make(env_id: str) -> tuple[JaxEnv, EnvSpec]:
     if importlib.util.find_spec("gymnax") is None:
         raise ValueError(MISSING)
     import gymnax
+
+    from rltpu.envs import partial
+    partial.register_gymnax()
     name = env_id[len(PREFIX):]
     if name not in gymnax.registered_envs:
         close = difflib.get_close_matches(name, gymnax.registered_envs, n=3)

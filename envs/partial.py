@@ -5,6 +5,10 @@ velocity and the pole's angular velocity removed from the observation: it sees
 ``[cart position, pole angle]`` only, so a policy has to infer the velocities from the
 observations' history (a memory task, as in rl-zoo's CartPoleNoVel). Registered with
 gymnasium when ``rltpu.envs`` is imported, with a numpy-vectorised form as CartPole has.
+
+``gymnax:CartPoleNoVel-v1`` is the same task as a JAX env for Anakin mode: gymnax's
+CartPole-v1 with the same two observations, registered with gymnax the first time a
+``gymnax:`` env is made.
 """
 from __future__ import annotations
 
@@ -33,6 +37,36 @@ def make_vector_env(num_envs: int = 1, **kwargs) -> gym.vector.VectorEnv:
     return gym.wrappers.vector.TransformObservation(
         env, lambda o: o[:, OBSERVED],
         single_observation_space=_observed_space(env.single_observation_space))
+
+
+def register_gymnax() -> None:
+    """Registers ``CartPoleNoVel-v1`` with gymnax (once); gymnax must be installed."""
+    import gymnax
+    import jax.numpy as jnp  # here, not above: env actors import this module without JAX
+    from gymnax.environments import spaces
+    from gymnax.environments.classic_control.cartpole import CartPole
+
+    class CartPoleNoVel(CartPole):
+        """gymnax's CartPole-v1 seeing ``[cart position, pole angle]`` only."""
+
+        def __init__(self):
+            super().__init__()
+            self.obs_shape = (len(OBSERVED),)
+
+        def get_obs(self, state, params=None, key=None):
+            return jnp.array([state.x, state.theta])
+
+        @property
+        def name(self) -> str:
+            return ENV_ID
+
+        def observation_space(self, params) -> spaces.Box:
+            space = super().observation_space(params)
+            return spaces.Box(space.low[OBSERVED], space.high[OBSERVED], self.obs_shape,
+                              space.dtype)
+
+    if ENV_ID not in gymnax.registered_envs:
+        gymnax.register(ENV_ID, CartPoleNoVel)
 
 
 def register() -> None:

@@ -132,6 +132,30 @@ def test_cartpole_without_velocities():
     assert no_vel.unwrapped.max_episode_steps == 500
 
 
+def test_jax_cartpole_without_velocities():
+    """gymnax:CartPoleNoVel-v1 is gymnax's CartPole-v1 seen through position and angle."""
+    pytest.importorskip("gymnax")
+    from rltpu.envs import jax_envs
+    no_vel, spec = jax_envs.make("gymnax:CartPoleNoVel-v1")
+    full, _ = jax_envs.make("gymnax:CartPole-v1")
+    assert spec.observation_space.shape == (2,) and spec.action_space == gym.spaces.Discrete(2)
+    np.testing.assert_array_equal(spec.observation_space.high, np.float32([4.8, 0.41887903]))
+    obs, state = no_vel.reset(jax.random.key(7))
+    full_obs, full_state = full.reset(jax.random.key(7))
+    np.testing.assert_array_equal(obs, full_obs[jnp.array([0, 2])])
+    step, full_step = jax.jit(no_vel.step), jax.jit(full.step)
+    ends = 0
+    for t in range(120):
+        key, action = jax.random.key(t), t % 3 % 2  # a pattern that drops the pole
+        s, f = step(key, state, action), full_step(key, full_state, action)
+        for mine, theirs in ((s.observation, f.observation),
+                             (s.final_observation, f.final_observation)):
+            np.testing.assert_array_equal(mine, theirs[jnp.array([0, 2])])
+        assert (s.reward, s.terminated, s.truncated) == (f.reward, f.terminated, f.truncated)
+        state, full_state, ends = s.state, f.state, ends + int(s.terminated)
+    assert ends >= 2  # episodes ended (and restarted) on the way
+
+
 @pytest.mark.parametrize("lib,core", [("flax", "lstm"), ("haiku", "gru")])
 def test_recurrent_anakin_eight_devices_equal_one(lib, core):
     pytest.importorskip("gymnax")
