@@ -1,5 +1,5 @@
 """The research benchmarks' flags and tables (bench/minatar.py, bench/mujoco.py; no learning),
-and the presets they run (ppo-minatar, ppo-mujoco)."""
+and the presets they run (ppo-minatar, ppo-minatar-blines, ppo-mujoco)."""
 import dataclasses
 import importlib.util
 import json
@@ -137,7 +137,12 @@ def test_research_presets_build_and_read_back_from_a_file(tmp_path):
     assert (minatar.agent_config["num_epochs"], minatar.agent_config["num_minibatches"],
             minatar.agent_config["learning_rate"]) == (4, 8, 5e-4)
     assert mujoco.run["normalize_observations"] and mujoco.run["unroll_length"] == 2048
+    blines = presets.get("ppo-minatar-blines")  # gymnax-blines' ppo.yaml
+    assert (blines.agent_config["hidden_sizes"], blines.agent_config["discount"],
+            blines.agent_config["anneal_lr"]) == ((256, 256), 0.999, False)
+    assert dict(blines.run) == dict(minatar.run)
     for preset, spec in ((minatar, jax_envs.make("gymnax:SpaceInvaders-MinAtar")[1]),
+                         (blines, jax_envs.make("gymnax:Breakout-MinAtar")[1]),
                          (mujoco, envs.make_spec("Walker2d-v5"))):
         agent = agents.get(preset.agent)
         agent.build(spec, agent.Config(**preset.agent_config),
