@@ -138,8 +138,9 @@ def test_research_presets_build_and_read_back_from_a_file(tmp_path):
             minatar.agent_config["learning_rate"]) == (4, 8, 5e-4)
     assert mujoco.run["normalize_observations"] and mujoco.run["unroll_length"] == 2048
     blines = presets.get("ppo-minatar-blines")  # gymnax-blines' ppo.yaml
-    assert (blines.agent_config["hidden_sizes"], blines.agent_config["discount"],
-            blines.agent_config["anneal_lr"]) == ((256, 256), 0.999, False)
+    assert (blines.agent_config["hidden_sizes"], blines.agent_config["activation"],
+            blines.agent_config["discount"], blines.agent_config["anneal_lr"]) == (
+                (256, 256), "relu", 0.999, False)
     assert dict(blines.run) == dict(minatar.run)
     for preset, spec in ((minatar, jax_envs.make("gymnax:SpaceInvaders-MinAtar")[1]),
                          (blines, jax_envs.make("gymnax:Breakout-MinAtar")[1]),
