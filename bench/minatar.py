@@ -21,6 +21,7 @@ Memory: PureJaxRL's runner keeps every step's episode statistics until training 
 
 usage: python bench/minatar.py [--games Breakout,SpaceInvaders,Freeway,Asterix]
            [--total-env-steps 10000000] [--seed 0] [--runs-dir DIR] [--out FILE]
+           [--preset ppo-minatar-blines --skip peer]   (gymnax-blines' settings, rltpu only)
        python bench/minatar.py --table-from FILE   (the table of an earlier run's --out)
 """
 from __future__ import annotations
@@ -44,6 +45,8 @@ PEER_DIR = os.path.join(os.path.dirname(ROOT), "shared", "peers", "purejaxrl")
 # NUM_ENVS NUM_STEPS TOTAL EPOCHS MINIBATCHES LR (its other settings are the preset's).
 PEER_GEOMETRY = ("64", "128")
 PEER_TRAINING = ("4", "8", "5e-4")
+# rltpu's presets for MinAtar; only the first is what PureJaxRL's runner also runs.
+PRESETS = ("ppo-minatar", "ppo-minatar-blines")
 BATCH = 64 * 128
 
 
@@ -53,6 +56,10 @@ def parse(argv: list[str]):
                         help=f"comma-separated, of {', '.join(GAMES)}")
     parser.add_argument("--total-env-steps", type=positive_int, default=10_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", choices=PRESETS, default=PRESETS[0],
+                        help="rltpu's settings: ppo-minatar (PureJaxRL's network and schedule, "
+                             "what its runner runs) or ppo-minatar-blines (gymnax-blines', "
+                             "behind the published returns; with --skip peer)")
     parser.add_argument("--skip", choices=("none", "rltpu", "peer"), default="none",
                         help="leave one side out (its cells read '-')")
     parser.add_argument("--runs-dir", default=None,
@@ -67,6 +74,9 @@ def parse(argv: list[str]):
     if args.total_env_steps < BATCH:
         parser.error(f"--total-env-steps {args.total_env_steps} is less than one update "
                      f"({BATCH} steps: 64 envs x 128)")
+    if args.preset != PRESETS[0] and args.skip != "peer" and args.table_from is None:
+        parser.error(f"--preset {args.preset}: PureJaxRL's runner cannot take its settings "
+                     "(network, discount, step size); add --skip peer")
     if args.table_from is not None and not os.path.isfile(args.table_from):
         parser.error(f"--table-from {args.table_from}: no such file")
     if (args.table_from is None and args.skip != "peer"
@@ -75,9 +85,10 @@ def parse(argv: list[str]):
     return args
 
 
-def run_rltpu(game: str, total: int, seed: int, runs_dir: str, timeout_s: float) -> dict:
+def run_rltpu(game: str, total: int, seed: int, runs_dir: str, timeout_s: float,
+              preset: str = PRESETS[0]) -> dict:
     run_dir = os.path.join(runs_dir, f"rltpu-{game}-s{seed}")
-    summary = rltpu_train(["--preset", "ppo-minatar", "--env", f"gymnax:{game}-MinAtar",
+    summary = rltpu_train(["--preset", preset, "--env", f"gymnax:{game}-MinAtar",
                            "--total-env-steps", str(total), "--seed", str(seed)],
                           run_dir, timeout_s)
     return {"sps": summary["env_sps"], "final_return": summary["final_return"],
@@ -147,11 +158,12 @@ def main(argv: list[str]) -> int:
         print(table(read_jsonl(args.table_from)))
         return 0
     runs_dir, out = results_paths(args.runs_dir, args.out, "minatar")
-    print(f"# MinAtar: rltpu Anakin PPO vs PureJaxRL PPO, {args.total_env_steps:,} env steps "
+    print(f"# MinAtar: rltpu Anakin PPO (--preset {args.preset}) vs PureJaxRL PPO, "
+          f"{args.total_env_steps:,} env steps "
           f"per run; {machine_line()}; results to {out}", flush=True)
     rows = []
     sides = {"rltpu": lambda game: run_rltpu(game, args.total_env_steps, args.seed, runs_dir,
-                                             args.timeout_s),
+                                             args.timeout_s, args.preset),
              "purejaxrl": lambda game: run_peer(game, args.total_env_steps, args.peer_dir,
                                                 args.timeout_s)}
     skip = {"rltpu": "rltpu", "peer": "purejaxrl"}.get(args.skip)

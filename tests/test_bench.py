@@ -27,6 +27,10 @@ def load(name):
     ("minatar", ["--total-env-steps", "ten"], "argument --total-env-steps: 'ten' is not a number"),
     ("minatar", ["--peer-dir", "/nonexistent"],
      "--peer-dir /nonexistent: no run.py there (PureJaxRL's runner)"),
+    ("minatar", ["--preset", "ppo-minatar-blines"],
+     "--preset ppo-minatar-blines: PureJaxRL's runner cannot take its settings (network, "
+     "discount, step size); add --skip peer"),
+    ("minatar", ["--preset", "ppo-atari"], "argument --preset: invalid choice: 'ppo-atari'"),
     ("mujoco", ["--envs", "Ant-v5"],
      "--envs 'Ant-v5': Ant-v5 is not one of Hopper-v5, HalfCheetah-v5, Walker2d-v5"),
     ("mujoco", ["--seeds", "0"], "argument --seeds: '0' is not a positive integer"),
@@ -49,6 +53,9 @@ def test_flags_parse_with_their_defaults():
     args = minatar.parse(["--games", "Freeway,Breakout", "--total-env-steps", "1e6",
                           "--skip", "peer"])
     assert (args.games, args.total_env_steps, args.skip) == (["Freeway", "Breakout"], 1_000_000, "peer")
+    assert args.preset == "ppo-minatar"
+    assert minatar.parse(["--preset", "ppo-minatar-blines", "--skip", "peer"]).preset == \
+        "ppo-minatar-blines"
     # (without --skip peer the peer's runner must exist: ../shared/peers beside the checkout,
     # which a clone elsewhere does not have)
     assert minatar.parse(["--skip", "peer"]).games == ["Breakout", "SpaceInvaders", "Freeway",
