@@ -15,6 +15,8 @@ NETWORK_LIBS: tuple[str, ...] = get_args(NetworkLib)
 TORSOS: tuple[str, ...] = get_args(Torso)
 Core = Literal["none", "lstm", "gru"]
 CORES: tuple[str, ...] = get_args(Core)
+Activation = Literal["tanh", "relu"]
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 
 def _flag(name: str) -> str:
@@ -58,6 +60,9 @@ class NetworkConfig:
 
     hidden_sizes: tuple[int, ...] = (64, 64)
     """Widths of the MLPs' hidden layers (policy and value, or Q)."""
+    activation: Activation = "tanh"
+    """The MLPs' hidden-layer nonlinearity: tanh or relu (the convolutional torsos keep
+    their papers' ReLUs)."""
     network_lib: NetworkLib = "flax"
     """Library the networks are written in: flax or haiku."""
     torso: Torso = "mlp"
@@ -76,6 +81,7 @@ class NetworkConfig:
         check_choice("torso", self.torso, TORSOS)
         check_choice("network_lib", self.network_lib, NETWORK_LIBS)
         check_choice("core", self.core, CORES)
+        check_choice("activation", self.activation, ACTIVATIONS)
         check_ranges(self, positive_int=("core_size",))
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"--hidden-sizes must be positive widths, got {self.hidden_sizes}")

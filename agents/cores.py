@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from rltpu import recurrent, spaces
 from rltpu.agents import torsos
 from rltpu.agents.config import CORES
-from rltpu.agents.networks import _check_lib, _flatten, _head
+from rltpu.agents.networks import ACTIVATION_FNS, _check_lib, _flatten, _head
 from rltpu.networks import as_network
 from rltpu.types import EnvSpec, StepContext
 
@@ -60,6 +60,7 @@ class FlaxTorso(nn.Module):
     torso: str
     hidden_sizes: Sequence[int]
     obs_ndim: int | tuple[int, ...]  # per leaf of the observation (rltpu.spaces.leaf_ndims)
+    activation: str = "tanh"
 
     @nn.compact
     def __call__(self, observation):
@@ -67,18 +68,19 @@ class FlaxTorso(nn.Module):
             return torsos.FLAX_TORSOS[self.torso]()(observation)
         x = _flatten(observation, self.obs_ndim)
         for width in self.hidden_sizes:
-            x = nn.tanh(nn.Dense(width)(x))
+            x = ACTIVATION_FNS[self.activation](nn.Dense(width)(x))
         return x
 
 
-def haiku_torso(torso: str, hidden_sizes: Sequence[int], obs_ndim: int | tuple[int, ...]):
+def haiku_torso(torso: str, hidden_sizes: Sequence[int], obs_ndim: int | tuple[int, ...],
+                activation: str = "tanh"):
     def forward(observation):
         import haiku as hk
         if torso != "mlp":
             return torsos.HAIKU_TORSOS[torso](observation)
         x = _flatten(observation, obs_ndim)
         for width in hidden_sizes:
-            x = jnp.tanh(hk.Linear(width)(x))
+            x = ACTIVATION_FNS[activation](hk.Linear(width)(x))
         return x
     return forward
 
@@ -150,34 +152,37 @@ def haiku_q_head(num_actions: int):
 
 
 def recurrent_actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, torso: str,
-                           core: str, core_size: int) -> RecurrentActorCriticNetworks:
+                           core: str, core_size: int,
+                           activation: str = "tanh") -> RecurrentActorCriticNetworks:
     """The recurrent policy and value network for ``spec`` (see the module docstring):
     ``unroll`` and ``step`` return ``(policy outputs, values)``."""
     gaussian = not spec.discrete
     heads = (FlaxHeads(spec.num_actions, gaussian) if lib == "flax"
              else haiku_heads(spec.num_actions, gaussian))
-    return _recurrent_network(spec, hidden_sizes, lib, torso, core, core_size, heads)
+    return _recurrent_network(spec, hidden_sizes, lib, torso, core, core_size, heads, activation)
 
 
 def recurrent_q_network(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, torso: str,
-                        core: str, core_size: int) -> RecurrentActorCriticNetworks:
+                        core: str, core_size: int,
+                        activation: str = "tanh") -> RecurrentActorCriticNetworks:
     """The same torso and core with one linear Q-value per action on top (R2D2):
     ``unroll`` and ``step`` return Q-values ``[..., A]``."""
     heads = (FlaxQHead(spec.num_actions) if lib == "flax" else haiku_q_head(spec.num_actions))
-    return _recurrent_network(spec, hidden_sizes, lib, torso, core, core_size, heads)
+    return _recurrent_network(spec, hidden_sizes, lib, torso, core, core_size, heads, activation)
 
 
-def _recurrent_network(spec, hidden_sizes, lib, torso, core, core_size, heads_module):
+def _recurrent_network(spec, hidden_sizes, lib, torso, core, core_size, heads_module,
+                       activation="tanh"):
     torsos.check_torso(torso, spec.observation_space)
     _check_lib(lib)
     if core not in CORES[1:]:
         raise ValueError(f"--core {core!r} is not one of {', '.join(CORES[1:])}")
     obs_ndim = spaces.leaf_ndims(spec.observation_space)
     if lib == "flax":
-        torso_net = as_network(FlaxTorso(torso, tuple(hidden_sizes), obs_ndim))
+        torso_net = as_network(FlaxTorso(torso, tuple(hidden_sizes), obs_ndim, activation))
         cell = as_network(FlaxCell(core, core_size))
     else:
-        torso_net = as_network(haiku_torso(torso, tuple(hidden_sizes), obs_ndim))
+        torso_net = as_network(haiku_torso(torso, tuple(hidden_sizes), obs_ndim, activation))
         cell = as_network(haiku_cell(core, core_size))
     heads = as_network(heads_module)
     state_keys = ("c", "h") if core == "lstm" else ("h",)
@@ -228,9 +233,10 @@ def actor_critic_networks(spec: EnvSpec, config):
     (``ActorCriticNetworks``) with ``core="none"``, else recurrent."""
     from rltpu.agents.networks import actor_critic
     if config.core == "none":
-        return actor_critic(spec, config.hidden_sizes, config.network_lib, config.torso)
+        return actor_critic(spec, config.hidden_sizes, config.network_lib, config.torso,
+                            config.activation)
     return recurrent_actor_critic(spec, config.hidden_sizes, config.network_lib, config.torso,
-                                  config.core, config.core_size)
+                                  config.core, config.core_size, config.activation)
 
 
 def is_recurrent(networks) -> bool:

@@ -43,6 +43,10 @@ def _flatten(observation, obs_ndim: int | tuple[int, ...]):
     return spaces.flatten(observation, obs_ndim)
 
 
+ACTIVATION_FNS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
+"""The MLPs' hidden-layer nonlinearities by ``NetworkConfig.activation``."""
+
+
 def _head(out, gaussian: bool, log_std):
     if not gaussian:
         return out
@@ -55,12 +59,13 @@ class FlaxMLP(nn.Module):
     obs_ndim: int | tuple[int, ...]  # per leaf of the observation (rltpu.spaces.leaf_ndims)
     output_scale: float = 1.0
     gaussian: bool = False
+    activation: str = "tanh"
 
     @nn.compact
     def __call__(self, observation):
         x = _flatten(observation, self.obs_ndim)
         for width in self.hidden_sizes:
-            x = nn.tanh(nn.Dense(width)(x))
+            x = ACTIVATION_FNS[self.activation](nn.Dense(width)(x))
         # A small last layer starts the policy near uniform. (Variance scaling rather than
         # orthogonal init: same effect here, and it compiles in a fraction of the time.)
         last_init = nn.initializers.variance_scaling(self.output_scale ** 2, "fan_in", "normal")
@@ -70,12 +75,12 @@ class FlaxMLP(nn.Module):
 
 
 def haiku_mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int | tuple[int, ...],
-              output_scale: float = 1.0, gaussian: bool = False):
+              output_scale: float = 1.0, gaussian: bool = False, activation: str = "tanh"):
     def forward(observation):
         import haiku as hk
         x = _flatten(observation, obs_ndim)
         for width in hidden_sizes:
-            x = jnp.tanh(hk.Linear(width)(x))
+            x = ACTIVATION_FNS[activation](hk.Linear(width)(x))
         last_init = hk.initializers.VarianceScaling(output_scale ** 2, "fan_in", "truncated_normal")
         out = hk.Linear(output_size, w_init=last_init)(x)
         log_std = hk.get_parameter("log_std", (output_size,), init=jnp.zeros) if gaussian else None
@@ -84,14 +89,18 @@ def haiku_mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int | tup
 
 
 def mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int | tuple[int, ...],
-        lib: str, output_scale: float = 1.0, gaussian: bool = False) -> Network:
-    """An MLP on the flattened observation, in ``lib`` ("flax" or "haiku"); a Dict or
-    Tuple observation's leaves are flattened and concatenated first (``obs_ndim`` per
-    leaf, ``rltpu.spaces.leaf_ndims``)."""
+        lib: str, output_scale: float = 1.0, gaussian: bool = False,
+        activation: str = "tanh") -> Network:
+    """An MLP on the flattened observation, in ``lib`` ("flax" or "haiku"), with
+    ``activation`` (tanh or relu) after each hidden layer; a Dict or Tuple observation's
+    leaves are flattened and concatenated first (``obs_ndim`` per leaf,
+    ``rltpu.spaces.leaf_ndims``)."""
     if lib == "flax":
-        return as_network(FlaxMLP(tuple(hidden_sizes), output_size, obs_ndim, output_scale, gaussian))
+        return as_network(FlaxMLP(tuple(hidden_sizes), output_size, obs_ndim, output_scale,
+                                  gaussian, activation))
     if lib == "haiku":
-        return as_network(haiku_mlp(tuple(hidden_sizes), output_size, obs_ndim, output_scale, gaussian))
+        return as_network(haiku_mlp(tuple(hidden_sizes), output_size, obs_ndim, output_scale,
+                                    gaussian, activation))
     raise ValueError(f"unknown network library {lib!r}; valid: {', '.join(NETWORK_LIBS)}")
 
 
@@ -128,7 +137,7 @@ def _check_lib(lib: str) -> None:
 
 
 def actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str,
-                 torso: str = "mlp") -> ActorCriticNetworks:
+                 torso: str = "mlp", activation: str = "tanh") -> ActorCriticNetworks:
     """Policy and value networks for ``spec``'s observations and actions: separate MLPs
     (``torso="mlp"``), or two heads on one convolutional torso."""
     torsos.check_torso(torso, spec.observation_space)
@@ -143,8 +152,8 @@ def actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str,
             policy_and_value=network.apply)
     obs_ndim = spaces.leaf_ndims(spec.observation_space)
     policy_net = mlp(hidden_sizes, spec.num_actions, obs_ndim, lib, output_scale=0.01,
-                     gaussian=not spec.discrete)
-    value_net = mlp(hidden_sizes, 1, obs_ndim, lib)
+                     gaussian=not spec.discrete, activation=activation)
+    value_net = mlp(hidden_sizes, 1, obs_ndim, lib, activation=activation)
 
     def init(key, example_observation):
         policy_key, value_key = jax.random.split(key)
@@ -182,13 +191,15 @@ class FlaxConvQ(nn.Module):
         return nn.Dense(self.num_actions)(torsos.FLAX_TORSOS[self.torso]()(observation))
 
 
-def q_network(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, torso: str = "mlp") -> Network:
+def q_network(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, torso: str = "mlp",
+              activation: str = "tanh") -> Network:
     """Observations -> one value per action: an MLP, or a convolutional torso and a linear
     layer (the Nature DQN network with ``torso="nature"``)."""
     torsos.check_torso(torso, spec.observation_space)
     _check_lib(lib)
     if torso == "mlp":
-        return mlp(hidden_sizes, spec.num_actions, spaces.leaf_ndims(spec.observation_space), lib)
+        return mlp(hidden_sizes, spec.num_actions, spaces.leaf_ndims(spec.observation_space), lib,
+                   activation=activation)
     if lib == "flax":
         return as_network(FlaxConvQ(torso, spec.num_actions))
 

@@ -88,10 +88,33 @@ PRESETS = {
                "updates clipped to 0.2), so that bench/minatar.py compares like with like "
                "against PureJaxRL's runner",
         deviations=("64x64 tanh MLPs, not gymnax-blines' 256x256 ReLU ones (PureJaxRL's "
-                    "network; rltpu's MLP is tanh only)",
+                    "network)",
                     "discount 0.99, not gymnax-blines' 0.999 (PureJaxRL's)",
-                    "learning rate annealed to 0, not held at 5e-4 after a 5% warm-up "
-                    "(PureJaxRL's)")),
+                    "learning rate annealed to 0, not held at 5e-4 (PureJaxRL's; "
+                    "ppo-minatar-blines follows gymnax-blines)")),
+    "ppo-minatar-blines": Preset(
+        agent="ppo",
+        run={"mode": "anakin", "env": "gymnax:Breakout-MinAtar", "batch_size": 64,
+             "unroll_length": 128, "total_env_steps": 10_000_000, "target_return": None},
+        agent_config={"hidden_sizes": (256, 256), "activation": "relu",
+                      "learning_rate": 5e-4, "anneal_lr": False,
+                      "num_epochs": 4, "num_minibatches": 8, "discount": 0.999,
+                      "gae_lambda": 0.95, "clip_epsilon": 0.2, "value_clip_epsilon": 0.2,
+                      "value_cost": 0.5, "entropy_cost": 0.01, "max_grad_norm": 0.5},
+        source="gymnax-blines' MinAtar PPO, the runs behind gymnax's README table that issue "
+               "17's return goals quote (agents/<game>-MinAtar/ppo.yaml and utils/ppo.py, "
+               "commit 15b76af: 64 envs x 128 steps, 4 epochs x 8 minibatches, Adam 5e-4 "
+               "held constant (lr_begin = lr_end, so its warm-up changes nothing), discount "
+               "0.999, GAE lambda 0.95, clip 0.2 on the ratio and on value updates, value "
+               "coefficient 0.5, entropy 0.01, gradient norm 0.5, separate 2 x 256 ReLU MLPs "
+               "on the flattened observation, 10M steps)",
+        deviations=("Adam's epsilon is optax's 1e-8, not 1e-5",
+                    "gymnax's table is the mean return of 164 evaluation episodes with sampled "
+                    "actions; rltpu's final return is that of the last 20 training episodes "
+                    "(--eval-every-updates N --eval-episodes 164 --eval-policy sample gives "
+                    "the table's kind)",
+                    "PureJaxRL's runner cannot take these settings (its network, discount and "
+                    "annealing are fixed), so bench/minatar.py compares with ppo-minatar")),
     "ppo-mujoco": Preset(
         agent="ppo",
         run={"env": "Hopper-v5", "num_actors": 1, "envs_per_actor": 1, "unroll_length": 2048,

@@ -5,7 +5,11 @@ Per game, rltpu (``rltpu train --preset ppo-minatar``) and PureJaxRL's runner
 steps, 4 epochs x 8 minibatches, learning rate 5e-4 annealed, 64x64 tanh MLPs, discount
 0.99) train for --total-env-steps each; who goes first alternates game by game, so both
 meet the same load. Prints a markdown table: env steps/s of training (compilation apart)
-each and their ratio (issue 17's goal: rltpu / PureJaxRL >= 1.0), the final training
+each and their ratio (issue 17's goal: rltpu / PureJaxRL >= 1.0); the CPU seconds each
+spent training per million env steps and their ratio (PureJaxRL's / rltpu's: above 1.0,
+rltpu does less work per step), which the load moves far less than env steps/s on a
+shared machine (bench.common.CpuClock; rltpu counts only valid steps, not the extra
+autoreset step of each episode, which it computes too); the final training
 return each (rltpu: the last 20 episodes; PureJaxRL: the episodes ending in its last
 update) against gymnax's published PPO return at 10M steps (goal: at least that), and
 the load average around each pair. Every result is also a JSON line in --out, and rltpu's
@@ -17,6 +21,7 @@ Memory: PureJaxRL's runner keeps every step's episode statistics until training 
 
 usage: python bench/minatar.py [--games Breakout,SpaceInvaders,Freeway,Asterix]
            [--total-env-steps 10000000] [--seed 0] [--runs-dir DIR] [--out FILE]
+           [--preset ppo-minatar-blines --skip peer]   (gymnax-blines' settings, rltpu only)
        python bench/minatar.py --table-from FILE   (the table of an earlier run's --out)
 """
 from __future__ import annotations
@@ -28,7 +33,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from bench.common import (ROOT, Parser, append_jsonl, csv_choices, fmt, load1,  # noqa: E402
+from bench.common import (ROOT, CpuClock, Parser, append_jsonl, csv_choices, fmt, load1,  # noqa: E402
                           read_jsonl, results_paths,
                           machine_line, markdown_table, positive_int, rltpu_train)
 
@@ -40,6 +45,8 @@ PEER_DIR = os.path.join(os.path.dirname(ROOT), "shared", "peers", "purejaxrl")
 # NUM_ENVS NUM_STEPS TOTAL EPOCHS MINIBATCHES LR (its other settings are the preset's).
 PEER_GEOMETRY = ("64", "128")
 PEER_TRAINING = ("4", "8", "5e-4")
+# rltpu's presets for MinAtar; only the first is what PureJaxRL's runner also runs.
+PRESETS = ("ppo-minatar", "ppo-minatar-blines")
 BATCH = 64 * 128
 
 
@@ -49,6 +56,10 @@ def parse(argv: list[str]):
                         help=f"comma-separated, of {', '.join(GAMES)}")
     parser.add_argument("--total-env-steps", type=positive_int, default=10_000_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", choices=PRESETS, default=PRESETS[0],
+                        help="rltpu's settings: ppo-minatar (PureJaxRL's network and schedule, "
+                             "what its runner runs) or ppo-minatar-blines (gymnax-blines', "
+                             "behind the published returns; with --skip peer)")
     parser.add_argument("--skip", choices=("none", "rltpu", "peer"), default="none",
                         help="leave one side out (its cells read '-')")
     parser.add_argument("--runs-dir", default=None,
@@ -63,6 +74,9 @@ def parse(argv: list[str]):
     if args.total_env_steps < BATCH:
         parser.error(f"--total-env-steps {args.total_env_steps} is less than one update "
                      f"({BATCH} steps: 64 envs x 128)")
+    if args.preset != PRESETS[0] and args.skip != "peer" and args.table_from is None:
+        parser.error(f"--preset {args.preset}: PureJaxRL's runner cannot take its settings "
+                     "(network, discount, step size); add --skip peer")
     if args.table_from is not None and not os.path.isfile(args.table_from):
         parser.error(f"--table-from {args.table_from}: no such file")
     if (args.table_from is None and args.skip != "peer"
@@ -71,30 +85,41 @@ def parse(argv: list[str]):
     return args
 
 
-def run_rltpu(game: str, total: int, seed: int, runs_dir: str, timeout_s: float) -> dict:
+def run_rltpu(game: str, total: int, seed: int, runs_dir: str, timeout_s: float,
+              preset: str = PRESETS[0]) -> dict:
     run_dir = os.path.join(runs_dir, f"rltpu-{game}-s{seed}")
-    summary = rltpu_train(["--preset", "ppo-minatar", "--env", f"gymnax:{game}-MinAtar",
+    summary = rltpu_train(["--preset", preset, "--env", f"gymnax:{game}-MinAtar",
                            "--total-env-steps", str(total), "--seed", str(seed)],
                           run_dir, timeout_s)
     return {"sps": summary["env_sps"], "final_return": summary["final_return"],
             "env_steps": summary["env_steps"], "startup_s": summary["startup_s"],
-            "process_s": summary["process_s"], "run_dir": run_dir}
+            "process_s": summary["process_s"], "train_cpu_s": summary["train_cpu_s"],
+            "run_dir": run_dir}
 
 
 def run_peer(game: str, total: int, peer_dir: str, timeout_s: float) -> dict:
     # NOTE: PureJaxRL's runner seeds with PRNGKey(0) whatever --seed says.
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, "run.py", f"{game}-MinAtar", *PEER_GEOMETRY,
-                             str(total), *PEER_TRAINING], cwd=peer_dir, capture_output=True,
-                            text=True, timeout=timeout_s)
+    clock = CpuClock()
+    result = clock.run([sys.executable, "run.py", f"{game}-MinAtar", *PEER_GEOMETRY, str(total),
+                        *PEER_TRAINING], timeout_s, cwd=peer_dir)
     if result.returncode != 0:
         killed = " (killed: out of memory?)" if result.returncode == -9 else ""
         raise RuntimeError(f"PureJaxRL run.py {game} failed with exit status "
                            f"{result.returncode}{killed}:\n{result.stderr[-3000:]}")
     line = json.loads(result.stdout.strip().splitlines()[-1])
+    # Its times count from its first line (the launch, to a few ms); training is the last
+    # run_s seconds of total_s (compilation, and the imports before it, come first).
     return {"sps": line["sps"], "final_return": line["final_return"],
             "env_steps": total // BATCH * BATCH, "startup_s": line["compile_s"],
-            "process_s": time.perf_counter() - start}
+            "process_s": clock.samples[-1][0] - clock.launched,
+            "train_cpu_s": clock.cpu_between(line["total_s"] - line["run_s"], line["total_s"])}
+
+
+def cpu_per_mstep(row: dict | None) -> float | None:
+    """CPU seconds of training per million env steps (None for a row without them)."""
+    if row is None or row.get("train_cpu_s") is None:
+        return None
+    return row["train_cpu_s"] / row["env_steps"] * 1e6
 
 
 def table(rows: list[dict]) -> str:
@@ -106,18 +131,23 @@ def table(rows: list[dict]) -> str:
     for game, pair in by_game.items():
         ours, peer = pair.get("rltpu"), pair.get("purejaxrl")
         ratio = (f"{ours['sps'] / peer['sps']:.2f}x" if ours and peer else "-")
+        cpu_ours, cpu_peer = cpu_per_mstep(ours), cpu_per_mstep(peer)
+        cpu_ratio = (f"{cpu_peer / cpu_ours:.2f}x" if cpu_ours and cpu_peer else "-")
         steps = max(r["env_steps"] for r in pair.values())
         loads = [r[k] for r in pair.values() for k in ("load_before", "load_after")]
         published = PUBLISHED[game]
         verdict = ("-" if ours is None or ours["final_return"] is None else
                    ("met" if ours["final_return"] >= published else "not met"))
         lines.append([game, f"{steps / 1e6:.1f}M", fmt(ours and ours["sps"]),
-                      fmt(peer and peer["sps"]), ratio,
+                      fmt(peer and peer["sps"]), ratio, fmt(cpu_ours, ".1f"),
+                      fmt(cpu_peer, ".1f"), cpu_ratio,
                       fmt(ours and ours["final_return"], ".1f"),
                       fmt(peer and peer["final_return"], ".1f"), f"{published} ({verdict})",
                       f"{min(loads):.1f}-{max(loads):.1f}"])
     return markdown_table(["game (MinAtar)", "env steps", "rltpu env steps/s",
-                           "PureJaxRL env steps/s", "ratio", "rltpu final return",
+                           "PureJaxRL env steps/s", "ratio", "rltpu CPU s per 1M steps",
+                           "PureJaxRL CPU s per 1M steps", "ratio by CPU time",
+                           "rltpu final return",
                            "PureJaxRL final return", "gymnax's PPO at 10M (rltpu's goal)",
                            "load average (1 min)"], lines)
 
@@ -128,11 +158,12 @@ def main(argv: list[str]) -> int:
         print(table(read_jsonl(args.table_from)))
         return 0
     runs_dir, out = results_paths(args.runs_dir, args.out, "minatar")
-    print(f"# MinAtar: rltpu Anakin PPO vs PureJaxRL PPO, {args.total_env_steps:,} env steps "
+    print(f"# MinAtar: rltpu Anakin PPO (--preset {args.preset}) vs PureJaxRL PPO, "
+          f"{args.total_env_steps:,} env steps "
           f"per run; {machine_line()}; results to {out}", flush=True)
     rows = []
     sides = {"rltpu": lambda game: run_rltpu(game, args.total_env_steps, args.seed, runs_dir,
-                                             args.timeout_s),
+                                             args.timeout_s, args.preset),
              "purejaxrl": lambda game: run_peer(game, args.total_env_steps, args.peer_dir,
                                                 args.timeout_s)}
     skip = {"rltpu": "rltpu", "peer": "purejaxrl"}.get(args.skip)
@@ -152,7 +183,8 @@ def main(argv: list[str]) -> int:
                    "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
             append_jsonl(out, row)
             rows.append(row)
-            print(f"# {framework} {game}: {row['sps']:,.0f} env steps/s, final return "
+            print(f"# {framework} {game}: {row['sps']:,.0f} env steps/s, "
+                  f"{cpu_per_mstep(row):.1f} CPU s per 1M steps, final return "
                   f"{row['final_return']:.1f}, load {before:.1f} -> {row['load_after']:.1f}",
                   flush=True)
     print()

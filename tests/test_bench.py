@@ -1,5 +1,5 @@
 """The research benchmarks' flags and tables (bench/minatar.py, bench/mujoco.py; no learning),
-and the presets they run (ppo-minatar, ppo-mujoco)."""
+and the presets they run (ppo-minatar, ppo-minatar-blines, ppo-mujoco)."""
 import dataclasses
 import importlib.util
 import json
@@ -27,6 +27,10 @@ def load(name):
     ("minatar", ["--total-env-steps", "ten"], "argument --total-env-steps: 'ten' is not a number"),
     ("minatar", ["--peer-dir", "/nonexistent"],
      "--peer-dir /nonexistent: no run.py there (PureJaxRL's runner)"),
+    ("minatar", ["--preset", "ppo-minatar-blines"],
+     "--preset ppo-minatar-blines: PureJaxRL's runner cannot take its settings (network, "
+     "discount, step size); add --skip peer"),
+    ("minatar", ["--preset", "ppo-atari"], "argument --preset: invalid choice: 'ppo-atari'"),
     ("mujoco", ["--envs", "Ant-v5"],
      "--envs 'Ant-v5': Ant-v5 is not one of Hopper-v5, HalfCheetah-v5, Walker2d-v5"),
     ("mujoco", ["--seeds", "0"], "argument --seeds: '0' is not a positive integer"),
@@ -49,6 +53,9 @@ def test_flags_parse_with_their_defaults():
     args = minatar.parse(["--games", "Freeway,Breakout", "--total-env-steps", "1e6",
                           "--skip", "peer"])
     assert (args.games, args.total_env_steps, args.skip) == (["Freeway", "Breakout"], 1_000_000, "peer")
+    assert args.preset == "ppo-minatar"
+    assert minatar.parse(["--preset", "ppo-minatar-blines", "--skip", "peer"]).preset == \
+        "ppo-minatar-blines"
     # (without --skip peer the peer's runner must exist: ../shared/peers beside the checkout,
     # which a clone elsewhere does not have)
     assert minatar.parse(["--skip", "peer"]).games == ["Breakout", "SpaceInvaders", "Freeway",
@@ -60,16 +67,46 @@ def test_flags_parse_with_their_defaults():
 def test_minatar_table():
     minatar = load("minatar")
     rows = [{"game": "Breakout", "framework": "rltpu", "sps": 30_000.0, "final_return": 30.5,
-             "env_steps": 10_002_432, "load_before": 3.0, "load_after": 5.5},
+             "env_steps": 10_000_000, "train_cpu_s": 250.0, "load_before": 3.0,
+             "load_after": 5.5},
             {"game": "Breakout", "framework": "purejaxrl", "sps": 20_000, "final_return": 27.25,
-             "env_steps": 9_994_240, "load_before": 5.5, "load_after": 4.0},
+             "env_steps": 8_000_000, "train_cpu_s": 300.0, "load_before": 5.5, "load_after": 4.0},
             {"game": "Asterix", "framework": "purejaxrl", "sps": 10_000, "final_return": 2.0,
              "env_steps": 8192, "load_before": 1.0, "load_after": 1.0}]
     lines = minatar.table(rows).splitlines()
-    assert lines[2] == ("| Breakout | 10.0M | 30,000 | 20,000 | 1.50x | 30.5 | 27.2 | 28 (met) "
-                        "| 3.0-5.5 |")
-    assert lines[3] == "| Asterix | 0.0M | - | 10,000 | - | - | 2.0 | 15 (-) | 1.0-1.0 |"
-    assert len(lines) == 4 and lines[1].count("---") == 9
+    # CPU seconds per 1M steps: 250 / 10 = 25.0 and 300 / 8 = 37.5; 37.5 / 25 = 1.50x.
+    assert lines[2] == ("| Breakout | 10.0M | 30,000 | 20,000 | 1.50x | 25.0 | 37.5 | 1.50x "
+                        "| 30.5 | 27.2 | 28 (met) | 3.0-5.5 |")
+    # (a row of an older results file has no CPU time)
+    assert lines[3] == "| Asterix | 0.0M | - | 10,000 | - | - | - | - | - | 2.0 | 15 (-) | 1.0-1.0 |"
+    assert len(lines) == 4 and lines[1].count("---") == 12
+
+
+def test_cpu_clock_reads_a_phase_of_a_child(tmp_path):
+    """The CPU a child spent between two moments it names: about 0.6 s in a busy phase it
+    measures itself, nearly none while it sleeps, whatever share of the cores it gets."""
+    sys.path.insert(0, ROOT)
+    from bench.common import CpuClock
+    child = ("import json, time\n"
+             "time.sleep(0.6); asleep = time.time(); time.sleep(0.6); busy = time.time()\n"
+             "c = time.process_time()\n"
+             "while time.process_time() - c < 0.6: pass\n"
+             "print(json.dumps([asleep, busy, time.time(), time.process_time() - c]))\n"
+             "time.sleep(0.3)\n")
+    clock = CpuClock(every_s=0.05)
+    result = clock.run([sys.executable, "-c", child], timeout_s=60)
+    assert result.returncode == 0, result.stderr
+    asleep, busy, done, spent = json.loads(result.stdout)
+    start = lambda t: t - clock.launched
+    assert clock.cpu_between(start(asleep), start(busy)) < 0.05
+    # Interpolating across the samples either side of a moment errs by at most the CPU the
+    # (one-threaded) child spent between them: their wall gap, plus the 10 ms clock ticks.
+    def gap(t):
+        times = [clock.launched] + [when for when, _ in clock.samples]
+        return min(b - a for a, b in zip(times, times[1:]) if a <= t <= b)
+    bound = gap(busy) + gap(done) + 0.02
+    assert abs(clock.cpu_between(start(busy), start(done)) - spent) <= bound, (spent, bound)
+    assert clock.samples[-1][1] >= spent and clock.samples[-1][0] >= done
 
 
 def test_mujoco_table_takes_medians_over_seeds():
@@ -94,7 +131,7 @@ def test_table_from_an_earlier_run(tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "minatar.py"),
                              "--table-from", str(out)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "| Freeway | 0.0M | 5 | - | - | 60.0 | - | 58 (met) | 1.0-2.0 |" in result.stdout
+    assert "| Freeway | 0.0M | 5 | - | - | - | - | - | 60.0 | - | 58 (met) | 1.0-2.0 |" in result.stdout
 
 
 def test_research_presets_build_and_read_back_from_a_file(tmp_path):
@@ -107,7 +144,13 @@ def test_research_presets_build_and_read_back_from_a_file(tmp_path):
     assert (minatar.agent_config["num_epochs"], minatar.agent_config["num_minibatches"],
             minatar.agent_config["learning_rate"]) == (4, 8, 5e-4)
     assert mujoco.run["normalize_observations"] and mujoco.run["unroll_length"] == 2048
+    blines = presets.get("ppo-minatar-blines")  # gymnax-blines' ppo.yaml
+    assert (blines.agent_config["hidden_sizes"], blines.agent_config["activation"],
+            blines.agent_config["discount"], blines.agent_config["anneal_lr"]) == (
+                (256, 256), "relu", 0.999, False)
+    assert dict(blines.run) == dict(minatar.run)
     for preset, spec in ((minatar, jax_envs.make("gymnax:SpaceInvaders-MinAtar")[1]),
+                         (blines, jax_envs.make("gymnax:Breakout-MinAtar")[1]),
                          (mujoco, envs.make_spec("Walker2d-v5"))):
         agent = agents.get(preset.agent)
         agent.build(spec, agent.Config(**preset.agent_config),

@@ -31,7 +31,8 @@ class DQN:
 
     def build(self, spec: EnvSpec, config: DQNConfig, run) -> AgentFns:
         self.check_spec(spec)
-        network = q_network(spec, config.hidden_sizes, config.network_lib, config.torso)
+        network = q_network(spec, config.hidden_sizes, config.network_lib, config.torso,
+                            config.activation)
         optimizer = make_optimizer(config)
 
         def init(key) -> TrainState:

@@ -42,7 +42,8 @@ class R2D2:
         self.check_spec(spec)
         self.check_run(config, run)
         network = cores.recurrent_q_network(spec, config.hidden_sizes, config.network_lib,
-                                            config.torso, config.core, config.core_size)
+                                            config.torso, config.core, config.core_size,
+                                            config.activation)
         optimizer = make_optimizer(config)
 
         def init(key) -> TrainState:
