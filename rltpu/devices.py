@@ -7,9 +7,13 @@ mean over the global batch, so XLA inserts the cross-device gradient all-reduce 
 """
 from __future__ import annotations
 
+import atexit
 import functools
 import inspect
 import os
+import select
+import subprocess
+import sys
 import time
 from typing import Callable
 
@@ -90,7 +94,8 @@ def _date_undated_programs(path: str) -> None:
 
 def initialize_distributed(coordinator: str | None = None, num_processes: int | None = None,
                            process_id: int | None = None, cpu_devices: int | None = None,
-                           timeout_s: float = 300.0, heartbeat_timeout_s: float = 100.0) -> None:
+                           timeout_s: float = 300.0, heartbeat_timeout_s: float = 100.0,
+                           service_grace_s: float = 70.0) -> None:
     """Joins this learner process to a multi-process SPMD program.
 
     On Cloud TPU call it with no arguments (the TPU runtime supplies them); elsewhere pass
@@ -98,9 +103,25 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     simulated pod) collectives go over gloo, and ``cpu_devices`` sets the virtual CPU
     devices per process. Call it before anything else touches JAX's devices.
 
-    Process 0's coordinator (unauthenticated: whoever reaches it can join the program)
-    listens on ``coordinator`` alone, not on every interface as JAX's default would; the
-    port must stay inside the VPC.
+    With a coordinator given, JAX's coordination service (the processes' meeting point and
+    key-value store, which rltpu's heartbeats use) runs in a process of its own that learner
+    process 0 starts beside itself (``python -m rltpu.coordinator``), not inside process 0
+    as ``jax.distributed`` would run it: when process 0 dies, the service outlives it, so
+    the others' watchdog names it lost like any other process (``hosts.Watchdog``) instead
+    of JAX aborting them at once with pages of its own. Every process, 0 included, is the
+    service's client. JAX still starts a service of its own in process 0; it listens on a
+    loopback port the system picks, and no one ever joins it. The service process ends
+    when process 0 ends its run (``end_coordination_service``), or ``service_grace_s``
+    after process 0 died (time for the others to notice and leave), or, after a SIGTERM or
+    SIGINT to it, as soon as process 0 has gone.
+
+    With no arguments (``--distributed auto``, Cloud TPU) the TPU runtime alone knows where
+    process 0 is, and JAX's own service runs inside process 0: there a dead process 0 ends
+    the others through JAX's abort (within a second, JAX's message), not rltpu's line.
+
+    The service (unauthenticated: whoever reaches it can join the program) listens on
+    ``coordinator`` alone, not on every interface as JAX's default would; the port must
+    stay inside the VPC.
 
     Args:
       timeout_s: how long to wait for every process to connect (JAX's
@@ -110,9 +131,11 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
         traces). JAX's client takes no Python callback instead of that abort (a
         ``missed_heartbeat_callback`` dies converting its status, JAX 0.10.2), so rltpu's
         own watchdog must decide first (``hosts.Watchdog``).
+      service_grace_s: how long the service outlives a process 0 that died.
 
     Raises:
       ValueError: with no arguments, off a Cloud TPU (nothing says where the others are).
+      RuntimeError: process 0 could not start the service (its error).
     """
     if cpu_devices is not None:
         jax.config.update("jax_num_cpu_devices", cpu_devices)
@@ -128,13 +151,94 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
                              f"hosts are ({' '.join(str(e).split())}); off a Cloud TPU give "
                              "--coordinator HOST:PORT --num-processes N --process-id I") from None
         return
+    # Process 0's own JAX service, never joined, on a loopback port the system picks; the
+    # others' bind address is unused (JAX starts a service in process 0 alone).
+    unused = "127.0.0.1:0" if process_id == 0 else coordinator
     bind = {}
     if "coordinator_bind_address" in inspect.signature(jax.distributed.initialize).parameters:
-        bind["coordinator_bind_address"] = coordinator
+        bind["coordinator_bind_address"] = unused
     else:  # (an older JAX reads it from the environment)
-        os.environ["JAX_COORDINATOR_BIND_ADDRESS"] = coordinator
-    jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                               process_id=process_id, **bind, **timeouts)
+        os.environ["JAX_COORDINATOR_BIND_ADDRESS"] = unused
+    if process_id == 0:
+        _start_coordination_service(coordinator, num_processes, heartbeat_timeout_s,
+                                    service_grace_s, timeout_s)
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id, **bind, **timeouts)
+    except BaseException:
+        end_coordination_service()
+        raise
+
+
+COORDINATION_SHUTDOWN_S = 300
+"""How long the coordination service waits at the end for every process to shut down (JAX's
+default)."""
+
+_service: "subprocess.Popen | None" = None  # the coordination service's process (process 0)
+
+
+def _start_coordination_service(address: str, num_processes: int, heartbeat_timeout_s: float,
+                                grace_s: float, timeout_s: float) -> None:
+    """Starts ``python -m rltpu.coordinator`` beside this process (learner process 0) and
+    waits until its service listens on ``address``."""
+    global _service
+    env = {**os.environ, **ACTOR_PROCESS_ENV}  # (it never takes a device)
+    _service = subprocess.Popen(
+        [sys.executable, "-m", "rltpu.coordinator", address, str(num_processes),
+         str(max(1, int(heartbeat_timeout_s))), f"{grace_s:g}"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    # It says "serving" once it listens; if it fails, its stdout closes.
+    ready = select.select([_service.stdout], [], [], max(1.0, timeout_s))[0]
+    if not ready or _service.stdout.readline().strip() != b"serving":
+        _service.kill()
+        error = _service.stderr.read().decode(errors="replace").strip().splitlines()
+        _service.wait()
+        _service = None
+        raise RuntimeError(f"the coordination service could not start on {address}: "
+                           + (error[-1] if error else "(no message)"))
+    _service.stdout.close()
+    _service.stderr.close()
+    # Runs before JAX's own exit handler (registered when jax was imported): every process
+    # shuts its client down with the others, then the service may go.
+    atexit.register(_leave_at_exit)
+
+
+def _leave_at_exit() -> None:
+    if _service is not None:
+        try:
+            jax.distributed.shutdown()
+        finally:
+            end_coordination_service()
+
+
+def end_coordination_service() -> None:
+    """Process 0, its run ended (normally, or leaving on its own after a signal or a lost
+    peer): ends the coordination service at once, which ends every other process's
+    connection to it. Does nothing elsewhere, or when the service has ended."""
+    global _service
+    if _service is None:
+        return
+    service, _service = _service, None
+    try:
+        service.stdin.write(b"end\n")
+        service.stdin.close()
+    except OSError:
+        pass
+    try:
+        service.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        service.kill()
+
+
+def serve_coordination(address: str, num_processes: int, heartbeat_timeout_s: int,
+                       shutdown_timeout_s: int = COORDINATION_SHUTDOWN_S):
+    """JAX's coordination service for ``num_processes`` processes, listening on ``address``
+    alone (``rltpu.coordinator`` runs it). Returns the service (it serves until its
+    ``shutdown()``, or the end of this process)."""
+    from jax._src.lib import _jax  # what jax.distributed.initialize starts in process 0
+    return _jax.get_distributed_runtime_service(address, num_processes,
+                                                heartbeat_timeout=heartbeat_timeout_s,
+                                                shutdown_timeout=shutdown_timeout_s)
 
 
 def publish(key: str, value: str) -> None:

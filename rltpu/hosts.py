@@ -215,6 +215,13 @@ JOIN_PROGRESS_S = 5.0
 """How often a process waiting for the others says how many have joined."""
 
 
+def service_grace_s(peer_timeout_s: float) -> float:
+    """How long the coordination service outlives a learner process 0 that died: the others
+    leave within ``1.7 * peer_timeout_s + 6`` s (see ``Watchdog``), and it must serve them
+    until then."""
+    return 2 * peer_timeout_s + 10
+
+
 class JoinError(RuntimeError):
     """The learner processes did not all join in time, or one joined twice."""
 
@@ -245,7 +252,8 @@ def join(coordinator: str | None, num_processes: int | None, process_id: int | N
             coordinator, num_processes, process_id, cpu_devices,
             timeout_s=max(1.0, deadline - time.monotonic()),
             # JAX's own verdict must come after rltpu's, which names the lost process.
-            heartbeat_timeout_s=max(100.0, 3 * peer_timeout_s))
+            heartbeat_timeout_s=max(100.0, 3 * peer_timeout_s),
+            service_grace_s=service_grace_s(peer_timeout_s))
     except Exception as e:  # noqa: BLE001 -- JAX's timeout is a RuntimeError of many lines
         if time.monotonic() >= deadline - 1:
             raise JoinError(f"the learner processes did not all join within {join_timeout_s:g} s "
@@ -429,11 +437,13 @@ class Watchdog:
     process until JAX's own heartbeat timeout (100 s), then abort with pages of native
     traces and no word on which host.
 
-    Process 0 holds the store (JAX's coordination service): when it dies, JAX's client in
-    every other process aborts that process itself within a second, with JAX's own
-    message ("... the leader task ..."), before this watchdog can speak; JAX takes no
-    Python callback in place of that abort (its ``missed_heartbeat_callback`` dies
-    converting its argument, JAX 0.10.2).
+    The store (JAX's coordination service) runs in a process of its own beside process 0
+    (``devices.initialize_distributed``) and outlives a process 0 that dies, so process 0
+    is named lost like any other. Only with ``--distributed auto`` does the store live
+    inside process 0: there, when process 0 dies, JAX's client in every other process
+    aborts that process itself within a second, with JAX's own message ("... the leader
+    task ..."), before this watchdog can speak; JAX takes no Python callback in place of
+    that abort (its ``missed_heartbeat_callback`` dies converting its argument, JAX 0.10.2).
     """
 
     PREFIX = "rltpu/heartbeat/"
@@ -476,8 +486,8 @@ class Watchdog:
     def wait_for_peers(self) -> None:
         """Process 0, its run ended, before it leaves without JAX's exit handlers (after a
         signal, ``os._exit``): waits until the others have ended theirs too (``finished``;
-        at most ``timeout_s``), and a beat more for them to leave. The store lives in
-        process 0, and JAX aborts a process still running when it goes, with its own pages."""
+        at most ``timeout_s``), and a beat more for them to leave, then ends the store (JAX
+        aborts a process still running when it goes, with its own pages)."""
         if self._index != 0 or self._count < 2:
             return
         deadline = time.monotonic() + self.timeout_s
@@ -485,13 +495,14 @@ class Watchdog:
             try:
                 values = devices.published(self.PREFIX)
             except Exception:  # noqa: BLE001 -- nothing left to wait for
-                return
+                break
             ended = {int(key.rstrip("/").rpartition("/")[2])
                      for key, value in values.items() if value == "finished"}
             if ended >= set(range(1, self._count)):
                 time.sleep(1.0)
-                return
+                break
             time.sleep(0.2)
+        devices.end_coordination_service()
 
     def confirm(self) -> None:
         """Called when this process's own work failed (a collective that lost its peer
@@ -582,6 +593,10 @@ class Watchdog:
                     f"(unheard for {self.timeout_s:g} s, --peer-timeout-s); learner process "
                     f"{self._index} stops too. Resume the run on every host with --resume")
         sys.stdout.flush()
+        if len(lost) == self._count - 1:
+            # Process 0, no one left to serve (else the store serves the others on until
+            # they leave, for its grace).
+            devices.end_coordination_service()
         os._exit(1)
 
 

@@ -106,12 +106,14 @@ def test_ray_places_one_learner_per_tpu_host_and_a_signal_stops_both(two_tpu_hos
 def test_a_learner_that_dies_ends_the_run_with_its_status(two_tpu_hosts, tmp_path):
     """Learner process 1 is killed mid-run: the driver says so and exits with a failure's
     status, leaving no learner behind. Process 0 either fails on its own (gloo aborts when
-    its peer's socket closes under a read; or its watchdog names process 1 lost) or is
-    stopped after the grace period; which one is a race, and all must end the run."""
+    its peer's socket closes under a read; or its watchdog names process 1 lost, within
+    about --peer-timeout-s, 10 s here) or is stopped after the grace period (30 s); which
+    one is a race, and all must end the run."""
     cluster, tmp = two_tpu_hosts
     record_dir = tmp_path / "record"
     proc = driver(cluster, tmp, record_dir, "--run-dir", str(tmp_path / "run"),
-                  "--target-return", "none", "--total-env-steps", "10000000")
+                  "--target-return", "none", "--total-env-steps", "10000000",
+                  "--peer-timeout-s", "10")
     with ended(proc):
         deadline = time.time() + 300
         while not ((record_dir / "process1.digests").exists() and len(digests(record_dir, 1)) >= 2):
@@ -123,6 +125,6 @@ def test_a_learner_that_dies_ends_the_run_with_its_status(two_tpu_hosts, tmp_pat
     assert proc.returncode > 128, output[-4000:]  # a learner's death by a signal: 128 + N
     (endings,) = re.findall(r"rltpu: learner processes ended: (.*)", output)
     # (or process 0 names the lost process 1 itself and exits with status 1: the
-    # watchdog's --peer-timeout-s, 30 s, races the grace period)
+    # watchdog's --peer-timeout-s races the grace period)
     assert re.fullmatch(r"0 \((stopped|status 1|status -\d+)\), 1 \(status -9\)", endings), endings
     assert not learners()
