@@ -22,6 +22,14 @@ class Preset:
     deviations: tuple[str, ...] = ()
 
 
+# What the two MinAtar presets share: gymnax-blines' geometry and PPO settings (their
+# sources below); they differ in network, discount and step-size schedule.
+MINATAR_RUN = {"mode": "anakin", "env": "gymnax:Breakout-MinAtar", "batch_size": 64,
+               "unroll_length": 128, "total_env_steps": 10_000_000, "target_return": None}
+MINATAR_PPO = {"learning_rate": 5e-4, "num_epochs": 4, "num_minibatches": 8,
+               "gae_lambda": 0.95, "clip_epsilon": 0.2, "value_clip_epsilon": 0.2,
+               "value_cost": 0.5, "entropy_cost": 0.01, "max_grad_norm": 0.5}
+
 PRESETS = {
     "impala-atari": Preset(
         agent="impala",
@@ -73,12 +81,9 @@ PRESETS = {
                     "2 actors of 16 envs, not 360 actors")),
     "ppo-minatar": Preset(
         agent="ppo",
-        run={"mode": "anakin", "env": "gymnax:Breakout-MinAtar", "batch_size": 64,
-             "unroll_length": 128, "total_env_steps": 10_000_000, "target_return": None},
-        agent_config={"hidden_sizes": (64, 64), "learning_rate": 5e-4, "anneal_lr": True,
-                      "num_epochs": 4, "num_minibatches": 8, "discount": 0.99,
-                      "gae_lambda": 0.95, "clip_epsilon": 0.2, "value_clip_epsilon": 0.2,
-                      "value_cost": 0.5, "entropy_cost": 0.01, "max_grad_norm": 0.5},
+        run=MINATAR_RUN,
+        agent_config={**MINATAR_PPO, "hidden_sizes": (64, 64), "anneal_lr": True,
+                      "discount": 0.99},
         source="gymnax-blines' MinAtar PPO geometry (agents/<game>-MinAtar/ppo.yaml, commit "
                "3f029d6: 64 envs x 128 steps, 4 epochs x 8 minibatches, learning rate 5e-4, "
                "GAE lambda 0.95, clip 0.2, entropy 0.01, value coefficient 0.5, gradient norm "
@@ -94,13 +99,9 @@ PRESETS = {
                     "ppo-minatar-blines follows gymnax-blines)")),
     "ppo-minatar-blines": Preset(
         agent="ppo",
-        run={"mode": "anakin", "env": "gymnax:Breakout-MinAtar", "batch_size": 64,
-             "unroll_length": 128, "total_env_steps": 10_000_000, "target_return": None},
-        agent_config={"hidden_sizes": (256, 256), "activation": "relu",
-                      "learning_rate": 5e-4, "anneal_lr": False,
-                      "num_epochs": 4, "num_minibatches": 8, "discount": 0.999,
-                      "gae_lambda": 0.95, "clip_epsilon": 0.2, "value_clip_epsilon": 0.2,
-                      "value_cost": 0.5, "entropy_cost": 0.01, "max_grad_norm": 0.5},
+        run=MINATAR_RUN,
+        agent_config={**MINATAR_PPO, "hidden_sizes": (256, 256), "activation": "relu",
+                      "anneal_lr": False, "discount": 0.999},
         source="gymnax-blines' MinAtar PPO, the runs behind gymnax's README table that issue "
                "17's return goals quote (agents/<game>-MinAtar/ppo.yaml and utils/ppo.py, "
                "commit 15b76af: 64 envs x 128 steps, 4 epochs x 8 minibatches, Adam 5e-4 "
