@@ -33,6 +33,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from bench.common import rltpu_train  # noqa: E402
 PEER = os.path.join(ROOT, "bench", "peers", "sb3_recurrent_ppo_cartpolenovel.py")
 RAY_ENV = ["--env", "CartPoleNoVel-v1"]
 RLTPU = {  # Ray mode as tests/test_recurrent_learn.py runs it (README's "Recurrent agents")
@@ -46,6 +48,7 @@ RLTPU = {  # Ray mode as tests/test_recurrent_learn.py runs it (README's "Recurr
                    "--unroll-length", "32", "--num-epochs", "4", "--num-minibatches", "4",
                    "--total-env-steps", "3000000"],
 }
+RLTPU_TIMEOUT_S = 3600.0
 PEER_MAX_STEPS = "300000"  # three times what rl-zoo's settings train for (100k)
 
 
@@ -54,18 +57,11 @@ def load() -> str:
 
 
 def rltpu_run(args: list[str], tmp: str) -> dict:
-    run_dir = os.path.join(tmp, f"run-{time.time_ns()}")
-    start = time.time()
-    subprocess.run([sys.executable, "-m", "rltpu.cli", "train", "--quiet", "--run-dir", run_dir,
-                    "--target-return", "475", *args], check=True, cwd=ROOT,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env={**os.environ, "RAY_ADDRESS": ""})
-    with open(os.path.join(run_dir, "summary.json")) as f:
-        summary = json.load(f)
-    # Time to target from the process's start, as the peer measures it (the summary's
-    # time_to_target_s counts from the run's own start, after imports).
-    summary["wall_s"] = time.time() - start
-    return summary
+    """One rltpu run to 475 (``bench.common.rltpu_train``): its summary, whose
+    ``process_s`` is the time from process start, as the peer measures it (the summary's
+    own time_to_target_s counts from the run's start, after imports)."""
+    return rltpu_train(["--target-return", "475", *args],
+                       os.path.join(tmp, f"run-{time.time_ns()}"), RLTPU_TIMEOUT_S)
 
 
 def peer_run(python: str, seed: int, timeout: float) -> dict:
@@ -171,7 +167,7 @@ def main() -> int:
                 for agent in agents:
                     before = load()
                     s = rltpu_run([*RLTPU[agent], "--seed", str(seed)], tmp)
-                    solved = s["wall_s"] if s["time_to_target_s"] is not None else math.inf
+                    solved = s["process_s"] if s["time_to_target_s"] is not None else math.inf
                     rows.append((f"rltpu {agent} --core lstm", seed, solved, s["env_steps"],
                                  s["final_return"], before, load()))
                     print(rows[-1], flush=True)
