@@ -75,16 +75,20 @@ def read_rows(path: str) -> list[dict]:
     return rows
 
 
+def _metrics_file(run_dir: str) -> str:
+    metrics = storage.join(run_dir, "metrics.jsonl")
+    if not storage.isfile(metrics):
+        raise ValueError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
+    return metrics
+
+
 def load_run(run_dir: str) -> RunCurves:
     """Reads a run directory (local or ``gs://``).
 
     Raises:
       ValueError: when it is not a run directory or holds no metrics rows yet.
     """
-    metrics = storage.join(run_dir, "metrics.jsonl")
-    if not storage.isfile(metrics):
-        raise ValueError(f"{run_dir} is not a run directory: it has no metrics.jsonl")
-    rows = read_rows(metrics)
+    rows = read_rows(_metrics_file(run_dir))
     # An evaluation's row (``rltpu.run.Run.evaluated``) has no training columns.
     evals = sorted((r["eval/env_steps"], r["eval/return"]) for r in rows
                    if r.get("eval/return") is not None and r.get("eval/env_steps") is not None)
@@ -219,6 +223,8 @@ def plot(run_dirs: list[str], out: str) -> str:
         folder = os.path.dirname(out) or "."
         if not os.path.isdir(folder):
             raise ValueError(f"--out {out}: no folder {folder} to write it in")
+    for d in run_dirs:  # every one checked before any is read (a read may warn)
+        _metrics_file(d)
     fig = make_figure([load_run(d) for d in run_dirs])
     import matplotlib.pyplot as plt
     try:
