@@ -270,7 +270,7 @@ def _add_host_flags(parser: argparse.ArgumentParser) -> None:
         "multi-host learner (one rltpu train per host of a pod slice, all with the same flags)")
     hosts.add_argument("--distributed", choices=["auto"], default=argparse.SUPPRESS,
                        help="join the other hosts' learner processes with jax.distributed, "
-                       "the TPU runtime telling where they are (Cloud TPU)")
+                       "the TPU VM's metadata telling where they are (Cloud TPU)")
     hosts.add_argument("--coordinator", metavar="HOST:PORT", default=argparse.SUPPRESS,
                        help="join them at this address (process 0's host) instead")
     hosts.add_argument("--num-processes", type=int, metavar="N", default=argparse.SUPPRESS,

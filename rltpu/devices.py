@@ -115,9 +115,10 @@ def initialize_distributed(coordinator: str | None = None, num_processes: int | 
     after process 0 died (time for the others to notice and leave), or, after a SIGTERM or
     SIGINT to it, as soon as process 0 has gone.
 
-    With no arguments (``--distributed auto``, Cloud TPU) the TPU runtime alone knows where
-    process 0 is, and JAX's own service runs inside process 0: there a dead process 0 ends
-    the others through JAX's abort (within a second, JAX's message), not rltpu's line.
+    With no arguments JAX's own discovery finds the others and its service runs inside
+    process 0: there a dead process 0 ends the others through JAX's abort (within a second,
+    JAX's message), not rltpu's line. rltpu's ``--distributed auto`` comes here only where
+    ``hosts.cloud_tpu_cluster`` cannot read the slice from a TPU VM's metadata (multislice).
 
     The service (unauthenticated: whoever reaches it can join the program) listens on
     ``coordinator`` alone, not on every interface as JAX's default would; the port must

@@ -226,6 +226,67 @@ class JoinError(RuntimeError):
     """The learner processes did not all join in time, or one joined twice."""
 
 
+TPU_COORDINATOR_PORT = 8482
+"""Where the coordination service listens on a Cloud TPU (JAX's own choice there), unless
+``JAX_COORDINATOR_PORT`` says otherwise."""
+
+
+def cloud_tpu_cluster(tries: int = 3) -> tuple[str, int, int] | None:
+    """``(coordinator HOST:PORT, process count, this process's id)`` of a Cloud TPU VM's
+    slice, read from the VM's metadata server as JAX reads it for ``--distributed auto``:
+    ``agent-worker-number`` is this host's id, ``worker-network-endpoints`` lists every host
+    (``name:id:ip`` triples, or bare names) in id order, worker 0 hosts the service.
+    ``GCE_METADATA_IP`` (HOST[:PORT]) and ``JAX_COORDINATOR_PORT`` are honoured, as JAX
+    honours them. None off a TPU VM (no metadata server, or one without a worker number)
+    and on a multislice run (``MEGASCALE_COORDINATOR_ADDRESS`` in ``tpu-env``), where
+    process ids span slices and JAX's own discovery is left to decide.
+
+    Raises:
+      ValueError: the endpoints list is in neither format, or the port is not a number.
+    """
+    import urllib.error
+    import urllib.request
+    base = f"http://{os.environ.get('GCE_METADATA_IP', 'metadata.google.internal')}"
+
+    def attribute(key: str) -> str | None:
+        request = urllib.request.Request(
+            f"{base}/computeMetadata/v1/instance/attributes/{key}",
+            headers={"Metadata-Flavor": "Google"})
+        for attempt in range(tries):
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return response.read().decode()
+            except urllib.error.HTTPError as e:
+                if e.code == 404:
+                    return None
+            except (OSError, ValueError):  # (no such host, refused, timed out)
+                pass
+            if attempt + 1 < tries:
+                time.sleep(0.5)
+        return None
+
+    worker = attribute("agent-worker-number")
+    if worker is None or not worker.strip().isdigit():
+        return None
+    if "MEGASCALE_COORDINATOR_ADDRESS" in (attribute("tpu-env") or ""):
+        return None
+    hosts = []
+    for endpoint in (attribute("worker-network-endpoints") or "").strip().split(","):
+        parts = endpoint.split(":")
+        if len(parts) not in (1, 3) or not parts[-1]:
+            raise ValueError(f"--distributed auto: the TPU VM's worker-network-endpoints "
+                             f"entry {endpoint!r} is neither NAME:ID:IP nor a host name")
+        hosts.append(parts[-1])
+    port = os.environ.get("JAX_COORDINATOR_PORT", str(TPU_COORDINATOR_PORT))
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"JAX_COORDINATOR_PORT={port!r} is not a port from 1 to 65535")
+    process_id = int(worker)
+    if process_id >= len(hosts):
+        raise ValueError(f"--distributed auto: the TPU VM says it is worker {process_id} of "
+                         f"{len(hosts)} (worker-network-endpoints: {len(hosts)} hosts)")
+    return f"{hosts[0]}:{port}", len(hosts), process_id
+
+
 def join(coordinator: str | None, num_processes: int | None, process_id: int | None,
          join_timeout_s: float = JOIN_TIMEOUT_S, peer_timeout_s: float = PEER_TIMEOUT_S,
          cpu_devices: int | None = None) -> "Watchdog":
@@ -234,15 +295,21 @@ def join(coordinator: str | None, num_processes: int | None, process_id: int | N
     With a coordinator given, the processes first meet on its port (process 0 listens
     there, on the coordinator's address alone), and every one waiting says every
     ``JOIN_PROGRESS_S`` how many of how many have joined; then the port is handed to
-    ``jax.distributed``. With ``--distributed auto`` JAX finds the others itself and the
-    wait only says how long it has waited. Either way the wait ends after
-    ``join_timeout_s`` with ``JoinError``.
+    ``jax.distributed``. With ``--distributed auto`` (no coordinator) a TPU VM's metadata
+    supplies all three (``cloud_tpu_cluster``) and the same path follows; elsewhere JAX
+    finds the others itself and the wait only says how long it has waited. Either way the
+    wait ends after ``join_timeout_s`` with ``JoinError``.
 
     Returns:
       The started ``Watchdog`` (``watchdog()`` returns it too).
     """
     global _watchdog
     deadline = time.monotonic() + join_timeout_s
+    if coordinator is None:
+        # --distributed auto on a TPU VM: the service runs in a process of its own beside
+        # process 0 (a lost process 0 is named like any other), and the wait says how many
+        # of how many have joined. Elsewhere JAX's own discovery, and its service.
+        coordinator, num_processes, process_id = cloud_tpu_cluster() or (None, None, None)
     if coordinator is not None:
         _meet(coordinator, num_processes, process_id, join_timeout_s, deadline)
     watching = Watchdog(peer_timeout_s)

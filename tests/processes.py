@@ -64,3 +64,40 @@ def reserved_port():
         held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         held.bind(("127.0.0.1", 0))
         yield held.getsockname()[1]
+
+
+@contextlib.contextmanager
+def metadata_server(attributes: dict[str, str]):
+    """A GCE metadata server on loopback serving ``attributes`` (instance attributes, e.g. a
+    TPU VM's ``agent-worker-number``) as the real one does: only to requests that carry
+    ``Metadata-Flavor: Google``, 404 for any other key. Yields its ``127.0.0.1:PORT`` (what
+    ``GCE_METADATA_IP`` takes)."""
+    import http.server
+    import threading
+    prefix = "/computeMetadata/v1/instance/attributes/"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 -- http.server's name
+            key = self.path[len(prefix):] if self.path.startswith(prefix) else None
+            if self.headers.get("Metadata-Flavor") != "Google":
+                self.send_error(403)
+            elif key not in attributes:
+                self.send_error(404)
+            else:
+                body = attributes[key].encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

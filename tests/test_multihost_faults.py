@@ -1,5 +1,6 @@
 """Faults of a simulated pod (learner processes joined with jax.distributed on loopback):
 a process missing at start, and a learner process killed with kill -9 mid-run."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -9,8 +10,9 @@ import psutil
 import pytest
 
 from rltpu import checkpoint
-from tests.processes import ended, reserved_port, said
-from tests.test_multihost_train import (RUN, digests, pod_env, start_learners,  # noqa: F401
+from tests.processes import ended, metadata_server, reserved_port, said
+from tests.test_multihost_train import (RUN, digests, learner_processes, pod_env,  # noqa: F401
+                                        start_learners, tpu_vm_metadata,
                                         two_node_cluster)  # (a fixture)
 
 JOIN_TIMEOUT_S = 8
@@ -57,27 +59,56 @@ def test_missing_processes_are_counted_then_given_up_on(tmp_path, ray_tmpdir, co
           f"load {os.getloadavg()[0]:.1f})")
 
 
+def test_auto_on_a_tpu_vm_joins_through_rltpus_coordinator(tmp_path, ray_tmpdir,
+                                                         coordinator_port):
+    """--distributed auto on the hosts of a TPU slice (each with its metadata server): the
+    slice's size, this host's id and worker 0's address come from the metadata, so the
+    processes meet as with explicit flags, counting who has joined: workers 0 and 1 of 3
+    wait for worker 2 and give up with the same lines."""
+    with contextlib.ExitStack() as stack:
+        metadata = [stack.enter_context(metadata_server(tpu_vm_metadata(i, 3))) for i in (0, 1)]
+        args = ["--run-dir", str(tmp_path / "run"), "--join-timeout-s", str(JOIN_TIMEOUT_S)]
+        procs = learner_processes([args, args], pod_env("", ray_tmpdir), tmp_path,
+                                  coordinator_port, metadata, stderr=subprocess.PIPE)
+        with ended(*procs):
+            stderrs = [p.communicate(timeout=120)[1] for p in procs]
+    for p, stderr in zip(procs, stderrs):
+        assert p.returncode == 1, stderr
+    lines = [s.strip().splitlines() for s in stderrs]
+    missing = f"only 2 of 3 learner processes joined within {JOIN_TIMEOUT_S} s (--join-timeout-s)"
+    assert lines[0][-1] == f"rltpu: error: {missing}; missing: 2", stderrs[0]
+    assert lines[1][-1] == f"rltpu: error: {missing}", stderrs[1]
+    assert set(lines[0][:-1]) == {"rltpu: waiting for the learner processes: 2 of 3 joined "
+                                  "(missing: 2)"} and len(lines[0]) >= 2, stderrs[0]
+    assert not os.listdir(ray_tmpdir) and not (tmp_path / "run").exists()
+
+
 PEER_TIMEOUT_S = 10
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("lost", [1, 0])
+@pytest.mark.parametrize("lost,joined", [(1, "flags"), (0, "auto")])
 def test_a_learner_killed_mid_run_stops_the_others_with_one_line(two_node_cluster, tmp_path,
-                                                                 coordinator_port, lost):
-    """kill -9 to one learner process of a training pod (process 1, or process 0, beside
-    which the coordination service runs): the survivor exits within the documented bound
-    (1.7 x --peer-timeout-s + 6 s), its one error line naming the lost process, and the
-    checkpoint folder holds only complete checkpoints besides a write cut off by the kill,
-    the newest complete one readable."""
+                                                                 coordinator_port, lost, joined):
+    """kill -9 to one learner process of a training pod (process 1 of a pod joined with
+    --coordinator flags, or process 0, beside which the coordination service runs, of one
+    joined with --distributed auto on TPU VMs): the survivor exits within the documented
+    bound (1.7 x --peer-timeout-s + 6 s), its one error line naming the lost process, and
+    the checkpoint folder holds only complete checkpoints besides a write cut off by the
+    kill, the newest complete one readable."""
     cluster, tmp = two_node_cluster
     run_dir, record_dir = tmp_path / "run", tmp_path / "record"
     survivor = 1 - lost
     args = [*RUN, "--env", "rltpu.envs.fake:CountingEnv", "--target-return", "none",
             "--total-env-steps", "10000000", "--checkpoint-every-updates", "3",
             "--peer-timeout-s", str(PEER_TIMEOUT_S)]
-    procs = start_learners(cluster, tmp, run_dir, record_dir, [args, args], coordinator_port)
+    stack = contextlib.ExitStack()
+    metadata = None if joined == "flags" else [
+        stack.enter_context(metadata_server(tpu_vm_metadata(i, 2))) for i in (0, 1)]
+    procs = start_learners(cluster, tmp, run_dir, record_dir, [args, args], coordinator_port,
+                           metadata=metadata)
     service = []
-    with ended(*procs):
+    with stack, ended(*procs):
         deadline = time.time() + 300
         while not ((record_dir / "process0.digests").exists() and len(digests(record_dir, 0)) >= 7):
             assert time.time() < deadline and all(p.poll() is None for p in procs), \

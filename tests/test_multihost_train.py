@@ -67,20 +67,36 @@ def pod_env(ray_address: str, ray_tmpdir: str, record_dir=None) -> dict:
     return env
 
 
-def learner_processes(args_per_process, env, cwd, port, **popen):
+def learner_processes(args_per_process, env, cwd, port, metadata=None, **popen):
     """One ``rltpu train`` learner process per entry, joined on loopback ``port`` (held for
-    them: the ``coordinator_port`` fixture)."""
+    them: the ``coordinator_port`` fixture): named by flags, or with ``metadata`` (each
+    process's metadata server, ``tests.processes.metadata_server``) by ``--distributed
+    auto``, as on the hosts of a TPU slice."""
+    def joining(i):
+        if metadata is None:
+            return ["--coordinator", f"127.0.0.1:{port}",
+                    "--num-processes", str(len(args_per_process)), "--process-id", str(i)], env
+        return ["--distributed", "auto"], {**env, "GCE_METADATA_IP": metadata[i],
+                                           "JAX_COORDINATOR_PORT": str(port)}
     return [subprocess.Popen(
-        [sys.executable, "-m", "rltpu.cli", "train", "--coordinator", f"127.0.0.1:{port}",
-         "--num-processes", str(len(args_per_process)), "--process-id", str(i), *args],
-        env=env, cwd=cwd, text=True, **popen)
+        [sys.executable, "-m", "rltpu.cli", "train", *joining(i)[0], *args],
+        env=joining(i)[1], cwd=cwd, text=True, **popen)
         for i, args in enumerate(args_per_process)]
 
 
-def start_learners(cluster, tmp, run_dir, record_dir, args_per_process, port, run_dir_flag=True):
+def tpu_vm_metadata(worker: int, workers: int) -> dict[str, str]:
+    """What a TPU VM's metadata server says of worker ``worker`` of a slice of ``workers``
+    hosts, all on loopback here."""
+    return {"agent-worker-number": str(worker), "tpu-env": "ACCELERATOR_TYPE: 'v4-16'\n",
+            "worker-network-endpoints": ",".join(f"t1k-w-{i}:{i}:127.0.0.1"
+                                                 for i in range(workers))}
+
+
+def start_learners(cluster, tmp, run_dir, record_dir, args_per_process, port, run_dir_flag=True,
+                   metadata=None):
     run_dir_args = ["--run-dir", str(run_dir)] if run_dir_flag else []
     return learner_processes([[*run_dir_args, *args] for args in args_per_process],
-                             pod_env(cluster.address, tmp, record_dir), ROOT, port,
+                             pod_env(cluster.address, tmp, record_dir), ROOT, port, metadata,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
