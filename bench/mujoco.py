@@ -13,7 +13,7 @@ CleanRL's published mean at 1M steps (issue 17's goal: rltpu's median at least t
 median wall time to the last step each and its ratio (goal: rltpu <= 0.5x SB3's), env
 steps/s, and the load average around the runs. Every result is also a JSON line in --out.
 
-usage: python bench/mujoco.py [--envs Hopper-v5,HalfCheetah-v5,Walker2d-v5] [--seeds 3]
+usage: python bench/mujoco.py [--envs Hopper-v5,HalfCheetah-v5,Walker2d-v5] [--seeds 3] [--first-seed 0]
            [--total-env-steps 1000000] [--runs-dir DIR] [--out FILE]
            [--peers-python /tmp/peers/bin/python]
        python bench/mujoco.py --table-from FILE   (the table of an earlier run's --out)
@@ -44,6 +44,8 @@ def parse(argv: list[str]):
     parser = Parser(prog="bench/mujoco.py", description=__doc__.split("\n")[0])
     parser.add_argument("--envs", default=",".join(ENVS), help=f"comma-separated, of {', '.join(ENVS)}")
     parser.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1 per env")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="start the seeds here (K..K+N-1): more seeds for an earlier --out")
     parser.add_argument("--total-env-steps", type=positive_int, default=1_000_000)
     parser.add_argument("--skip", choices=("none", "rltpu", "sb3"), default="none",
                         help="leave one side out (its cells read '-')")
@@ -57,6 +59,8 @@ def parse(argv: list[str]):
                         help="print the table of an earlier run's results and exit")
     args = parser.parse_args(argv)
     args.envs = csv_choices(parser, "--envs", args.envs, ENVS)
+    if args.first_seed < 0:
+        parser.error(f"--first-seed {args.first_seed}: seeds are non-negative integers")
     if args.table_from is not None and not os.path.isfile(args.table_from):
         parser.error(f"--table-from {args.table_from}: no such file")
     if (args.table_from is None and args.skip != "sb3"
@@ -129,14 +133,15 @@ def main(argv: list[str]) -> int:
         return 0
     runs_dir, out = results_paths(args.runs_dir, args.out, "mujoco")
     print(f"# MuJoCo: rltpu PPO (Ray mode) vs SB3 PPO (rl-zoo), {args.total_env_steps:,} env "
-          f"steps per run, seeds 0-{args.seeds - 1}; {machine_line()}; results to {out}", flush=True)
+          f"steps per run, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}; "
+          f"{machine_line()}; results to {out}", flush=True)
     sides = {"rltpu": lambda env, seed: run_rltpu(env, seed, args.total_env_steps, runs_dir,
                                                   args.timeout_s),
              "sb3": lambda env, seed: run_sb3(env, seed, args.total_env_steps, runs_dir,
                                               args.peers_python, args.timeout_s)}
     rows, turn = [], 0
     for env in args.envs:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             order = ["rltpu", "sb3"] if turn % 2 == 0 else ["sb3", "rltpu"]
             turn += 1
             for framework in order:
