@@ -73,7 +73,7 @@ def _atari_backend(env_id: str, backend: str, full_action_space: bool) -> str | 
 
 def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = False,
          backend: str = "auto", full_action_space: bool = False,
-         env_kwargs: Mapping[str, Any] | None = None,
+         env_kwargs: Mapping[str, Any] | None = None, reward_discount: float | None = None,
          ) -> tuple[gym.vector.VectorEnv, EnvSpec]:
     """Makes ``num_envs`` copies of an env as one vector env, reset with ``seed``.
 
@@ -83,7 +83,9 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     are normalised by running statistics of this vector env (gymnasium's
     NormalizeObservation; each actor keeps its own). Finished episodes' returns and
     lengths are reported in ``info["episode"]`` (RecordEpisodeStatistics), in the env's
-    own reward units.
+    own reward units, also with ``reward_discount``: then the rewards returned are
+    divided by a running estimate of the standard deviation of the return discounted by
+    it (gymnasium's NormalizeReward, per vector env) and clipped to [-10, 10].
 
     Atari games (``ALE/Pong-v5``) get the preprocessing of ``rltpu.envs.atari`` (uint8 frame
     stacks ``[4, 84, 84]``) from ``backend``: ``ale`` (ale-py's C++ vector env, what
@@ -127,9 +129,23 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
         # gets it clipped to its bounds.
         env = gym.wrappers.vector.ClipAction(env)
     env = gym.wrappers.vector.RecordEpisodeStatistics(env)
+    if reward_discount is not None:
+        # (outside RecordEpisodeStatistics, so that episode returns stay in the env's units)
+        env = gym.wrappers.vector.NormalizeReward(env, gamma=reward_discount)
+        env = gym.wrappers.vector.ClipReward(env, -REWARD_CLIP, REWARD_CLIP)
     observation, _ = env.reset(seed=seed)
     env.first_observation = observation
     return env, EnvSpec(env_id, env.single_observation_space, env.single_action_space)
+
+
+REWARD_CLIP = 10.0
+"""Normalised rewards are clipped to [-REWARD_CLIP, REWARD_CLIP] (CleanRL's, SB3's bound)."""
+
+
+def reward_discount(run, agent_config) -> float | None:
+    """``make``'s ``reward_discount`` for a run: the agent's discount with
+    ``--normalize-rewards``, else None."""
+    return agent_config.discount if run.normalize_rewards else None
 
 
 def _float32(x: np.ndarray) -> np.ndarray:

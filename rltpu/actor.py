@@ -35,8 +35,9 @@ class RolloutActor:
     def __init__(self, actor_id: int, agent: Any, agent_config: Any, run: RunConfig, seed: int):
         self.actor_id = actor_id
         self.unroll_length = run.unroll_length
+        self._reward_discount = envs.reward_discount(run, agent_config)
         self.env, spec = envs.make(run.env, run.envs_per_actor, seed, run.normalize_observations,
-                                   **run.env_options())
+                                   reward_discount=self._reward_discount, **run.env_options())
         fns = agent.build(spec, agent_config, run)
         self._run, self._spec, self._fns = run, spec, fns  # for new_run
         policy = fns.actor_step if fns.actor_step_for is None else fns.actor_step_for(
@@ -85,7 +86,7 @@ class RolloutActor:
         run = self._run
         self.env.close()
         self.env, _ = envs.make(run.env, run.envs_per_actor, seed, run.normalize_observations,
-                                **run.env_options())
+                                reward_discount=self._reward_discount, **run.env_options())
         self._key = jax.random.key(seed)
         self._observation = self.env.first_observation
         self._episode_ended = np.zeros(run.envs_per_actor, bool)

@@ -61,6 +61,10 @@ class RunConfig:
     """Stop when the mean return of the last 20 training episodes reaches this (None: never)."""
     normalize_observations: bool = False
     """Normalise observations by running statistics in each actor (for MuJoCo envs)."""
+    normalize_rewards: bool = False
+    """Scale rewards in each actor by a running estimate of the standard deviation of the
+    discounted return (the agent's discount), clipped to [-10, 10], as CleanRL's MuJoCo
+    PPO and SB3's VecNormalize do; episode returns are still reported in the env's units."""
     env_backend: EnvBackend = "auto"
     """Atari (ALE/...) backend: ale (ale-py's C++ vector env; what auto picks), gymnasium
     (gymnasium's preprocessing wrappers) or envpool (if installed). Others: auto or gymnasium."""

@@ -42,12 +42,15 @@ class EnvActor:
       run: the run's config (``env``, its options, ``envs_per_actor``,
         ``normalize_observations``).
       seed: seeds the envs (the learner host seeds this actor's sampling key with it).
+      reward_discount: with ``--normalize-rewards``, the agent's discount
+        (``envs.reward_discount``).
     """
 
-    def __init__(self, actor_id: int, run: RunConfig, seed: int):
+    def __init__(self, actor_id: int, run: RunConfig, seed: int,
+                 reward_discount: float | None = None):
         self.actor_id, self.seed = actor_id, seed
         self.env, _ = envs.make(run.env, run.envs_per_actor, seed, run.normalize_observations,
-                                **run.env_options())
+                                reward_discount=reward_discount, **run.env_options())
 
     def pid(self) -> int:
         return os.getpid()

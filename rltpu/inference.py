@@ -55,10 +55,12 @@ actors per call), 0.5 ms 14,400 (2.3), none 14,000 (2.3). Waiting longer batches
 which pays only where a policy call costs more than the wait (big networks)."""
 
 
-def start_env_actors(run: RunConfig, actor_seeds: Sequence[tuple[int, int]]) -> list:
+def start_env_actors(run: RunConfig, actor_seeds: Sequence[tuple[int, int]],
+                     reward_discount: float | None = None) -> list:
     """Starts ``RayEnvActor``s, one per ``(actor_id, seed)``."""
     actor_class = RayEnvActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
-    return [actor_class.remote(actor_id, run, seed) for actor_id, seed in actor_seeds]
+    return [actor_class.remote(actor_id, run, seed, reward_discount)
+            for actor_id, seed in actor_seeds]
 
 
 def make_queue(plan, actor_ids: Sequence[int], actors: Sequence, params: "ServedParams",

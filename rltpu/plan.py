@@ -71,9 +71,10 @@ def check_env_and_agent(agent: Agent, agent_config: Any, run: RunConfig
             raise ValueError(f"--mode anakin needs a JAX env, {jax_envs.PREFIX}NAME (e.g. "
                              f"{jax_envs.PREFIX}CartPole-v1); got --env {run.env!r}, which "
                              "--mode ray steps")
-        if run.normalize_observations:
-            raise ValueError("--normalize-observations is not supported in --mode anakin; "
-                             "use --mode ray")
+        for flag in ("normalize_observations", "normalize_rewards"):
+            if getattr(run, flag):
+                raise ValueError(f"--{flag.replace('_', '-')} is not supported in --mode "
+                                 "anakin; use --mode ray")
         jax_env, spec = jax_envs.make(run.env)
     elif jax_envs.is_jax_env(run.env):
         raise ValueError(f"--env {run.env!r} is a JAX env: train it with --mode anakin "
@@ -81,6 +82,9 @@ def check_env_and_agent(agent: Agent, agent_config: Any, run: RunConfig
     else:
         spec = envs.make_spec(run.env, **run.env_options())
     agent.check_spec(spec)
+    if run.normalize_rewards and not isinstance(getattr(agent_config, "discount", None), float):
+        raise ValueError(f"--normalize-rewards scales rewards by the spread of the return "
+                         f"discounted by the agent's discount; agent {run.agent!r} has none")
     fns = agent.build(spec, agent_config, run)  # raises on bad combinations
     if run.evaluates and run.eval_policy == "greedy" and fns.greedy_step is None:
         raise ValueError(f"--agent {agent.name} has no greedy_step to evaluate with; use "

@@ -14,7 +14,7 @@ import time
 
 import ray
 
-from rltpu import checkpoint, cluster, devices, inference, session
+from rltpu import checkpoint, cluster, devices, envs, inference, session
 from rltpu.actor import RayRolloutActor
 from rltpu.cluster import connect, keep_ray_up
 from rltpu.driver import Loop
@@ -112,7 +112,8 @@ def _start_actors(plan: Plan, hosts: LearnerHosts, resume: checkpoint.Restored |
     ids = hosts.actor_ids(run.num_actors)
     seeds = [(run.seed * 10_000 + 1000 * (i + 1) + 7919 * seed_offset) % 2**31 for i in ids]
     if run.inference == "central":  # env actors: no agent, no JAX (rltpu.inference)
-        return inference.start_env_actors(run, list(zip(ids, seeds)))
+        return inference.start_env_actors(run, list(zip(ids, seeds)),
+                                          envs.reward_discount(run, plan.agent_config))
     actor_class = RayRolloutActor.options(max_restarts=run.max_actor_restarts, max_task_retries=0)
     key = session.settings_key(plan, resume, *ids, actors=True)
     actors = session.take_actors(key, fresh_ray)

@@ -48,6 +48,62 @@ def test_observation_normalisation():
     assert raw.first_observation.std() < 0.2  # raw MuJoCo observations are not unit scale
 
 
+def test_reward_normalisation():
+    """Rewards divided by the running standard deviation of the discounted return (autoreset
+    steps left out; as in CleanRL's and SB3's, a terminal step's return is its reward
+    alone), clipped to 10; episode returns stay raw."""
+    env, _ = envs.make("rltpu.envs.fake:CountingEnv", 1, seed=0, reward_discount=0.9)
+    returns, accumulated, episode_returns = [], 0.0, []
+    for t in range(60):
+        _, reward, terminated, _, info = env.step(np.ones(1, np.int64))
+        if t % 6 == 5:  # the autoreset step after each 5-step episode: no reward, no update
+            assert reward[0] == 0.0 and not terminated[0]
+            continue
+        # (CountingEnv pays 2 for action 1)
+        accumulated = 0.9 * accumulated * (1 - terminated[0]) + 2.0
+        returns.append(accumulated)
+        # gymnasium's running statistics start from variance 1 at a weight of 1e-4
+        expected = min(2.0 / np.sqrt(np.var(returns)) if len(returns) > 1 else np.inf, 10.0)
+        np.testing.assert_allclose(reward[0], expected, rtol=1e-3 if len(returns) > 5 else 0.1)
+        if terminated[0]:
+            episode_returns.append(float(info["episode"]["r"][0]))
+    assert reward[0] < 1.0  # past the first steps, well inside the clip
+    assert episode_returns == [10.0] * 10  # in the env's units
+
+
+def test_actors_learn_from_normalised_rewards_and_report_raw_returns():
+    """--normalize-rewards reaches both kinds of actor with the agent's discount: the
+    trajectory carries scaled rewards, the finished episodes' returns are the env's."""
+    import jax
+    from rltpu import devices
+    from rltpu.env_actor import EnvActor
+    agent, env = agents.get("impala"), "rltpu.envs.fake:CountingEnv"
+    unrolls = []
+    for normalize in (False, True):
+        run = RunConfig(env=env, envs_per_actor=2, unroll_length=12, batch_size=2,
+                        normalize_rewards=normalize)
+        actor = RolloutActor(0, agent, agent.Config(), run, seed=3)
+        fns = agent.build(envs.make_spec(env), agent.Config(), run)
+        actor.set_params(0, devices.to_host(jax.jit(fns.init)(jax.random.key(0)).params))
+        unrolls.append(actor.unroll_with_current())
+    raw, scaled = unrolls
+    np.testing.assert_array_equal(raw.trajectory.action, scaled.trajectory.action)
+    assert len(raw.episode_returns) == 4
+    np.testing.assert_array_equal(raw.episode_returns, scaled.episode_returns)
+    assert set(raw.trajectory.reward[raw.trajectory.valid]) <= {1.0, 2.0}
+    np.testing.assert_array_equal(scaled.trajectory.reward[0], [10.0, 10.0])  # clipped
+    # one scale for both envs at each step (one running estimate per actor), below 1 once
+    # the returns have spread
+    both = raw.trajectory.valid.all(axis=1)
+    ratio = scaled.trajectory.reward[both] / raw.trajectory.reward[both]
+    np.testing.assert_allclose(ratio[:, 0], ratio[:, 1], rtol=1e-6)
+    assert ratio[-1, 0] < 1.0, ratio
+    run = RunConfig(env=env, envs_per_actor=2, normalize_rewards=True)
+    env_actor = EnvActor(0, run, seed=3, reward_discount=envs.reward_discount(run, agent.Config()))
+    assert env_actor.env.env.gamma == agent.Config().discount
+    np.testing.assert_array_equal(env_actor.step(np.ones(2, np.int64)).reward, [10.0, 10.0])
+
+
 def test_gaussian_actor_on_half_cheetah():
     agent = agents.get("ppo")
     run = RunConfig(env="HalfCheetah-v5", envs_per_actor=2, unroll_length=5, batch_size=2,
