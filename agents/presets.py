@@ -120,7 +120,7 @@ PRESETS = {
         agent="ppo",
         run={"env": "Hopper-v5", "num_actors": 1, "envs_per_actor": 1, "unroll_length": 2048,
              "batch_size": 1, "on_policy": True, "normalize_observations": True,
-             "total_env_steps": 1_000_000, "target_return": None},
+             "normalize_rewards": True, "total_env_steps": 1_000_000, "target_return": None},
         agent_config={"hidden_sizes": (64, 64), "learning_rate": 3e-4, "anneal_lr": True,
                       "num_epochs": 10, "num_minibatches": 32, "discount": 0.99,
                       "gae_lambda": 0.95, "clip_epsilon": 0.2, "value_clip_epsilon": 0.2,
@@ -131,10 +131,9 @@ PRESETS = {
                "to 0, discount 0.99, GAE lambda 0.95, clip 0.2 on the ratio and on value "
                "updates, value coefficient 0.5, no entropy bonus, gradient norm 0.5, 64x64 "
                "tanh MLPs with a state-independent log std starting at 0, observations "
-               "normalised by running statistics, 1M steps",
-        deviations=("rewards are not scaled by a running estimate of the return's spread "
-                    "(CleanRL's NormalizeReward), nor clipped to [-10, 10]",
-                    "normalised observations are not clipped to [-10, 10]")),
+               "normalised by running statistics, rewards scaled by a running estimate of "
+               "the discounted return's spread and clipped to [-10, 10], 1M steps",
+        deviations=("normalised observations are not clipped to [-10, 10]",)),
 }
 
 

@@ -143,7 +143,8 @@ def test_research_presets_build_and_read_back_from_a_file(tmp_path):
     assert (minatar.run["batch_size"], minatar.run["unroll_length"]) == (64, 128)
     assert (minatar.agent_config["num_epochs"], minatar.agent_config["num_minibatches"],
             minatar.agent_config["learning_rate"]) == (4, 8, 5e-4)
-    assert mujoco.run["normalize_observations"] and mujoco.run["unroll_length"] == 2048
+    assert mujoco.run["normalize_observations"] and mujoco.run["normalize_rewards"]
+    assert mujoco.run["unroll_length"] == 2048
     blines = presets.get("ppo-minatar-blines")  # gymnax-blines' ppo.yaml
     assert (blines.agent_config["hidden_sizes"], blines.agent_config["activation"],
             blines.agent_config["discount"], blines.agent_config["anneal_lr"]) == (
