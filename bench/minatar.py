@@ -22,6 +22,7 @@ Memory: PureJaxRL's runner keeps every step's episode statistics until training 
 usage: python bench/minatar.py [--games Breakout,SpaceInvaders,Freeway,Asterix]
            [--total-env-steps 10000000] [--seed 0] [--runs-dir DIR] [--out FILE]
            [--preset ppo-minatar-blines --skip peer]   (gymnax-blines' settings, rltpu only)
+           [--preset impala-minatar --skip peer]       (IMPALA, rltpu only)
        python bench/minatar.py --table-from FILE   (the table of an earlier run's --out)
 """
 from __future__ import annotations
@@ -46,7 +47,7 @@ PEER_DIR = os.path.join(os.path.dirname(ROOT), "shared", "peers", "purejaxrl")
 PEER_GEOMETRY = ("64", "128")
 PEER_TRAINING = ("4", "8", "5e-4")
 # rltpu's presets for MinAtar; only the first is what PureJaxRL's runner also runs.
-PRESETS = ("ppo-minatar", "ppo-minatar-blines")
+PRESETS = ("ppo-minatar", "ppo-minatar-blines", "impala-minatar")
 BATCH = 64 * 128
 
 
@@ -158,7 +159,7 @@ def main(argv: list[str]) -> int:
         print(table(read_jsonl(args.table_from)))
         return 0
     runs_dir, out = results_paths(args.runs_dir, args.out, "minatar")
-    print(f"# MinAtar: rltpu Anakin PPO (--preset {args.preset}) vs PureJaxRL PPO, "
+    print(f"# MinAtar: rltpu Anakin (--preset {args.preset}) vs PureJaxRL PPO, "
           f"{args.total_env_steps:,} env steps "
           f"per run; {machine_line()}; results to {out}", flush=True)
     rows = []

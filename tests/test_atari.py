@@ -245,7 +245,7 @@ def test_presets_fill_defaults_and_build():
     assert (impala.run["unroll_length"], impala.run["batch_size"]) == (20, 32)
     assert impala.agent_config["learning_rate"] == 6e-4
     assert (impala.agent_config["core"], impala.agent_config["core_size"]) == ("lstm", 256)
-    with pytest.raises(ValueError, match="unknown preset 'atari'; valid: dqn-atari, impala-atari, ppo-atari, ppo-minatar, ppo-minatar-blines, ppo-mujoco"):
+    with pytest.raises(ValueError, match="unknown preset 'atari'; valid: dqn-atari, impala-atari, impala-minatar, ppo-atari, ppo-minatar, ppo-minatar-blines, ppo-mujoco"):
         presets.get("atari")
 
 

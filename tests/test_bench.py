@@ -150,8 +150,14 @@ def test_research_presets_build_and_read_back_from_a_file(tmp_path):
             blines.agent_config["discount"], blines.agent_config["anneal_lr"]) == (
                 (256, 256), "relu", 0.999, False)
     assert dict(blines.run) == dict(minatar.run)
+    impala = presets.get("impala-minatar")  # the settings of its 10M-step Breakout run
+    assert (impala.run["mode"], impala.run["batch_size"], impala.run["unroll_length"]) == (
+        "anakin", 128, 20)
+    assert (impala.agent_config["optimizer"], impala.agent_config["discount"],
+            impala.agent_config["entropy_cost"]) == ("adam", 0.999, 0.05)
     for preset, spec in ((minatar, jax_envs.make("gymnax:SpaceInvaders-MinAtar")[1]),
                          (blines, jax_envs.make("gymnax:Breakout-MinAtar")[1]),
+                         (impala, jax_envs.make("gymnax:Asterix-MinAtar")[1]),
                          (mujoco, envs.make_spec("Walker2d-v5"))):
         agent = agents.get(preset.agent)
         agent.build(spec, agent.Config(**preset.agent_config),

@@ -41,7 +41,7 @@ CASES = [
      "--num-processes must be a positive integer, got 0"),
     (["--distributed", "auto", "--process-id", "1"], "--distributed auto takes no --coordinator"),
     (["--distributed", "manual"], "invalid choice: 'manual'"),
-    (["--preset", "atari"], "unknown preset 'atari'; valid: dqn-atari, impala-atari, ppo-atari, ppo-minatar, ppo-minatar-blines, ppo-mujoco"),
+    (["--preset", "atari"], "unknown preset 'atari'; valid: dqn-atari, impala-atari, impala-minatar, ppo-atari, ppo-minatar, ppo-minatar-blines, ppo-mujoco"),
     (["--preset", "dqn-atari", "--agent", "ppo"], "--preset dqn-atari is for agent dqn, not 'ppo'"),
     (["--agent", "dqn", "--core", "lstm"], "--core lstm: agent 'dqn' is feed-forward"),
     (["--core", "rnn"], "--core: invalid choice: 'rnn' (choose from 'none', 'lstm', 'gru')"),
