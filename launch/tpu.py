@@ -588,8 +588,8 @@ def train_steps(cfg: LaunchConfig, train_args: tuple[str, ...]) -> list[Step]:
 
     On a slice of several hosts it starts one learner process on every host, with the same
     flags and ``--distributed auto``: they join with ``jax.distributed`` (each host's
-    metadata tells it its id and where worker 0, the coordinator, is) and learn over every chip of the slice; worker 0's
-    process writes the run directory. With ``learners_by_ray`` it starts one driver on worker
+    metadata tells it its id and where worker 0, the coordinator, is) and learn over every
+    chip of the slice; worker 0's process writes the run directory. With ``learners_by_ray`` it starts one driver on worker
     0 instead, and Ray places the learner processes (``--learner-hosts``). A run in a bucket
     whose config.json exists already is resumed (``--resume RUN_DIR``) instead of started."""
     hosts = cfg.slice.hosts

@@ -242,7 +242,8 @@ def cloud_tpu_cluster(tries: int = 3) -> tuple[str, int, int] | None:
     process ids span slices and JAX's own discovery is left to decide.
 
     Raises:
-      ValueError: the endpoints list is in neither format, or the port is not a number.
+      ValueError: an endpoint is in neither format, this host's id is not among them, or
+        the port is not a port.
     """
     import urllib.error
     import urllib.request
