@@ -1,5 +1,7 @@
 """What each learner process owns, and the single-process case of their agreement (the
 multi-process one runs in tests/test_multihost_train.py)."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -36,6 +38,19 @@ TPU_VM = {"agent-worker-number": "2", "tpu-env": "ACCELERATOR_TYPE: 'v4-32'\nWOR
                                       "w-3:3:10.130.0.6"}
 
 
+@contextlib.contextmanager
+def tpu_vm(changes: dict, monkeypatch):
+    """A TPU VM's metadata (``TPU_VM`` with ``changes``; None drops a key) served on loopback,
+    ``GCE_METADATA_IP`` pointing at it; ``JAX_COORDINATOR_PORT`` among the changes is set
+    in the environment instead."""
+    attributes = {**TPU_VM, **changes}
+    if "JAX_COORDINATOR_PORT" in attributes:
+        monkeypatch.setenv("JAX_COORDINATOR_PORT", attributes.pop("JAX_COORDINATOR_PORT"))
+    with metadata_server({k: v for k, v in attributes.items() if v is not None}) as address:
+        monkeypatch.setenv("GCE_METADATA_IP", address)
+        yield
+
+
 @pytest.mark.parametrize("case,changes,expected", [
     ("triples", {}, ("10.130.0.9:8482", 4, 2)),
     ("host names", {"worker-network-endpoints": "t1k-w-0,t1k-w-1,t1k-w-2"},
@@ -46,11 +61,7 @@ TPU_VM = {"agent-worker-number": "2", "tpu-env": "ACCELERATOR_TYPE: 'v4-32'\nWOR
      None),
 ])
 def test_a_tpu_vms_metadata_names_the_slice(case, changes, expected, monkeypatch):
-    attributes = {**TPU_VM, **changes}
-    if "JAX_COORDINATOR_PORT" in attributes:
-        monkeypatch.setenv("JAX_COORDINATOR_PORT", attributes.pop("JAX_COORDINATOR_PORT"))
-    with metadata_server({k: v for k, v in attributes.items() if v is not None}) as address:
-        monkeypatch.setenv("GCE_METADATA_IP", address)
+    with tpu_vm(changes, monkeypatch):
         assert hosts.cloud_tpu_cluster() == expected, case
 
 
@@ -69,11 +80,7 @@ def test_no_metadata_server_is_no_tpu_vm(monkeypatch):
     ({"JAX_COORDINATOR_PORT": "http"}, "JAX_COORDINATOR_PORT='http' is not a port from 1 to 65535"),
 ])
 def test_a_metadata_fault_is_one_line(changes, error, monkeypatch):
-    attributes = {**TPU_VM, **changes}
-    if "JAX_COORDINATOR_PORT" in attributes:
-        monkeypatch.setenv("JAX_COORDINATOR_PORT", attributes.pop("JAX_COORDINATOR_PORT"))
-    with metadata_server(attributes) as address:
-        monkeypatch.setenv("GCE_METADATA_IP", address)
+    with tpu_vm(changes, monkeypatch):
         with pytest.raises(ValueError) as raised:
             hosts.cloud_tpu_cluster()
     assert str(raised.value) == error
