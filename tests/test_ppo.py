@@ -56,3 +56,13 @@ def test_advantage_normalisation():
     # [3, 1] normalises to [1, -1]: the same surrogate as above
     _, m = loss([3.0, 1.0], normalize=True)
     np.testing.assert_allclose(m["pg_loss"], -0.1, rtol=1e-5)
+
+
+def test_adam_epsilon_in_the_first_step_by_hand():
+    # Adam's first step is -lr g / (|g| + eps) per parameter (both moments' bias corrections
+    # give g and g^2); g's norm is under the 0.5 clip, so the clip leaves it alone.
+    from rltpu.agents.ppo import PPOConfig, make_optimizer
+    g = {"w": jnp.array([0.3, -0.1])}
+    optimizer = make_optimizer(PPOConfig(learning_rate=1e-3, anneal_lr=False, adam_epsilon=0.1), 1)
+    updates, _ = optimizer.update(g, optimizer.init(g), g)
+    np.testing.assert_allclose(updates["w"], [-1e-3 * 0.3 / 0.4, 1e-3 * 0.1 / 0.2], rtol=1e-5)

@@ -10,6 +10,8 @@ from rltpu.agents.config import NetworkConfig, check_ranges
 class PPOConfig(NetworkConfig):
     learning_rate: float = 1e-3
     """Adam step size at the start."""
+    adam_epsilon: float = 1e-8
+    """Adam's epsilon, added to the root of its second-moment estimate."""
     anneal_lr: bool = True
     """Anneal the step size linearly to 0 over --total-env-steps."""
     discount: float = 0.98
@@ -35,7 +37,7 @@ class PPOConfig(NetworkConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_ranges(self, positive=("learning_rate", "clip_epsilon", "max_grad_norm"),
+        check_ranges(self, positive=("learning_rate", "adam_epsilon", "clip_epsilon", "max_grad_norm"),
                      non_negative=("entropy_cost", "value_cost"),
                      unit_interval=("discount", "gae_lambda"),
                      positive_int=("num_epochs", "num_minibatches"))

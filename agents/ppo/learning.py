@@ -23,7 +23,8 @@ def make_optimizer(config: PPOConfig, num_updates: int) -> optax.GradientTransfo
     steps = num_updates * config.num_epochs * config.num_minibatches
     lr = (optax.linear_schedule(config.learning_rate, 0.0, max(steps, 1))
           if config.anneal_lr else config.learning_rate)
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr))
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
+                       optax.adam(lr, eps=config.adam_epsilon))
 
 
 def make_update_fn(networks: ActorCriticNetworks, distribution,
