@@ -37,7 +37,8 @@ class PPOConfig(NetworkConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_ranges(self, positive=("learning_rate", "adam_epsilon", "clip_epsilon", "max_grad_norm"),
+        check_ranges(self, positive=("learning_rate", "adam_epsilon", "clip_epsilon",
+                                     "max_grad_norm"),
                      non_negative=("entropy_cost", "value_cost"),
                      unit_interval=("discount", "gae_lambda"),
                      positive_int=("num_epochs", "num_minibatches"))
