@@ -2,7 +2,7 @@
 import jax.numpy as jnp
 import numpy as np
 
-from rltpu.agents.ppo import gae, ppo_loss
+from rltpu.agents.ppo import PPOConfig, gae, make_optimizer, ppo_loss
 
 V = jnp.array([1.0, 2.0, 3.0, 4.0])
 R = jnp.array([1.0, 1.0, 1.0])
@@ -61,7 +61,6 @@ def test_advantage_normalisation():
 def test_adam_epsilon_in_the_first_step_by_hand():
     # Adam's first step is -lr g / (|g| + eps) per parameter (both moments' bias corrections
     # give g and g^2); g's norm is under the 0.5 clip, so the clip leaves it alone.
-    from rltpu.agents.ppo import PPOConfig, make_optimizer
     g = {"w": jnp.array([0.3, -0.1])}
     optimizer = make_optimizer(PPOConfig(learning_rate=1e-3, anneal_lr=False, adam_epsilon=0.1), 1)
     updates, _ = optimizer.update(g, optimizer.init(g), g)
