@@ -7,6 +7,7 @@ queue when it is back; the restarted actor gets the current params with its next
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from typing import Callable, Sequence
@@ -159,6 +160,42 @@ def _ray_restart_count(actor) -> int:
         return 0
 
 
+class _SignalsReceived:
+    """The signals this process receives from now until ``end``, counted by Python's C
+    signal handler (``signal.set_wakeup_fd``) whatever Python handler is installed, and
+    whether or not that handler's exception survives. Counts nothing outside the main
+    thread or while something else (an asyncio loop) holds the wakeup fd."""
+
+    def __init__(self):
+        self._read = self._write = None
+        self._received: set[int] = set()
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._read, self._write = os.pipe()
+        for fd in (self._read, self._write):
+            os.set_blocking(fd, False)
+        previous = signal.set_wakeup_fd(self._write, warn_on_full_buffer=False)
+        if previous != -1:  # another's: give it back, count nothing
+            signal.set_wakeup_fd(previous)
+            self._close()
+
+    def end(self) -> set[int]:
+        """Stops counting (the first call); returns the signal numbers received."""
+        if self._read is not None:
+            signal.set_wakeup_fd(-1)
+            try:
+                self._received.update(os.read(self._read, 4096))
+            except BlockingIOError:  # none
+                pass
+            self._close()
+        return self._received
+
+    def _close(self) -> None:
+        os.close(self._read)
+        os.close(self._write)
+        self._read = self._write = None
+
+
 class Stopped(Exception):
     """A wait (for Ray, for unrolls, for actors) gave up because a stop was requested."""
 
@@ -213,7 +250,14 @@ class StopRequest:
         """Calls ``start`` (which calls ``ray.init``) and puts this object's handlers back
         after it. ``ray.init`` first installs a SIGTERM handler that calls ``sys.exit``; a
         SIGTERM then (or a failure of a Ray whose processes a signal to the whole group
-        ended) becomes a stop request. Returns what ``start`` returned, or False then."""
+        ended) becomes a stop request. Returns what ``start`` returned, or False then.
+
+        Ray's ``SystemExit`` may never reach here: raised inside Ray's C++ waits (its signal
+        check), it comes back as an error that Ray's own retries can swallow, and the run
+        went on as if no signal had come (seen once in CI). So every SIGTERM is also
+        counted where Python's C handler receives it, through a wakeup fd (when nothing
+        else, an asyncio loop, holds that), and one counted there is a stop request too."""
+        received = _SignalsReceived()
         try:
             return start()
         except SystemExit as e:
@@ -223,14 +267,18 @@ class StopRequest:
             console.say("SIGTERM received while Ray was starting: stopping")
             return False
         except Exception:  # noqa: BLE001 -- re-raised unless a stop explains it
-            if not self.requested:
+            if not self.requested and signal.SIGTERM not in received.end():
                 raise
+            self.signal_name = self.signal_name or "SIGTERM"
             console.say(f"Ray failed to start after {self.signal_name}: stopping")
             return False
         finally:
             if threading.current_thread() is threading.main_thread() and self._previous:
                 for signum in self.SIGNALS:
                     signal.signal(signum, self._handle)
+            if signal.SIGTERM in received.end() and not self.requested:
+                self.signal_name = "SIGTERM"
+                console.say("SIGTERM received while Ray was starting: stopping")
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from rltpu import agents, checkpoint, envs
-from rltpu.faults import rollout_actor_processes
+from rltpu.faults import StopRequest, rollout_actor_processes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRACE_S = 30  # what Cloud TPU spot VMs give between SIGTERM and power-off
@@ -73,6 +73,45 @@ def check_final(run_dir, tmp_path, took):
     assert took < GRACE_S, f"took {took:.1f} s"
     print(f"exit 0 {took:.1f} s after SIGTERM, checkpoint {final}")
     return summary
+
+
+def ray_like_start(swallow: bool):
+    """What ``ray.init`` does with a SIGTERM that lands in it: its handler exits, and
+    (``swallow``) its C++ wait turns the ``SystemExit`` into an error a retry swallows."""
+    def start():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # (the handler runs here)
+        except SystemExit:
+            if not swallow:
+                raise
+        return True
+    return start
+
+
+@pytest.mark.parametrize("swallow", [False, True], ids=["exits", "swallowed"])
+def test_a_sigterm_while_ray_starts_is_a_stop_request(swallow):
+    with StopRequest() as stop:
+        started = stop.during_ray_init(ray_like_start(swallow))
+        assert stop.signal_name == "SIGTERM" and started is swallow
+        assert signal.getsignal(signal.SIGTERM) == stop._handle  # ours again
+    assert signal.set_wakeup_fd(-1) == -1  # counting ended
+
+
+def test_ray_start_without_a_signal_is_no_stop_and_leaves_a_wakeup_fd_alone():
+    with StopRequest() as stop:
+        assert stop.during_ray_init(lambda: True) and not stop.requested
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write)  # an asyncio loop's, say
+        try:
+            assert stop.during_ray_init(lambda: True) and not stop.requested
+            assert signal.set_wakeup_fd(write) == write
+        finally:
+            signal.set_wakeup_fd(-1)
+            os.close(read)
+            os.close(write)
 
 
 @pytest.fixture(autouse=True)
