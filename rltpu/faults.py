@@ -252,11 +252,12 @@ class StopRequest:
         SIGTERM then (or a failure of a Ray whose processes a signal to the whole group
         ended) becomes a stop request. Returns what ``start`` returned, or False then.
 
-        Ray's ``SystemExit`` may never reach here: raised inside Ray's C++ waits (its signal
-        check), it comes back as an error that Ray's own retries can swallow, and the run
-        went on as if no signal had come (seen once in CI). So every SIGTERM is also
-        counted where Python's C handler receives it, through a wakeup fd (when nothing
-        else, an asyncio loop, holds that), and one counted there is a stop request too."""
+        Ray's ``SystemExit`` may never reach here: a CI run once trained on as if no signal
+        had come (the path was not reproduced; raised at the signal check of Ray's C++
+        waits, the ``SystemExit`` comes back as an error Ray's own code may swallow). So
+        every SIGTERM is also counted where Python's C handler receives it, through a
+        wakeup fd (when nothing else, an asyncio loop, holds that), and one counted there
+        is a stop request too."""
         received = _SignalsReceived()
         try:
             return start()
