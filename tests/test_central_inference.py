@@ -78,7 +78,9 @@ def _repo():
 @pytest.mark.parametrize("core", [None, "lstm"], ids=["feedforward", "recurrent"])
 def test_central_and_actor_inference_give_the_same_trajectories(ray_local, core):
     """The same seeds and params: rollout actors acting themselves and env actors served
-    centrally (two actors batched into one call) make bitwise the same unrolls."""
+    centrally (two actors batched into one call) make the same unrolls: bitwise the same
+    observations, actions, rewards and returns, the network's outputs and core states to
+    float32 rounding."""
     run = RunConfig(env="CartPole-v1", envs_per_actor=3, unroll_length=25, batch_size=3,
                     num_actors=2)
     config = IMPALA.Config() if core is None else IMPALA.Config(core=core, core_size=8)
@@ -115,7 +117,16 @@ def test_central_and_actor_inference_give_the_same_trajectories(ray_local, core)
             assert len(leaves) == len(jax.tree.leaves(mine.trajectory))
             for (path, want), have in zip(leaves, jax.tree.leaves(mine.trajectory)):
                 assert have.dtype == want.dtype and have.shape == want.shape, path
-                np.testing.assert_array_equal(have, want, err_msg=jax.tree_util.keystr(path))
+                key = jax.tree_util.keystr(path)
+                if np.issubdtype(want.dtype, np.floating) and ("extras" in key
+                                                               or "core_state" in key):
+                    # the network's outputs and core state: a batch of six rows may round
+                    # differently from one of three (JAX 0.7.2's CPU kernels: up to 1 ulp)
+                    np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-7,
+                                               err_msg=jax.tree_util.keystr(path))
+                else:
+                    np.testing.assert_array_equal(have, want,
+                                                  err_msg=jax.tree_util.keystr(path))
     # episodes ended inside the unrolls: the autoreset steps were compared too
     assert any(not u.trajectory.valid.all() for u in got[0] + got[1])
 
