@@ -122,11 +122,9 @@ def test_central_and_actor_inference_give_the_same_trajectories(ray_local, core)
                                                                or "core_state" in key):
                     # the network's outputs and core state: a batch of six rows may round
                     # differently from one of three (JAX 0.7.2's CPU kernels: up to 1 ulp)
-                    np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-7,
-                                               err_msg=jax.tree_util.keystr(path))
+                    np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-7, err_msg=key)
                 else:
-                    np.testing.assert_array_equal(have, want,
-                                                  err_msg=jax.tree_util.keystr(path))
+                    np.testing.assert_array_equal(have, want, err_msg=key)
     # episodes ended inside the unrolls: the autoreset steps were compared too
     assert any(not u.trajectory.valid.all() for u in got[0] + got[1])
 
