@@ -3,12 +3,11 @@ the learner's devices (a TPU's cores, a GPU, or this CPU), no Ray.
 
 ``--batch-size`` is the number of envs, split over the devices; each update unrolls
 ``unroll_length`` steps of all of them. The settings are the README's Anakin example
-(PureJaxRL's CartPole geometry, discount and GAE lambda)::
+(PureJaxRL's CartPole geometry; PPO's default discount and GAE lambda are PureJaxRL's)::
 
     python examples/anakin_gymnax.py             # or, from the shell:
     rltpu train --mode anakin --agent ppo --env gymnax:CartPole-v1 --batch-size 2048 \\
-        --unroll-length 16 --num-epochs 4 --num-minibatches 32 --discount 0.99 \\
-        --gae-lambda 0.95
+        --unroll-length 16 --num-epochs 4 --num-minibatches 32
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from rltpu import agents
 
 def main(total_env_steps: int = 2_000_000, run_dir: str | None = None) -> dict:
     agent = agents.get("ppo")
-    config = agent.Config(num_epochs=4, num_minibatches=32, discount=0.99, gae_lambda=0.95)
+    config = agent.Config(num_epochs=4, num_minibatches=32)
     run = rltpu.RunConfig(mode="anakin", env="gymnax:CartPole-v1", batch_size=2048,
                           unroll_length=16, total_env_steps=total_env_steps, run_dir=run_dir)
     return rltpu.train(agent, config, run)

@@ -1,4 +1,8 @@
-"""PPO hyperparameters (defaults: rl-zoo's CartPole-v1 settings)."""
+"""PPO hyperparameters. Defaults: rl-zoo's CartPole-v1 settings (8 envs x 32 steps, 20 epochs,
+Adam 1e-3 annealed, clip 0.2), except the discount and GAE lambda: 0.99 and 0.95 (the PPO
+paper's, CleanRL's and PureJaxRL's) where rl-zoo takes 0.98 and 0.8. At rl-zoo's pair a
+solved CartPole was not kept solved, in Ray mode (a run dipped to 358) and in Anakin mode on
+2048 envs (to 366.9 and 359.7); at 0.99 and 0.95 every run held (README, Agents)."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,9 +18,9 @@ class PPOConfig(NetworkConfig):
     """Adam's epsilon, added to the root of its second-moment estimate."""
     anneal_lr: bool = True
     """Anneal the step size linearly to 0 over --total-env-steps."""
-    discount: float = 0.98
+    discount: float = 0.99
     """Per-step discount gamma."""
-    gae_lambda: float = 0.8
+    gae_lambda: float = 0.95
     """GAE lambda."""
     clip_epsilon: float = 0.2
     """Clip range of the probability ratio in the surrogate objective."""
