@@ -54,7 +54,8 @@ NOT_HELD_YET = pytest.mark.skip(reason="does not hold a solved CartPole yet (iss
 
 
 # Ray-mode IMPALA held in five runs and dipped to 302.7 at 1.6M steps in a sixth (a Ray
-# run is not deterministic): not reliably held either.
+# run is not deterministic): not reliably held either. With --anneal-lr six runs held, one
+# only just (lowest 400.65 at 280k), so that is not shown to be the fix (README, Agents).
 NOT_HELD_RELIABLY = pytest.mark.skip(reason="dipped to 302.7 in one of six runs (issue 17)")
 
 
