@@ -12,7 +12,7 @@ from tests.test_agents_learn import train
 
 # Budgets and settings measured in README's "Recurrent agents" section. PPO takes rl-zoo's
 # CartPoleNoVel-v1 discount and GAE lambda (bench/recurrent.py's peer's), at which its budget
-# was measured: at PPO's defaults (0.99, 0.95) a run reached 192.5 in 1M steps.
+# was measured: at PPO's defaults (0.99, 0.95) a run ended its 1M steps at 192.5.
 CASES = {  # settings, and the LSTM's budget of env steps
     "impala": (["--agent", "impala", "--core-size", "64"], 1_500_000),
     "ppo": (["--agent", "ppo", "--core-size", "64", "--discount", "0.98", "--gae-lambda", "0.8"],
