@@ -122,6 +122,14 @@ def _read_with_retries(reader, path: str, template, retries: tuple[float, ...]):
             time.sleep(delay)
 
 
+def _json_object(value, name: str) -> dict:
+    """A checkpoint's ``counters`` or ``config``: a JSON object, or the checkpoint is damaged."""
+    if not isinstance(value, dict):
+        raise ValueError(f"its {name} hold {type(value).__name__} {str(value)[:40]!r}, "
+                         "not a JSON object")
+    return value
+
+
 def restore(run_dir: str, init: Callable, step: int | None = None,
             retries: tuple[float, ...] = READ_RETRIES) -> Restored:
     """Reads the newest complete checkpoint of ``run_dir`` (or checkpoint ``step``).
@@ -164,6 +172,8 @@ def restore(run_dir: str, init: Callable, step: int | None = None,
             restored = _read_with_retries(reader, path, template, retries)
             state = TrainState(*restored.state)
             _check_like(state, template)
+            counters = _json_object(restored.counters, "counters")
+            config = _json_object(restored.config, "config")
         except Exception as e:  # noqa: BLE001 -- any failure to read, again and again: damaged
             _forget_failed_reads()
             text = str(e).strip().splitlines()
@@ -177,8 +187,8 @@ def restore(run_dir: str, init: Callable, step: int | None = None,
         for name, why in skipped:
             console.warn(f"skipping checkpoint {storage.join(directory, name)} ({why})")
         state = state._replace(key=jax.random.wrap_key_data(state.key, impl=key_impl))
-        return Restored(candidate, state, dict(restored.counters), dict(restored.config),
-                        path, tuple(name for name, _ in skipped))
+        return Restored(candidate, state, counters, config, path,
+                        tuple(name for name, _ in skipped))
     raise CheckpointError(
         f"no complete checkpoint in {directory}"
         + (f" (skipped {', '.join(f'{name}: {why}' for name, why in skipped)})" if skipped else "")

@@ -155,6 +155,19 @@ def test_corrupt_and_incomplete_newest_fall_back_with_warnings(setup, tmp_path, 
                for line in capsys.readouterr().err.splitlines())
 
 
+@pytest.mark.parametrize("part,text", [("counters", "1.5"), ("config", "[1, 2]")])
+def test_counters_or_config_that_are_not_a_json_object_make_a_checkpoint_corrupt(
+        setup, tmp_path, capsys, part, text):
+    fns, _, learner, _ = setup
+    run_dir = saved_run(tmp_path, learner, steps=(1, 2))
+    (run_dir / "checkpoints" / "2" / part / "metadata").write_text(text)
+    restored = checkpoint.restore(str(run_dir), fns.init, retries=())
+    assert restored.step == 1 and restored.skipped == ("2",)
+    kind = "float" if part == "counters" else "list"
+    assert (f"skipping checkpoint {run_dir / 'checkpoints' / '2'} (corrupt, ValueError: its "
+            f"{part} hold {kind} ") in capsys.readouterr().err
+
+
 def test_no_complete_checkpoint_is_an_error_and_nothing_changes(setup, tmp_path):
     fns, _, learner, _ = setup
     run_dir = saved_run(tmp_path, learner, steps=(1, 2))
