@@ -89,3 +89,50 @@ def coordinator_port():
     from tests.processes import reserved_port
     with reserved_port() as port:
         yield port
+
+
+class Reached(Exception):
+    """A command line passed validation: training would start here."""
+
+
+@pytest.fixture
+def cli_in_process(tmp_path, monkeypatch, capfd):
+    """``run(argv, folder)``: ``rltpu`` (``rltpu.cli.main``) in this process, from ``folder``,
+    with file descriptors 1 and 2 captured; returns its exit status, stdout, stderr and the
+    plan of a command line that passed validation (None if none did). A valid ``train``
+    stops where training would start (a sentinel that records the plan and raises: exit 0),
+    so no case starts Ray, and each asks it: a case that started Ray fails the test. A
+    process costs seconds of imports; here a refused command line takes milliseconds."""
+    import ray
+
+    from rltpu import cli
+    from rltpu import run as running
+    ray_tmp = tmp_path / "ray"
+    ray_tmp.mkdir()
+    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    reached = []
+
+    def sentinel(plan, quiet=False, resume=None):
+        reached.append(plan)
+        if plan.run_dir_lock is not None:
+            plan.run_dir_lock.release()
+        raise Reached()
+    monkeypatch.setattr(running, "train_plan", sentinel)
+
+    def run(argv, folder):
+        monkeypatch.chdir(folder)
+        reached.clear()
+        capfd.readouterr()
+        # (the session's Ray, ``ray_local``, may be up already when an earlier test started it)
+        connected = ray.is_initialized()
+        try:
+            status = cli.main(argv)
+        except SystemExit as e:
+            status = e.code
+        except Reached:
+            status = 0
+        out, err = capfd.readouterr()
+        assert ray.is_initialized() == connected and not os.listdir(ray_tmp), f"{argv}: Ray started"
+        return status, out, err, (reached[0] if reached else None)
+    return run

@@ -3,9 +3,8 @@ failure in exactly one line on stderr (``rltpu: error: ...``), never a traceback
 started and nothing written outside the run directory (nothing at all on a failure).
 
 Cases are drawn with ``random`` from a fixed seed, so a failure reproduces. The CLI runs in
-this process (``rltpu.cli.main``) with file descriptors 1 and 2 captured; what a valid case
-would do after validation (start Ray and train) is replaced by a sentinel that records the
-plan and raises, so no case starts Ray: a valid case counts as exit 0.
+this process (the ``cli_in_process`` fixture): a valid case stops where training would
+start, and counts as exit 0.
 """
 import json
 import os
@@ -14,7 +13,6 @@ import shutil
 
 import pytest
 
-from rltpu import cli
 from tests.test_cli_resume import REPO, make_run
 
 SEED = 15
@@ -36,10 +34,6 @@ JSON_VALUES = [None, True, False, 0, -1, 1, 2**70, 1.5, float("nan"), float("inf
                "", "x", "os:getcwd", [], [1], {}, {"a": 1}]
 
 
-class Reached(Exception):
-    """A case passed validation: training would start here."""
-
-
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("base") / "run"
@@ -47,43 +41,6 @@ def good_run(tmp_path_factory):
     (run / "metrics.jsonl").write_text("".join(
         json.dumps({"time_s": i, "env_steps": 256 * i, "mean_return": 10.0 + i, "env_sps": 256})
         + "\n" for i in range(1, 6)))
-    return run
-
-
-@pytest.fixture
-def harness(tmp_path, monkeypatch, capfd):
-    """``run(argv, folder)``: the CLI in this process from ``folder``; returns its status,
-    stdout, stderr and the plan of a case that passed validation (None if none did)."""
-    import ray
-    from rltpu import run as running
-    ray_tmp = tmp_path / "ray"
-    ray_tmp.mkdir()
-    monkeypatch.setenv("RAY_TMPDIR", str(ray_tmp))
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    reached = []
-
-    def sentinel(plan, quiet=False, resume=None):
-        reached.append(plan)
-        if plan.run_dir_lock is not None:
-            plan.run_dir_lock.release()
-        raise Reached()
-    monkeypatch.setattr(running, "train_plan", sentinel)
-
-    def run(argv, folder):
-        monkeypatch.chdir(folder)
-        reached.clear()
-        capfd.readouterr()
-        # (the session's Ray, ``ray_local``, may be up already when an earlier test started it)
-        connected = ray.is_initialized()
-        try:
-            status = cli.main(argv)
-        except SystemExit as e:
-            status = e.code
-        except Reached:
-            status = 0
-        out, err = capfd.readouterr()
-        assert ray.is_initialized() == connected and not os.listdir(ray_tmp), f"{argv}: Ray started"
-        return status, out, err, (reached[0] if reached else None)
     return run
 
 
@@ -133,7 +90,7 @@ def train_flags():
                                                                "--env", "--trust-run-code"})
 
 
-def test_train_flags(harness, tmp_path):
+def test_train_flags(cli_in_process, tmp_path):
     rng = random.Random(SEED)
     flags, valid = train_flags(), 0
     for i in range(TRAIN_CASES):
@@ -144,7 +101,7 @@ def test_train_flags(harness, tmp_path):
             argv += ["--run-dir", rng.choice(["run", "", "runs/x/y", "file/run", "file", "."])]
             (folder / "file").write_text("")
         before = snapshot(folder)
-        status, out, err, plan = harness(argv, folder)
+        status, out, err, plan = cli_in_process(argv, folder)
         allowed = [os.path.relpath(plan.run_dir, folder)] if plan else []
         check(argv, status, err, before, snapshot(folder), allowed)
         valid += plan is not None
@@ -175,17 +132,24 @@ def damage_config(rng, config_path):
 
 
 def damage_checkpoints(rng, run):
-    files = sorted(p for p in (run / "checkpoints").rglob("*") if p.is_file())
-    for path in rng.sample(files, rng.randint(1, 3)):
-        kind = rng.randrange(4)
-        if kind == 0:
-            path.write_bytes(path.read_bytes()[:rng.randrange(max(1, path.stat().st_size))])
-        elif kind == 1:
-            path.write_bytes(bytes(rng.randrange(256) for _ in range(rng.randrange(64))))
-        elif kind == 2:
-            path.unlink()
-        else:
-            path.write_text(json.dumps(rng.choice(JSON_VALUES)))
+    # Orbax names its array data files at random (and may write four or five): they are
+    # damaged together, as one, so the same seed damages the same parts every time.
+    parts = {}
+    for path in sorted(p for p in (run / "checkpoints").rglob("*") if p.is_file()):
+        part = str(path.parent) if path.parent.name == "d" else str(path)
+        parts.setdefault(part, []).append(path)
+    for part in rng.sample(sorted(parts), rng.randint(1, 3)):
+        kind, cut, value = rng.randrange(4), rng.random(), rng.choice(JSON_VALUES)
+        junk = bytes(rng.randrange(256) for _ in range(rng.randrange(64)))
+        for path in parts[part]:
+            if kind == 0:
+                path.write_bytes(path.read_bytes()[:int(cut * path.stat().st_size)])
+            elif kind == 1:
+                path.write_bytes(junk)
+            elif kind == 2:
+                path.unlink()
+            else:
+                path.write_text(json.dumps(value))
 
 
 def damage_metrics(rng, run):
@@ -211,7 +175,7 @@ def damaged_copy(rng, good_run, folder):
     return run
 
 
-def test_resume_eval_and_plot_of_damaged_runs(harness, tmp_path, good_run):
+def test_resume_eval_and_plot_of_damaged_runs(cli_in_process, tmp_path, good_run):
     rng = random.Random(SEED + 1)
     resume_flags = ["--total-env-steps", "--target-return", "--num-actors", "--log-every-s",
                     "--max-in-flight", "--keep-checkpoints", "--checkpoint-every-minutes",
@@ -231,7 +195,7 @@ def test_resume_eval_and_plot_of_damaged_runs(harness, tmp_path, good_run):
             argv = ["plot", "run", *rng.choice([[], ["run"], ["--out", "run/c.png"],
                                                  ["--out", "nowhere/c.png"], ["nosuchrun"]])]
         before = snapshot(folder)
-        status, out, err, plan = harness(argv, folder)
+        status, out, err, plan = cli_in_process(argv, folder)
         # (plot's output: RUN_DIR/curves.png, or curves.png here for several runs, or --out)
         allowed = ["run", "curves.png"] if argv[0] == "plot" else ["run"]
         check(argv, status, err, before, snapshot(folder), allowed)
@@ -249,27 +213,27 @@ def test_resume_eval_and_plot_of_damaged_runs(harness, tmp_path, good_run):
     ("def f(:\n", "cannot load agent 'broken_agent:Agent': importing broken_agent raised "
                   "SyntaxError: invalid syntax"),
 ])
-def test_agent_module_that_fails_to_import_is_one_line(harness, tmp_path, monkeypatch, source,
-                                                      message):
+def test_agent_module_that_fails_to_import_is_one_line(cli_in_process, tmp_path, monkeypatch,
+                                                      source, message):
     (tmp_path / "broken_agent.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
-    status, _, err, _ = harness(["train", "--agent", "broken_agent:Agent"], tmp_path)
+    status, _, err, _ = cli_in_process(["train", "--agent", "broken_agent:Agent"], tmp_path)
     assert status == 2 and err.startswith(f"rltpu: error: {message}"), err
     assert len(err.strip().splitlines()) == 1 and sorted(os.listdir(tmp_path)) == [
         "broken_agent.py", "ray"]
 
 
-def test_a_callable_that_is_not_an_env_is_refused_uncalled(harness, tmp_path):
-    status, _, err, _ = harness(["train", "--env", "os:getcwd"], tmp_path)
+def test_a_callable_that_is_not_an_env_is_refused_uncalled(cli_in_process, tmp_path):
+    status, _, err, _ = cli_in_process(["train", "--env", "os:getcwd"], tmp_path)
     assert status == 2 and err.strip() == (
         "rltpu: error: env 'os:getcwd' is not a gymnasium.Env class nor a Python function "
         "returning one (it is builtin_function_or_method <built-in function getcwd>)"), err
 
 
-def test_a_function_that_makes_no_env_is_one_line(harness, tmp_path, monkeypatch):
+def test_a_function_that_makes_no_env_is_one_line(cli_in_process, tmp_path, monkeypatch):
     (tmp_path / "not_an_env.py").write_text("def make():\n    return 'an env, honest'\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    status, _, err, _ = harness(["train", "--env", "not_an_env:make"], tmp_path)
+    status, _, err, _ = cli_in_process(["train", "--env", "not_an_env:make"], tmp_path)
     assert status == 2 and err.strip() == (
         "rltpu: error: env 'not_an_env:make' made a str, not a gymnasium.Env"), err
 

@@ -133,8 +133,43 @@ def run_cli(args, tmp_path, ray_tmpdir):
                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
 
 
+def refused(cli_in_process, argv, folder, message):
+    """``argv`` is refused: one line naming the bad value, exit status 2, before Ray starts
+    (``cli_in_process`` checks that) or a run directory is made."""
+    status, _, err, plan = cli_in_process(argv, folder)
+    lines = err.strip().splitlines()
+    assert status == 2 and plan is None, err
+    assert len(lines) == 1 and lines[0].startswith("rltpu: error: "), err
+    assert message in lines[0]
+    assert not (folder / "runs").exists(), "a run directory was made"
+
+
 @pytest.mark.parametrize("args,message", CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, ray_tmpdir):
+def test_bad_input_is_one_line_and_exit_2(args, message, cli_in_process, tmp_path):
+    refused(cli_in_process, ["train", *args], tmp_path, message)
+
+
+@pytest.mark.parametrize("name,text,args,message", FILE_CASES,
+                         ids=[f"{n}:{m[:40]}" for n, _, _, m in FILE_CASES])
+def test_bad_settings_file_is_one_line_and_exit_2(name, text, args, message, cli_in_process,
+                                                  tmp_path):
+    (tmp_path / name).write_text(text)
+    flags = args if any(name in a for a in args) else ["--config", name, *args]
+    refused(cli_in_process, ["train", *flags], tmp_path, message)
+
+
+# The cases above run in this process (milliseconds each, not a process's seconds of
+# imports); one of each kind runs in a process of its own, as a user's does: the exit
+# status is the process's and nothing else (an import's warning) reaches its stderr.
+PROCESS_CASES = [  # argparse's, a check of the settings, a check of the env and agent
+    (["--num-actors", "two"], "invalid int value: 'two'"),
+    (["--learning-rate", "-0.1"], "--learning-rate must be > 0, got -0.1"),
+    (["--agent", "dqn", "--env", "Pendulum-v1"], "agent 'dqn' needs a Discrete action space"),
+]
+
+
+@pytest.mark.parametrize("args,message", PROCESS_CASES, ids=[" ".join(a) for a, _ in PROCESS_CASES])
+def test_bad_input_in_a_process_of_its_own(args, message, tmp_path, ray_tmpdir):
     result = run_cli(args, tmp_path, ray_tmpdir)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2, result.stderr
@@ -142,15 +177,6 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, ray_tmpdir):
     assert message in lines[0]
     assert not os.listdir(ray_tmpdir), "Ray was started"
     assert not (tmp_path / "runs").exists(), "a run directory was made"
-
-
-@pytest.mark.parametrize("name,text,args,message", FILE_CASES,
-                         ids=[f"{n}:{m[:40]}" for n, _, _, m in FILE_CASES])
-def test_bad_settings_file_is_one_line_and_exit_2(name, text, args, message, tmp_path,
-                                                  ray_tmpdir):
-    (tmp_path / name).write_text(text)
-    flags = args if any(name in a for a in args) else ["--config", name, *args]
-    test_bad_input_is_one_line_and_exit_2(flags, message, tmp_path, ray_tmpdir)
 
 
 def test_existing_run_dir_is_refused_and_untouched(tmp_path, ray_tmpdir):

@@ -90,19 +90,15 @@ CASES = [
 
 
 @pytest.mark.parametrize("args,message", CASES, ids=[" ".join(a) for a, _ in CASES])
-def test_bad_input_is_one_line_exit_2_and_touches_nothing(args, message, runs, tmp_path):
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(args, message, runs, cli_in_process,
+                                                          tmp_path):
     names = {"base": runs, "good": runs / "good", "broken": runs / "broken"}
     before = snapshot(runs)
-    env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": str(tmp_path / "ray"),
-           "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run([sys.executable, "-m", "rltpu.cli",
-                             *[a.format(**names) for a in args]], env=env, capture_output=True,
-                            text=True, timeout=300, cwd=tmp_path)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("rltpu: error: "), result.stderr[-3000:]
+    status, _, err, plan = cli_in_process([a.format(**names) for a in args], tmp_path)
+    lines = err.strip().splitlines()
+    assert status == 2 and plan is None, err[-3000:]
+    assert len(lines) == 1 and lines[0].startswith("rltpu: error: "), err[-3000:]
     assert message.format(**names) in lines[0]
-    assert not (tmp_path / "ray").exists(), "Ray was started"
     assert not (tmp_path / "runs").exists(), "a run directory was made"
     assert snapshot(runs) == before, "a run directory or checkpoint was changed"
 
