@@ -13,6 +13,7 @@ from rltpu import envs
 from rltpu import checkpointer, devices
 from rltpu.config import RunConfig
 from rltpu.learner import Learner
+from tests.test_cli import refused
 
 IMPALA = agents.get("impala")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,12 +95,7 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(args, message, runs, c
                                                           tmp_path):
     names = {"base": runs, "good": runs / "good", "broken": runs / "broken"}
     before = snapshot(runs)
-    status, _, err, plan = cli_in_process([a.format(**names) for a in args], tmp_path)
-    lines = err.strip().splitlines()
-    assert status == 2 and plan is None, err[-3000:]
-    assert len(lines) == 1 and lines[0].startswith("rltpu: error: "), err[-3000:]
-    assert message.format(**names) in lines[0]
-    assert not (tmp_path / "runs").exists(), "a run directory was made"
+    refused(cli_in_process, [a.format(**names) for a in args], tmp_path, message.format(**names))
     assert snapshot(runs) == before, "a run directory or checkpoint was changed"
 
 
