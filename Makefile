@@ -9,6 +9,7 @@
 # of pip's settings: where a pip.conf names a private index, `make ... INSTALL=pip` uses pip.
 PYTHON ?= python3
 INSTALL ?= uv
+$(if $(filter-out uv pip,$(INSTALL)),$(error INSTALL=$(INSTALL): use INSTALL=uv (the default) or INSTALL=pip))
 UV_VERSION := 0.13.9
 VENV := .venv
 BIN := $(VENV)/bin
@@ -18,12 +19,13 @@ COMPAT := .venv-compat
 COMPAT_STAMP := $(COMPAT)/.installed
 
 # $(call install,VENV,CONSTRAINTS): rltpu editable, with its test extras, into VENV.
-define install
-$(1)/bin/python -m pip install --quiet --upgrade pip $(if $(filter uv,$(INSTALL)),uv==$(UV_VERSION))
-$(if $(filter uv,$(INSTALL)),\
-	$(1)/bin/uv pip install --quiet --python $(1)/bin/python -c $(2) -e '.[test]',\
-	PIP_CONSTRAINT=$(2) $(1)/bin/python -m pip install --quiet -e '.[test]')
-endef
+ifeq ($(INSTALL),uv)
+install = $(1)/bin/python -m pip install --quiet --upgrade pip uv==$(UV_VERSION) \
+	&& $(1)/bin/uv pip install --quiet --python $(1)/bin/python -c $(2) -e '.[test]'
+else
+install = $(1)/bin/python -m pip install --quiet --upgrade pip \
+	&& PIP_CONSTRAINT=$(2) $(1)/bin/python -m pip install --quiet -e '.[test]'
+endif
 
 .PHONY: train test test-fast test-compat bench bench-anakin dist clean
 
