@@ -7,6 +7,9 @@
 # Each target creates and fills its venv when it is missing or pyproject.toml changed.
 # uv installs (pip takes minutes where uv takes seconds, to the same versions); it reads none
 # of pip's settings: where a pip.conf names a private index, `make ... INSTALL=pip` uses pip.
+# uv compiles the bytecode at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (this
+# machine and CI set it) nothing else would, and every process of the suite (each Ray worker,
+# each CLI run) would compile jax, ray and flax from source: 9 s an import instead of 3.
 PYTHON ?= python3
 INSTALL ?= uv
 $(if $(filter-out uv pip,$(INSTALL)),$(error INSTALL=$(INSTALL): use INSTALL=uv (the default) or INSTALL=pip))
@@ -21,7 +24,7 @@ COMPAT_STAMP := $(COMPAT)/.installed
 # $(call install,VENV,CONSTRAINTS): rltpu editable, with its test extras, into VENV.
 ifeq ($(INSTALL),uv)
 install = $(1)/bin/python -m pip install --quiet --upgrade pip uv==$(UV_VERSION) \
-	&& $(1)/bin/uv pip install --quiet --python $(1)/bin/python -c $(2) -e '.[test]'
+	&& $(1)/bin/uv pip install --quiet --compile-bytecode --python $(1)/bin/python -c $(2) -e '.[test]'
 else
 install = $(1)/bin/python -m pip install --quiet --upgrade pip \
 	&& PIP_CONSTRAINT=$(2) $(1)/bin/python -m pip install --quiet -e '.[test]'
