@@ -1,8 +1,9 @@
 # make train: the default agent (IMPALA) on its default env (CartPole-v1), locally.
 # make test:  the whole suite.  make test-fast: without the slow learning runs.
 # make dist:  an sdist and a wheel in dist/ (python -m build).
-# make test-compat: the fast tests against what a Colab TPU runtime preinstalls
-#                   (jax 0.7.2, flax 0.11.2, ...; constraints-colab.txt), in .venv-compat,
+# make test-compat: the fast tests (but those marked jax_independent) against what a Colab
+#                   TPU runtime preinstalls (jax 0.7.2, flax 0.11.2, ...;
+#                   constraints-colab.txt), in .venv-compat,
 #                   and launch/colab.ipynb run from a wheel of the checkout on those packages.
 # Each target creates and fills its venv when it is missing or pyproject.toml changed.
 # uv installs (pip takes minutes where uv takes seconds, to the same versions); it reads none
@@ -41,7 +42,7 @@ train: $(STAMP)
 	$(BIN)/rltpu train $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=30
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -53,7 +54,7 @@ $(COMPAT_STAMP): pyproject.toml constraints-colab.txt
 
 test-compat: $(COMPAT_STAMP)
 	$(COMPAT)/bin/python -c "import jax, flax, optax, orbax.checkpoint as o, numpy; print('compat lane: jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'numpy', numpy.__version__)"
-	$(COMPAT)/bin/python -m pytest -q -m "not slow"
+	$(COMPAT)/bin/python -m pytest -q -m "not slow and not jax_independent" --durations=30
 	# The notebook's end-to-end test (slow) needs this lane's packages: it skips elsewhere.
 	$(COMPAT)/bin/python -m pytest -q -m slow tests/test_colab_notebook.py
 

@@ -38,6 +38,7 @@ def load(name):
     ("mujoco", ["--peers-python", "/nonexistent"], "--peers-python /nonexistent: not an executable"),
     ("mujoco", ["--table-from", "/nonexistent.jsonl"], "--table-from /nonexistent.jsonl: no such file"),
 ])
+@pytest.mark.jax_independent
 def test_bad_flags_are_one_line_and_exit_2(script, args, message, tmp_path):
     result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", f"{script}.py"), *args,
                              "--runs-dir", str(tmp_path / "runs")],
@@ -48,6 +49,7 @@ def test_bad_flags_are_one_line_and_exit_2(script, args, message, tmp_path):
     assert not (tmp_path / "runs").exists()  # refused before anything ran
 
 
+@pytest.mark.jax_independent
 def test_flags_parse_with_their_defaults():
     minatar, mujoco = load("minatar"), load("mujoco")
     args = minatar.parse(["--games", "Freeway,Breakout", "--total-env-steps", "1e6",
@@ -64,6 +66,7 @@ def test_flags_parse_with_their_defaults():
     assert (args.envs, args.seeds, args.total_env_steps) == (["Walker2d-v5"], 2, 1_000_000)
 
 
+@pytest.mark.jax_independent
 def test_minatar_table():
     minatar = load("minatar")
     rows = [{"game": "Breakout", "framework": "rltpu", "sps": 30_000.0, "final_return": 30.5,
@@ -82,6 +85,7 @@ def test_minatar_table():
     assert len(lines) == 4 and lines[1].count("---") == 12
 
 
+@pytest.mark.jax_independent
 def test_cpu_clock_reads_a_phase_of_a_child(tmp_path):
     """The CPU a child spent between two moments it names: about 0.6 s in a busy phase it
     measures itself, nearly none while it sleeps, whatever share of the cores it gets."""
@@ -109,6 +113,7 @@ def test_cpu_clock_reads_a_phase_of_a_child(tmp_path):
     assert clock.samples[-1][1] >= spent and clock.samples[-1][0] >= done
 
 
+@pytest.mark.jax_independent
 def test_mujoco_table_takes_medians_over_seeds():
     mujoco = load("mujoco")
     row = lambda framework, seed, ret, wall, sps: {
@@ -123,6 +128,7 @@ def test_mujoco_table_takes_medians_over_seeds():
                         "| 0.43x (met) | 900 | 110 | 2.0-4.0 |")
 
 
+@pytest.mark.jax_independent
 def test_table_from_an_earlier_run(tmp_path):
     out = tmp_path / "results.jsonl"
     out.write_text(json.dumps({"game": "Freeway", "framework": "rltpu", "sps": 5.0,

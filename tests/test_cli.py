@@ -144,6 +144,7 @@ def refused(cli_in_process, argv, folder, message):
     assert not (folder / "runs").exists(), "a run directory was made"
 
 
+@pytest.mark.jax_independent
 @pytest.mark.parametrize("args,message", CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_input_is_one_line_and_exit_2(args, message, cli_in_process, tmp_path):
     refused(cli_in_process, ["train", *args], tmp_path, message)
@@ -151,6 +152,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, cli_in_process, tmp_pat
 
 @pytest.mark.parametrize("name,text,args,message", FILE_CASES,
                          ids=[f"{n}:{m[:40]}" for n, _, _, m in FILE_CASES])
+@pytest.mark.jax_independent
 def test_bad_settings_file_is_one_line_and_exit_2(name, text, args, message, cli_in_process,
                                                   tmp_path):
     (tmp_path / name).write_text(text)

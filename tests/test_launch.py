@@ -16,6 +16,8 @@ import yaml
 
 from launch import tpu
 
+pytestmark = pytest.mark.jax_independent
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_YAML = os.path.join(REPO, "launch", "ray-tpu-cluster.yaml")
 

@@ -90,6 +90,7 @@ def ray_like_start(swallow: bool):
     return start
 
 
+@pytest.mark.jax_independent
 @pytest.mark.parametrize("swallow", [False, True], ids=["exits", "swallowed"])
 def test_a_sigterm_while_ray_starts_is_a_stop_request(swallow):
     with StopRequest() as stop:
@@ -99,6 +100,7 @@ def test_a_sigterm_while_ray_starts_is_a_stop_request(swallow):
     assert signal.set_wakeup_fd(-1) == -1  # counting ended
 
 
+@pytest.mark.jax_independent
 def test_ray_start_without_a_signal_is_no_stop_and_leaves_a_wakeup_fd_alone():
     with StopRequest() as stop:
         assert stop.during_ray_init(lambda: True) and not stop.requested

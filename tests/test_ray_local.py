@@ -2,8 +2,10 @@
 import ipaddress
 
 import psutil
+import pytest
 
 
+@pytest.mark.jax_independent
 def test_every_ray_port_is_on_loopback(ray_local):
     @ray_local.remote
     def pid() -> int:
@@ -45,6 +47,7 @@ if os.fork() == 0:  # the fork warning is kept from Ray's start only
 """
 
 
+@pytest.mark.jax_independent
 def test_ray_starts_quietly_with_token_authentication(ray_tmpdir):
     """Neither Ray's "Token authentication is enabled ... opt out" line nor JAX's fork
     warning at start-up; token authentication on all the same, and a fork elsewhere still
