@@ -150,9 +150,9 @@ def test_bad_input_is_one_line_and_exit_2(args, message, cli_in_process, tmp_pat
     refused(cli_in_process, ["train", *args], tmp_path, message)
 
 
+@pytest.mark.jax_independent
 @pytest.mark.parametrize("name,text,args,message", FILE_CASES,
                          ids=[f"{n}:{m[:40]}" for n, _, _, m in FILE_CASES])
-@pytest.mark.jax_independent
 def test_bad_settings_file_is_one_line_and_exit_2(name, text, args, message, cli_in_process,
                                                   tmp_path):
     (tmp_path / name).write_text(text)
