@@ -30,6 +30,7 @@ def private_token_file() -> str | None:
     0700 (``~/.ray``; a folder ``RAY_AUTH_TOKEN_PATH`` names is made 0700 if missing), with
     ``O_CREAT | O_EXCL`` and mode 0600, or, if it exists, tightened to 0600.
     """
+    read_token_afresh()
     if os.environ.get("RAY_AUTH_TOKEN"):
         return None
     path = os.environ.get("RAY_AUTH_TOKEN_PATH")
@@ -50,6 +51,18 @@ def private_token_file() -> str | None:
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_hex(32))  # as Ray's own generator: 256 random bits
     return path
+
+
+def read_token_afresh() -> None:
+    """Ray keeps, per process, the token it read first (its ``AuthenticationTokenLoader``):
+    a second Ray started in the same process (``rltpu.train`` called again) after
+    ``~`` or ``RAY_AUTH_TOKEN_PATH`` changed would start its GCS with the token file's
+    token and connect to it with the first one, and fail to start. This makes the next
+    connection read the token where it is now. (Ray without token authentication, before
+    2.52, has no such cache.)"""
+    loader = getattr(ray._raylet, "AuthenticationTokenLoader", None)
+    if loader is not None:
+        loader.instance().reset_cache()
 
 
 def start_local_ray(num_cpus: int) -> None:
@@ -105,6 +118,7 @@ def join_cluster(purpose: str) -> None:
                          "head's address (e.g. RAY_ADDRESS=10.0.0.2:6379, or RAY_ADDRESS=auto "
                          "for the Ray `ray start` ran on this machine)")
     force_token_auth()
+    read_token_afresh()
     try:
         ray.init(address=address, configure_logging=False)
     except ConnectionError as e:

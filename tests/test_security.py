@@ -110,22 +110,31 @@ def test_local_ray_starts_with_the_private_token(tmp_path, ray_tmpdir):
     """A real local Ray in a fresh home: it uses the token file made 0600 in a 0700 folder
     (Ray would write its own 0644 one). Ray's temp folder names a cluster that is gone
     (``ray_current_cluster``, left by a Ray killed before it could remove it): a new local
-    Ray starts all the same."""
-    home = tmp_path / "home"
-    home.mkdir()
+    Ray starts all the same; and a second one in the same process after ``~`` changed
+    (Ray keeps the first token it read: its GCS would get the new token, its client the
+    old one)."""
+    homes = [tmp_path / "home", tmp_path / "home2"]
+    for home in homes:
+        home.mkdir()
     os.makedirs(os.path.join(ray_tmpdir, "ray"))
     with open(os.path.join(ray_tmpdir, "ray", "ray_current_cluster"), "w") as f:
         f.write("127.0.0.1:1")
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH_TOKEN")}
-    env.update(HOME=str(home), RAY_TMPDIR=ray_tmpdir, RAY_ADDRESS="", PYTHONPATH=REPO)
-    code = ("import ray\nfrom rltpu.cluster import start_local_ray\nstart_local_ray(1)\n"
-            "print(ray.get(ray.remote(lambda: 41 + 1).remote()))\nray.shutdown()\n")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=180)
-    assert out.returncode == 0 and out.stdout.strip() == "42", out.stderr[-3000:]
-    assert os.stat(home / ".ray").st_mode & 0o777 == 0o700
-    assert os.stat(home / ".ray" / "auth_token").st_mode & 0o777 == 0o600
-    assert len((home / ".ray" / "auth_token").read_text()) == 64
+    env.update(RAY_TMPDIR=ray_tmpdir, RAY_ADDRESS="", PYTHONPATH=REPO)
+    code = ("import os, sys, ray\nfrom rltpu.cluster import start_local_ray\n"
+            "for home in sys.argv[1:]:\n"
+            "    os.environ['HOME'] = home\n"
+            "    start_local_ray(1)\n"
+            "    print(ray.get(ray.remote(lambda: 41 + 1).remote()))\n"
+            "    ray.shutdown()\n")
+    out = subprocess.run([sys.executable, "-c", code, *map(str, homes)], env=env,
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0 and out.stdout.split() == ["42", "42"], out.stderr[-3000:]
+    for home in homes:
+        assert os.stat(home / ".ray").st_mode & 0o777 == 0o700
+        assert os.stat(home / ".ray" / "auth_token").st_mode & 0o777 == 0o600
+        assert len((home / ".ray" / "auth_token").read_text()) == 64
+    assert len({(home / ".ray" / "auth_token").read_text() for home in homes}) == 2
 
 
 COORDINATED = """
