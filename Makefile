@@ -1,5 +1,6 @@
 # make train: the default agent (IMPALA) on its default env (CartPole-v1), locally.
-# make test:  the whole suite.  make test-fast: without the slow learning runs.
+# make test:  the whole suite (the fast tests, then the slow learning runs).
+#             make test-fast: without the slow learning runs.
 # make dist:  an sdist and a wheel in dist/ (python -m build).
 # make test-compat: the fast tests (but those marked jax_independent) against what a Colab
 #                   TPU runtime preinstalls (jax 0.7.2, flax 0.11.2, ...;
@@ -11,6 +12,14 @@
 # uv compiles the bytecode at install, as pip does: where PYTHONDONTWRITEBYTECODE is set (this
 # machine and CI set it) nothing else would, and every process of the suite (each Ray worker,
 # each CLI run) would compile jax, ray and flax from source: 9 s an import instead of 3.
+# The fast tests run in JOBS processes (pytest-xdist; JOBS=0: in pytest's own), each taking
+# the next test when it is free. Much of their time is spent waiting (on Ray, on a process
+# starting, on a sleep): on 2 cores two processes ran them in 7.8 minutes against 11.3 in one
+# (2026-12-02, load 1-4). The slow tests (learning runs) keep the CPU busy: in two processes
+# they ran at a load of 9, and a run stopped by SIGTERM while starting took 35 s to its final
+# checkpoint against its 30 s budget (a spot VM's grace); they run in one.
+JOBS ?= 2
+XDIST = -n $(JOBS) --dist load --maxschedchunk 1
 PYTHON ?= python3
 INSTALL ?= uv
 $(if $(filter-out uv pip,$(INSTALL)),$(error INSTALL=$(INSTALL): use INSTALL=uv (the default) or INSTALL=pip))
@@ -42,10 +51,11 @@ train: $(STAMP)
 	$(BIN)/rltpu train $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=30
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow" --durations=30
+	$(BIN)/python -m pytest -q -m slow --durations=30
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow"
 
 $(COMPAT_STAMP): pyproject.toml constraints-colab.txt
 	test -x $(COMPAT)/bin/python || $(PYTHON) -m venv $(COMPAT)
@@ -54,7 +64,7 @@ $(COMPAT_STAMP): pyproject.toml constraints-colab.txt
 
 test-compat: $(COMPAT_STAMP)
 	$(COMPAT)/bin/python -c "import jax, flax, optax, orbax.checkpoint as o, numpy; print('compat lane: jax', jax.__version__, 'flax', flax.__version__, 'optax', optax.__version__, 'numpy', numpy.__version__)"
-	$(COMPAT)/bin/python -m pytest -q -m "not slow and not jax_independent" --durations=30
+	$(COMPAT)/bin/python -m pytest -q $(XDIST) -m "not slow and not jax_independent" --durations=30
 	# The notebook's end-to-end test (slow) needs this lane's packages: it skips elsewhere.
 	$(COMPAT)/bin/python -m pytest -q -m slow tests/test_colab_notebook.py
 
