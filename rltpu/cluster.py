@@ -28,7 +28,8 @@ def private_token_file() -> str | None:
     in a 0755 folder: any local user could read it and, the local ports being open to every
     local user, run code as this one. So the file is made here first: in a folder of mode
     0700 (``~/.ray``; a folder ``RAY_AUTH_TOKEN_PATH`` names is made 0700 if missing), with
-    ``O_CREAT | O_EXCL`` and mode 0600, or, if it exists, tightened to 0600.
+    ``O_CREAT | O_EXCL`` and mode 0600, or, if it exists, tightened to 0600. This process
+    then reads the token afresh (``read_token_afresh``).
     """
     read_token_afresh()
     if os.environ.get("RAY_AUTH_TOKEN"):
@@ -58,8 +59,8 @@ def read_token_afresh() -> None:
     a second Ray started in the same process (``rltpu.train`` called again) after
     ``~`` or ``RAY_AUTH_TOKEN_PATH`` changed would start its GCS with the token file's
     token and connect to it with the first one, and fail to start. This makes the next
-    connection read the token where it is now. (Ray without token authentication, before
-    2.52, has no such cache.)"""
+    connection read the token where it is now (a no-op on a Ray without token
+    authentication, which has no such cache)."""
     loader = getattr(ray._raylet, "AuthenticationTokenLoader", None)
     if loader is not None:
         loader.instance().reset_cache()
