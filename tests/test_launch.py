@@ -3,6 +3,7 @@
 same thing. No cloud is reached: every test that runs commands puts a fake gcloud first
 on PATH, and the dry runs must not call it at all."""
 import copy
+import fcntl
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import shlex
 import stat
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import yaml
@@ -718,8 +720,19 @@ while True:
 """
 
 
+@pytest.fixture
+def alone_on_this_machine():
+    """The launcher finds rltpu train by a pattern over every process of the host (pgrep and
+    pkill -f): two of these tests at once (make test runs the fast tests in two processes)
+    would see, and signal, each other's. They take this lock in turn."""
+    with open(os.path.join(tempfile.gettempdir(), "rltpu-tests-pkill.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.mark.parametrize("ignores_term", [False, True], ids=["stops", "hangs"])
-def test_ray_restart_stops_training_with_sigterm_and_a_bounded_grace(ignores_term, tmp_path):
+def test_ray_restart_stops_training_with_sigterm_and_a_bounded_grace(ignores_term, tmp_path,
+                                                                      alone_on_this_machine):
     """What runs before `ray stop --force`: a live rltpu train gets SIGTERM and time for its
     final checkpoint; one that does not stop is waited for the grace only, and named."""
     home, env = _host(tmp_path)
