@@ -192,18 +192,34 @@ class FlaxConvQ(nn.Module):
 
 
 def q_network(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, torso: str = "mlp",
-              activation: str = "tanh") -> Network:
+              activation: str = "tanh", dueling: bool = False) -> Network:
     """Observations -> one value per action: an MLP, or a convolutional torso and a linear
-    layer (the Nature DQN network with ``torso="nature"``)."""
+    layer (the Nature DQN network with ``torso="nature"``). With ``dueling`` the last layer
+    has one more output, a state value ``V``, and the rest are advantages ``A``:
+    ``Q = V + A - mean(A)`` (Wang et al. 2016, as Ape-X uses it), so the large value every
+    action shares and the small gaps between actions are learnt by separate weights."""
     torsos.check_torso(torso, spec.observation_space)
     _check_lib(lib)
+    outputs = spec.num_actions + 1 if dueling else spec.num_actions
     if torso == "mlp":
-        return mlp(hidden_sizes, spec.num_actions, spaces.leaf_ndims(spec.observation_space), lib,
-                   activation=activation)
-    if lib == "flax":
-        return as_network(FlaxConvQ(torso, spec.num_actions))
+        network = mlp(hidden_sizes, outputs, spaces.leaf_ndims(spec.observation_space), lib,
+                      activation=activation)
+    elif lib == "flax":
+        network = as_network(FlaxConvQ(torso, outputs))
+    else:
+        def forward(observation):
+            import haiku as hk
+            return hk.Linear(outputs)(torsos.HAIKU_TORSOS[torso](observation))
+        network = as_network(forward)
+    if not dueling:
+        return network
 
-    def forward(observation):
-        import haiku as hk
-        return hk.Linear(spec.num_actions)(torsos.HAIKU_TORSOS[torso](observation))
-    return as_network(forward)
+    def apply(params, observation):
+        return dueling_q(network.apply(params, observation))
+    return Network(network.init, apply)
+
+
+def dueling_q(out):
+    """``[..., 1 + A]`` (a value, then A advantages) -> ``Q [..., A] = V + A - mean(A)``."""
+    value, advantages = out[..., :1], out[..., 1:]
+    return value + advantages - jnp.mean(advantages, axis=-1, keepdims=True)

@@ -73,12 +73,17 @@ PRESETS = {
                       "learning_rate": 0.00025 / 4, "max_grad_norm": 40.0,
                       "target_update_period": 2500, "sample_size": 512, "epsilon": 0.4,
                       "epsilon_alpha": 7.0, "priority_exponent": 0.6, "importance_exponent": 0.4,
-                      "replay_capacity": 100_000, "min_replay_size": 50_000},
+                      "replay_capacity": 100_000, "min_replay_size": 50_000, "dueling": True,
+                      "adam_epsilon": 1e-8},
         source="Horgan et al. 2018, Ape-X DQN (Atari): 3-step returns, discount 0.99, learning "
                "rate 0.00025 / 4, gradient norm 40, target network every 2500 updates, batch "
                "512, exploration ladder eps 0.4 alpha 7, prioritised replay alpha 0.6 beta 0.4, "
-               "learning from 50,000 transitions; the Nature DQN network (Mnih et al. 2015)",
-        deviations=("Adam, not centred RMSProp", "no dueling head",
+               "learning from 50,000 transitions; the Nature DQN network (Mnih et al. 2015) "
+               "with a dueling head (Wang et al. 2016)",
+        deviations=("Adam (epsilon 1e-8), not centred RMSProp",
+                    "the dueling streams are two linear heads on the Nature network's shared "
+                    "512-unit layer (Wang et al. split after the convolutions, a 512-unit "
+                    "layer in each stream)",
                     "replay holds 100,000 transitions, not 2M (uncompressed uint8 frames: "
                     "about 56 KB per transition, 5.6 GB in all)",
                     "2 actors of 16 envs, not 360 actors")),

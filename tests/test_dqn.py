@@ -137,3 +137,48 @@ def test_epsilon_greedy_acting(epsilon):
     # a different key draws different exploration (when there is any)
     again = np.asarray(step({"online": {}}, q, jax.random.key(2)).action)
     assert (again != action).any() == (epsilon > 0)
+
+
+@pytest.mark.parametrize("adam_epsilon", [1e-8, 1e-2])
+def test_adam_epsilon_scales_the_first_step_by_hand(adam_epsilon):
+    """Adam's first step is -lr g / (|g| + eps) per weight (its bias-corrected moments are g
+    and g^2): a large epsilon shrinks small gradients' steps, where eps 1e-8 moves every
+    weight by the full step size whatever its gradient's size."""
+    from rltpu.agents.dqn.learning import make_optimizer
+    config = agents.get("dqn").Config(learning_rate=0.1, adam_epsilon=adam_epsilon,
+                                      max_grad_norm=100.0)
+    optimizer = make_optimizer(config)
+    params = jnp.zeros(3)
+    grads = np.array([1e-3, -1e-2, 1.0], np.float32)
+    updates, _ = optimizer.update(jnp.asarray(grads), optimizer.init(params), params)
+    np.testing.assert_allclose(updates, -0.1 * grads / (np.abs(grads) + adam_epsilon), rtol=1e-5)
+
+
+def test_dueling_head_by_hand():
+    """Q = V + A - mean(A) from a last layer of 1 + A outputs."""
+    from rltpu.agents.networks import dueling_q
+    out = np.array([[10.0, 1.0, 2.0, 6.0], [-1.0, 0.0, 0.0, 0.0]], np.float32)
+    np.testing.assert_allclose(dueling_q(out), [[8.0, 9.0, 13.0], [-1.0, -1.0, -1.0]])
+
+
+@pytest.mark.parametrize("lib", ["flax", "haiku"])
+@pytest.mark.parametrize("torso", ["mlp", "nature"])
+def test_dueling_q_network_gives_one_value_per_action(lib, torso):
+    """--dueling: the network's last layer has 1 + A outputs and ``apply`` returns A Q-values,
+    the dueling combination of that layer's outputs, for MLP and convolutional torsos."""
+    import gymnasium as gym
+    from rltpu.agents.networks import q_network
+    from rltpu.types import EnvSpec
+    shape, dtype = ((4,), np.float32) if torso == "mlp" else ((4, 84, 84), np.uint8)
+    spec = EnvSpec("test", gym.spaces.Box(0, 255, shape, dtype), gym.spaces.Discrete(3))
+    x = np.asarray(jax.random.uniform(jax.random.key(1), (2, *shape)) * 255, dtype)
+    dueling = q_network(spec, (8,), lib, torso, dueling=True)
+    params = dueling.init(jax.random.key(0), x)
+    # a plain network with 1 + A actions has the same params and gives the raw outputs
+    wider = EnvSpec("test", spec.observation_space, gym.spaces.Discrete(4))
+    raw = np.asarray(q_network(wider, (8,), lib, torso).apply(params, x))
+    q = np.asarray(dueling.apply(params, x))
+    assert q.shape == (2, 3)
+    np.testing.assert_allclose(q, raw[:, :1] + raw[:, 1:] - raw[:, 1:].mean(-1, keepdims=True),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(q.mean(-1), raw[:, 0], rtol=1e-5, atol=1e-5)  # V is Q's mean

@@ -10,6 +10,12 @@ from rltpu.agents.config import NetworkConfig, check_ranges
 class DQNConfig(NetworkConfig):
     learning_rate: float = 1e-3
     """Adam step size."""
+    adam_epsilon: float = 1e-2
+    """Adam's epsilon, added to the root of its second-moment estimate. Not optax's 1e-8:
+    near a solution the TD errors' gradients are small and noisy, and a tiny epsilon scales
+    them up to full-size steps that keep moving the small gaps between actions' values (a
+    solved CartPole fell to 83-260 at 1e-8 and 1e-3; at 1e-2 it held in 4 of 5 runs, and
+    1e-1 learnt too slowly; README, Agents)."""
     discount: float = 0.99
     """Per-step discount gamma."""
     n_step: int = 3
@@ -39,10 +45,12 @@ class DQNConfig(NetworkConfig):
     """Gradients are clipped to this global norm."""
     hidden_sizes: tuple[int, ...] = (128, 128)
     """Widths of the Q-network's hidden layers."""
+    dueling: bool = False
+    """A dueling head: Q = V + A - mean(A), value and advantages as separate outputs."""
 
     def __post_init__(self):
         super().__post_init__()
-        check_ranges(self, positive=("learning_rate", "huber_delta", "max_grad_norm"),
+        check_ranges(self, positive=("learning_rate", "adam_epsilon", "huber_delta", "max_grad_norm"),
                      non_negative=("min_replay_size", "samples_per_insert", "priority_exponent"),
                      unit_interval=("discount", "epsilon", "importance_exponent"),
                      positive_int=("n_step", "target_update_period", "sample_size",

@@ -14,7 +14,7 @@ from rltpu.types import TrainState
 
 def make_optimizer(config: DQNConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                       optax.adam(config.learning_rate))
+                       optax.adam(config.learning_rate, eps=config.adam_epsilon))
 
 
 def make_update_fn(network: Network, optimizer: optax.GradientTransformation, config: DQNConfig):
