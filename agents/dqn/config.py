@@ -50,7 +50,8 @@ class DQNConfig(NetworkConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        check_ranges(self, positive=("learning_rate", "adam_epsilon", "huber_delta", "max_grad_norm"),
+        check_ranges(self, positive=("learning_rate", "adam_epsilon", "huber_delta",
+                                     "max_grad_norm"),
                      non_negative=("min_replay_size", "samples_per_insert", "priority_exponent"),
                      unit_interval=("discount", "epsilon", "importance_exponent"),
                      positive_int=("n_step", "target_update_period", "sample_size",
