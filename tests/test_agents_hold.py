@@ -1,6 +1,6 @@
 """A solved CartPole stays solved: every built-in agent, at its defaults (Ray mode) and at
 the README's Anakin example settings, keeps the mean return of the last 20 episodes at 400
-or more for 2M env steps after it first reaches 475 (DQN: 300k). Marked slow.
+or more for 2M env steps after it first reaches 475 (DQN and R2D2: 300k). Marked slow.
 
 Each run has no target and a fixed budget large enough to cover the window after the
 first 475; the assertion reads the run's own ``metrics.jsonl`` (``mean_return`` against
@@ -76,6 +76,26 @@ def test_ray_dqn_holds_a_solved_cartpole(tmp_path, ray_tmpdir):
     # The settings of test_agents_learn's DQN run (8 envs per actor, 8 unrolls a batch).
     rows = run_rows(["--agent", "dqn", "--total-env-steps", "900000", "--envs-per-actor", "8",
                      "--batch-size", "8"], tmp_path, {"RAY_TMPDIR": ray_tmpdir})
+    check_holds(rows, 300_000)
+
+
+# R2D2 (at its defaults since 2026-12-02: the paper's Adam epsilon, 1e-3, and exploration
+# base 0.1) held in three command-line runs and failed this test twice, once dipping to
+# 355.75 108k steps after a first 475 reached early (at 124k): not reliably held (README,
+# Agents).
+R2D2_NOT_HELD_YET = pytest.mark.skip(reason="held in 3 of 5 runs, dipped to 355.75 in one "
+                                            "(issue 17)")
+
+
+@R2D2_NOT_HELD_YET
+@pytest.mark.slow
+def test_ray_r2d2_holds_a_solved_cartpole(tmp_path, ray_tmpdir):
+    # The settings of test_recurrent_learn's R2D2 run (a replay ratio the learner keeps, so
+    # that updates per env step do not depend on the CPU it gets) on CartPole-v1, with
+    # DQN's window: R2D2 is replay Q-learning too.
+    rows = run_rows(["--agent", "r2d2", "--total-env-steps", "1200000", "--envs-per-actor",
+                     "8", "--batch-size", "8", "--samples-per-insert", "8"], tmp_path,
+                    {"RAY_TMPDIR": ray_tmpdir})
     check_holds(rows, 300_000)
 
 

@@ -139,13 +139,17 @@ def test_epsilon_greedy_acting(epsilon):
     assert (again != action).any() == (epsilon > 0)
 
 
+@pytest.mark.parametrize("agent", ["dqn", "r2d2"])
 @pytest.mark.parametrize("adam_epsilon", [1e-8, 1e-2])
-def test_adam_epsilon_scales_the_first_step_by_hand(adam_epsilon):
+def test_adam_epsilon_scales_the_first_step_by_hand(agent, adam_epsilon):
     """Adam's first step is -lr g / (|g| + eps) per weight (its bias-corrected moments are g
     and g^2): a large epsilon shrinks small gradients' steps, where eps 1e-8 moves every
-    weight by the full step size whatever its gradient's size."""
-    from rltpu.agents.dqn.learning import make_optimizer
-    config = agents.get("dqn").Config(learning_rate=0.1, adam_epsilon=adam_epsilon,
+    weight by the full step size whatever its gradient's size. (R2D2's Q-learning takes
+    --adam-epsilon too.)"""
+    from rltpu.agents.dqn import learning as dqn_learning
+    from rltpu.agents.r2d2 import learning as r2d2_learning
+    make_optimizer = {"dqn": dqn_learning, "r2d2": r2d2_learning}[agent].make_optimizer
+    config = agents.get(agent).Config(learning_rate=0.1, adam_epsilon=adam_epsilon,
                                       max_grad_norm=100.0)
     optimizer = make_optimizer(config)
     params = jnp.zeros(3)

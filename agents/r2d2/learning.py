@@ -17,7 +17,7 @@ from rltpu.types import RecurrentStart, TrainState, Trajectory
 
 def make_optimizer(config: R2D2Config) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm),
-                       optax.adam(config.learning_rate))
+                       optax.adam(config.learning_rate, eps=config.adam_epsilon))
 
 
 def _time_major(sequences) -> Trajectory:
