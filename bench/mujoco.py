@@ -13,8 +13,13 @@ CleanRL's published mean at 1M steps (issue 17's goal: rltpu's median at least t
 median wall time to the last step each and its ratio (goal: rltpu <= 0.5x SB3's), env
 steps/s, and the load average around the runs. Every result is also a JSON line in --out.
 
+With ``--num-actors N`` rltpu's rollout is split between N actors of one env each, 2048 / N
+steps apiece: the same 2048-sample update, collected N times faster where cores allow (each
+actor normalises observations by statistics of its own, and GAE bootstraps at the end of
+each actor's piece).
+
 usage: python bench/mujoco.py [--envs Hopper-v5,HalfCheetah-v5,Walker2d-v5] [--seeds 3] [--first-seed 0]
-           [--total-env-steps 1000000] [--runs-dir DIR] [--out FILE]
+           [--total-env-steps 1000000] [--num-actors 1] [--runs-dir DIR] [--out FILE]
            [--peers-python /tmp/peers/bin/python]
        python bench/mujoco.py --table-from FILE   (the table of an earlier run's --out)
 """
@@ -36,6 +41,7 @@ ENVS = ("Hopper-v5", "HalfCheetah-v5", "Walker2d-v5")
 # CleanRL's ppo_continuous_action on the v4 envs at 1M steps, mean training return over
 # seeds (the issue's anchors; CleanRL's benchmark docs).
 PUBLISHED = {"Hopper-v5": 2382.9, "HalfCheetah-v5": 1442.6, "Walker2d-v5": 2288.0}
+ROLLOUT = 2048  # ppo-mujoco's samples an update (1 env x 2048 steps, CleanRL's)
 SB3_RUNNER = os.path.join(ROOT, "bench", "peers", "sb3_ppo_mujoco.py")
 PEERS_PYTHON = "/tmp/peers/bin/python"
 
@@ -47,6 +53,8 @@ def parse(argv: list[str]):
     parser.add_argument("--first-seed", type=int, default=0,
                         help="start the seeds here (K..K+N-1): more seeds for an earlier --out")
     parser.add_argument("--total-env-steps", type=positive_int, default=1_000_000)
+    parser.add_argument("--num-actors", type=positive_int, default=1,
+                        help=f"rltpu's rollout actors, one env each, {ROLLOUT} / N steps apiece")
     parser.add_argument("--skip", choices=("none", "rltpu", "sb3"), default="none",
                         help="leave one side out (its cells read '-')")
     parser.add_argument("--runs-dir", default=None,
@@ -61,6 +69,9 @@ def parse(argv: list[str]):
     args.envs = csv_choices(parser, "--envs", args.envs, ENVS)
     if args.first_seed < 0:
         parser.error(f"--first-seed {args.first_seed}: seeds are non-negative integers")
+    if ROLLOUT % args.num_actors:
+        parser.error(f"--num-actors {args.num_actors}: must divide ppo-mujoco's {ROLLOUT}-step "
+                     "rollout (1, 2, 4, 8, ...)")
     if args.table_from is not None and not os.path.isfile(args.table_from):
         parser.error(f"--table-from {args.table_from}: no such file")
     if (args.table_from is None and args.skip != "sb3"
@@ -70,13 +81,24 @@ def parse(argv: list[str]):
     return args
 
 
-def run_rltpu(env: str, seed: int, total: int, runs_dir: str, timeout_s: float) -> dict:
-    run_dir = os.path.join(runs_dir, f"rltpu-{env}-s{seed}")
+def rltpu_flags(num_actors: int) -> list[str]:
+    """The flags that split ppo-mujoco's rollout between ``num_actors`` actors of one env."""
+    if num_actors == 1:
+        return []
+    return ["--num-actors", str(num_actors), "--unroll-length", str(ROLLOUT // num_actors),
+            "--batch-size", str(num_actors)]
+
+
+def run_rltpu(env: str, seed: int, total: int, runs_dir: str, timeout_s: float,
+              num_actors: int = 1) -> dict:
+    suffix = "" if num_actors == 1 else f"-a{num_actors}"
+    run_dir = os.path.join(runs_dir, f"rltpu-{env}-s{seed}{suffix}")
     summary = rltpu_train(["--preset", "ppo-mujoco", "--env", env, "--seed", str(seed),
-                           "--total-env-steps", str(total)], run_dir, timeout_s)
+                           "--total-env-steps", str(total), *rltpu_flags(num_actors)],
+                          run_dir, timeout_s)
     return {"sps": summary["env_sps"], "final_return": summary["final_return"],
             "env_steps": summary["env_steps"], "wall_s": summary["process_s"],
-            "run_dir": run_dir}
+            "run_dir": run_dir, "num_actors": num_actors}
 
 
 def run_sb3(env: str, seed: int, total: int, runs_dir: str, python: str, timeout_s: float) -> dict:
@@ -110,12 +132,15 @@ def table(rows: list[dict]) -> str:
         steps = max(r["env_steps"] for side in sides.values() for r in side)
         loads = [r[k] for side in sides.values() for r in side for k in ("load_before", "load_after")]
         published = PUBLISHED[env]
+        actors = sorted({r.get("num_actors", 1) for r in ours})
+        label = env if actors in ([], [1]) else (
+            f"{env} (rltpu: {', '.join(map(str, actors))} actors)")
         return_goal = "-" if our_return is None else (
             "met" if our_return >= published else "not met")
         wall_ratio = "-" if not (our_wall and sb3_wall) else (
             f"{our_wall / sb3_wall:.2f}x ({'met' if our_wall <= 0.5 * sb3_wall else 'not met'})")
         seeds = max(len(ours), len(sb3))
-        lines.append([env, f"{steps:,}", str(seeds), fmt(our_return, ".1f"),
+        lines.append([label, f"{steps:,}", str(seeds), fmt(our_return, ".1f"),
                       fmt(median(sb3, "final_return"), ".1f"), f"{published} ({return_goal})",
                       fmt(our_wall, ".0f"), fmt(sb3_wall, ".0f"), wall_ratio,
                       fmt(median(ours, "sps")), fmt(median(sb3, "sps")),
@@ -132,11 +157,11 @@ def main(argv: list[str]) -> int:
         print(table(read_jsonl(args.table_from)))
         return 0
     runs_dir, out = results_paths(args.runs_dir, args.out, "mujoco")
-    print(f"# MuJoCo: rltpu PPO (Ray mode) vs SB3 PPO (rl-zoo), {args.total_env_steps:,} env "
-          f"steps per run, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}; "
+    print(f"# MuJoCo: rltpu PPO (Ray mode, {args.num_actors} rollout actor(s)) vs SB3 PPO "
+          f"(rl-zoo), {args.total_env_steps:,} env steps per run, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}; "
           f"{machine_line()}; results to {out}", flush=True)
     sides = {"rltpu": lambda env, seed: run_rltpu(env, seed, args.total_env_steps, runs_dir,
-                                                  args.timeout_s),
+                                                  args.timeout_s, args.num_actors),
              "sb3": lambda env, seed: run_sb3(env, seed, args.total_env_steps, runs_dir,
                                               args.peers_python, args.timeout_s)}
     rows, turn = [], 0

@@ -37,6 +37,8 @@ def load(name):
     ("mujoco", ["--skip", "both"], "argument --skip: invalid choice: 'both'"),
     ("mujoco", ["--peers-python", "/nonexistent"], "--peers-python /nonexistent: not an executable"),
     ("mujoco", ["--table-from", "/nonexistent.jsonl"], "--table-from /nonexistent.jsonl: no such file"),
+    ("mujoco", ["--num-actors", "3"],
+     "--num-actors 3: must divide ppo-mujoco's 2048-step rollout (1, 2, 4, 8, ...)"),
 ])
 @pytest.mark.jax_independent
 def test_bad_flags_are_one_line_and_exit_2(script, args, message, tmp_path):
@@ -126,6 +128,28 @@ def test_mujoco_table_takes_medians_over_seeds():
     lines = mujoco.table(rows).splitlines()
     assert lines[2] == ("| Hopper-v5 | 1,000,000 | 3 | 2400.0 | 1750.0 | 2382.9 (met) | 200 | 460 "
                         "| 0.43x (met) | 900 | 110 | 2.0-4.0 |")
+    # rltpu's rollout split between actors (--num-actors) is named beside the env
+    split = [{**r, "num_actors": 2} if r["framework"] == "rltpu" else r for r in rows]
+    assert mujoco.table(split).splitlines()[2].startswith("| Hopper-v5 (rltpu: 2 actors) | ")
+
+
+def test_mujoco_num_actors_split_the_presets_rollout():
+    """--num-actors N: N actors of one env, 2048 / N steps each, still 2048 samples an update."""
+    from rltpu.agents import presets
+    from rltpu.config import RunConfig
+    mujoco = load("mujoco")
+    assert mujoco.rltpu_flags(1) == []
+    assert mujoco.rltpu_flags(4) == ["--num-actors", "4", "--unroll-length", "512",
+                                     "--batch-size", "4"]
+    preset = presets.get("ppo-mujoco")
+    for n in (1, 2, 4):
+        flags = mujoco.rltpu_flags(n)
+        split = dict(zip(flags[::2], map(int, flags[1::2])))
+        run = RunConfig(agent="ppo", **{**preset.run, "num_actors": split.get("--num-actors", 1),
+                                        "unroll_length": split.get("--unroll-length", 2048),
+                                        "batch_size": split.get("--batch-size", 1)})
+        assert run.samples_per_batch == preset.run["unroll_length"] == 2048
+        assert run.num_actors * run.envs_per_actor == run.batch_size == n
 
 
 @pytest.mark.jax_independent
