@@ -157,9 +157,10 @@ def main(argv: list[str]) -> int:
         print(table(read_jsonl(args.table_from)))
         return 0
     runs_dir, out = results_paths(args.runs_dir, args.out, "mujoco")
+    last_seed = args.first_seed + args.seeds - 1
     print(f"# MuJoCo: rltpu PPO (Ray mode, {args.num_actors} rollout actor(s)) vs SB3 PPO "
-          f"(rl-zoo), {args.total_env_steps:,} env steps per run, seeds {args.first_seed}-{args.first_seed + args.seeds - 1}; "
-          f"{machine_line()}; results to {out}", flush=True)
+          f"(rl-zoo), {args.total_env_steps:,} env steps per run, seeds {args.first_seed}-"
+          f"{last_seed}; {machine_line()}; results to {out}", flush=True)
     sides = {"rltpu": lambda env, seed: run_rltpu(env, seed, args.total_env_steps, runs_dir,
                                                   args.timeout_s, args.num_actors),
              "sb3": lambda env, seed: run_sb3(env, seed, args.total_env_steps, runs_dir,
