@@ -14,7 +14,9 @@ from tests.test_agents_learn import train
 # CartPoleNoVel-v1 discount and GAE lambda (bench/recurrent.py's peer's), at which its budget
 # was measured: at PPO's defaults (0.99, 0.95) a run ended its 1M steps at 192.5.
 CASES = {  # settings, and the LSTM's budget of env steps
-    "impala": (["--agent", "impala", "--core-size", "64"], 1_500_000),
+    # IMPALA: 1.5M failed once in CI (341.55 at 1.5M); six runs on 2026-12-02 reached 475
+    # at 0.72M-2.10M (README), so 3M.
+    "impala": (["--agent", "impala", "--core-size", "64"], 3_000_000),
     "ppo": (["--agent", "ppo", "--core-size", "64", "--discount", "0.98", "--gae-lambda", "0.8"],
             1_000_000),
 }
