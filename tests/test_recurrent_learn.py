@@ -50,7 +50,7 @@ def test_r2d2_reaches_400_on_cartpole_without_velocities(tmp_path, ray_tmpdir):
     # gets. Unkept, an idle run reached 400 at 123k steps (about 4.8 sequences sampled per
     # one inserted) and one on a loaded machine ended at 268.2 after 600k; kept at 4, 477k.
     # At 8 (2026-12-01, load 8-9): 400 at 44.5k, 296.8k and 421.1k env steps (seeds 0-2);
-    # at today's defaults (Adam epsilon 1e-3, exploration base 0.1; 2026-12-02, load 4-5):
+    # at the defaults of 2026-12-02 (Adam epsilon 1e-3, exploration base 0.1; load 4-5):
     # 69.3k, 294.5k and 211.4k.
     summary = train(["--agent", "r2d2", "--env", "CartPoleNoVel-v1", "--target-return", "400",
                      "--envs-per-actor", "8", "--batch-size", "8", "--samples-per-insert", "8",
