@@ -155,7 +155,10 @@ PRESETS = {
                "tanh MLPs with a state-independent log std starting at 0, observations "
                "normalised by running statistics, rewards scaled by a running estimate of "
                "the discounted return's spread and clipped to [-10, 10], 1M steps",
-        deviations=(ADAM_EPSILON, "normalised observations are not clipped to [-10, 10]")),
+        deviations=(ADAM_EPSILON,
+                    "hidden layers start from LeCun-normal weights (variance 1 / fan-in), not "
+                    "orthogonal ones of gain sqrt(2); the output layers from variance scaling "
+                    "at CleanRL's gains (0.01 policy, 1 value), not orthogonal")),
 }
 
 

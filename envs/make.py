@@ -81,7 +81,7 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     Pendulum, ...), else a synchronous vector of single envs (MuJoCo's HalfCheetah-v5 and
     friends). Float64 observations become float32. With ``normalize_observations`` they
     are normalised by running statistics of this vector env (gymnasium's
-    NormalizeObservation; each actor keeps its own). Finished episodes' returns and
+    NormalizeObservation; each actor keeps its own) and clipped to [-10, 10]. Finished episodes' returns and
     lengths are reported in ``info["episode"]`` (RecordEpisodeStatistics), in the env's
     own reward units, also with ``reward_discount``: then the rewards returned are
     divided by a running estimate of the standard deviation of the return discounted by
@@ -123,7 +123,8 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
         env = _float32_leaves(env)
     if normalize_observations:
         env = (_NormalizeLeaves(env) if spaces.is_container(env.single_observation_space)
-               else gym.wrappers.vector.NormalizeObservation(env))
+               else gym.wrappers.vector.TransformObservation(
+                   gym.wrappers.vector.NormalizeObservation(env), _clip_observation))
     if isinstance(env.single_action_space, gym.spaces.Box):
         # Agents sample unbounded (Gaussian) actions and learn from the sample; the env
         # gets it clipped to its bounds.
@@ -140,6 +141,14 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
 
 REWARD_CLIP = 10.0
 """Normalised rewards are clipped to [-REWARD_CLIP, REWARD_CLIP] (CleanRL's, SB3's bound)."""
+OBSERVATION_CLIP = 10.0
+"""Normalised observations are clipped to [-OBSERVATION_CLIP, OBSERVATION_CLIP] (CleanRL's,
+SB3's ``VecNormalize``'s bound): the first steps, normalised by statistics of a few samples,
+stay in range."""
+
+
+def _clip_observation(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, -OBSERVATION_CLIP, OBSERVATION_CLIP)
 
 
 def reward_discount(run, agent_config) -> float | None:
@@ -195,7 +204,8 @@ class _LeafStatistics:
             if rms is None:
                 return x
             rms.update(x if batched else x[None])
-            return ((x - rms.mean) / np.sqrt(rms.var + self.epsilon)).astype(x.dtype)
+            normalized = (x - rms.mean) / np.sqrt(rms.var + self.epsilon)
+            return _clip_observation(normalized).astype(x.dtype)
         return spaces.tree_map(leaf, observations, self.obs_rms)
 
 
@@ -223,11 +233,13 @@ class _NormalizeLeavesOne(gym.ObservationWrapper):
 
 
 def normalize_one(env: gym.Env) -> gym.Env:
-    """One env with its observations normalised by running statistics of its own, as
-    ``make(..., normalize_observations=True)`` does (leaf by leaf for Dict and Tuple)."""
+    """One env with its observations normalised by running statistics of its own and
+    clipped, as ``make(..., normalize_observations=True)`` does (leaf by leaf for Dict and
+    Tuple)."""
     if spaces.is_container(env.observation_space):
         return _NormalizeLeavesOne(env)
-    return gym.wrappers.NormalizeObservation(env)
+    return gym.wrappers.TransformObservation(gym.wrappers.NormalizeObservation(env),
+                                             _clip_observation, env.observation_space)
 
 
 def make_spec(env_id: str, backend: str = "auto", full_action_space: bool = False,

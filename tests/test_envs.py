@@ -48,6 +48,45 @@ def test_observation_normalisation():
     assert raw.first_observation.std() < 0.2  # raw MuJoCo observations are not unit scale
 
 
+def test_normalised_observations_are_clipped_to_ten():
+    """gymnasium's running normalisation, clipped to [-10, 10] (CleanRL's and SB3's bound),
+    in a vector env, leaf by leaf and in evaluation's single env: CountingEnv's episode
+    number sits at 0 for 200 steps, so its first 1 normalises to about 14 before the clip."""
+    from rltpu.envs.fake import CountingEnv
+    from rltpu.envs.make import _LeafStatistics, normalize_one
+    ours, _ = envs.make("rltpu.envs.fake:CountingEnv", 1, seed=0, normalize_observations=True,
+                        env_kwargs={"terminate_at": 200})
+    raw = gymnasium.vector.SyncVectorEnv([lambda: CountingEnv(terminate_at=200)])
+    plain = gymnasium.wrappers.vector.NormalizeObservation(
+        gymnasium.vector.SyncVectorEnv([lambda: CountingEnv(terminate_at=200)]))
+    leaves = _LeafStatistics(gymnasium.spaces.Dict({"count": CountingEnv().observation_space}))
+    got, got_leaves, expected = [ours.first_observation], [], [plain.reset(seed=0)[0]]
+    got_leaves.append(leaves.normalize({"count": raw.reset(seed=0)[0]}, batched=True)["count"])
+    for _ in range(210):
+        action = np.ones(1, np.int64)
+        got.append(ours.step(action)[0])
+        expected.append(plain.step(action)[0])
+        got_leaves.append(leaves.normalize({"count": raw.step(action)[0]}, batched=True)["count"])
+    expected = np.stack(expected)
+    assert expected.max() > 12.0  # the clip is reached
+    np.testing.assert_allclose(np.stack(got), np.clip(expected, -10, 10), rtol=1e-6)
+    np.testing.assert_allclose(np.stack(got_leaves), np.clip(expected, -10, 10), rtol=1e-6)
+
+    single = normalize_one(CountingEnv(terminate_at=200))
+    single_plain = gymnasium.wrappers.NormalizeObservation(CountingEnv(terminate_at=200))
+    got, expected = [single.reset(seed=0)[0]], [single_plain.reset(seed=0)[0]]
+    for _ in range(210):
+        observation, _, terminated, _, _ = single.step(1)
+        plain_observation, *_ = single_plain.step(1)
+        if terminated:
+            observation, plain_observation = single.reset()[0], single_plain.reset()[0]
+        got.append(observation)
+        expected.append(plain_observation)
+    expected = np.stack(expected)
+    assert expected.max() > 12.0
+    np.testing.assert_allclose(np.stack(got), np.clip(expected, -10, 10), rtol=1e-6)
+
+
 def test_reward_normalisation():
     """Rewards divided by the running standard deviation of the discounted return (autoreset
     steps left out; as in CleanRL's and SB3's, a terminal step's return is its reward
