@@ -80,10 +80,11 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     Registered ids use the env's numpy-vectorised form when it has one (CartPole,
     Pendulum, ...), else a synchronous vector of single envs (MuJoCo's HalfCheetah-v5 and
     friends). Float64 observations become float32. With ``normalize_observations`` they
-    are normalised by running statistics of this vector env (gymnasium's
-    NormalizeObservation; each actor keeps its own) and clipped to [-10, 10]. Finished episodes' returns and
-    lengths are reported in ``info["episode"]`` (RecordEpisodeStatistics), in the env's
-    own reward units, also with ``reward_discount``: then the rewards returned are
+    are normalised by running statistics of this vector env (``ObservationStatistics``;
+    each actor keeps its own, ``observation_statistics`` reads them) and clipped to
+    [-10, 10]. Finished episodes' returns and lengths are reported in ``info["episode"]``
+    (RecordEpisodeStatistics), in the env's own reward units, also with
+    ``reward_discount``: then the rewards returned are
     divided by a running estimate of the standard deviation of the return discounted by
     it (gymnasium's NormalizeReward, per vector env) and clipped to [-10, 10].
 
@@ -122,9 +123,7 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     elif spaces.is_container(env.single_observation_space):
         env = _float32_leaves(env)
     if normalize_observations:
-        env = (_NormalizeLeaves(env) if spaces.is_container(env.single_observation_space)
-               else gym.wrappers.vector.TransformObservation(
-                   gym.wrappers.vector.NormalizeObservation(env), _clip_observation))
+        env = _NormalizeObservations(env)
     if isinstance(env.single_action_space, gym.spaces.Box):
         # Agents sample unbounded (Gaussian) actions and learn from the sample; the env
         # gets it clipped to its bounds.
@@ -186,60 +185,149 @@ def _map_leaf_spaces(fn, space: gym.Space) -> gym.Space:
     return fn(space)
 
 
-class _LeafStatistics:
-    """Running mean and variance of each float leaf of a Dict or Tuple observation
-    (gymnasium's ``RunningMeanStd``, as its ``NormalizeObservation`` keeps for a Box);
-    integer leaves (MultiBinary) pass as they are."""
+class ObservationStatistics:
+    """Running mean and variance of each float leaf of an env's observations (gymnasium's
+    ``RunningMeanStd``, as its ``NormalizeObservation`` keeps; a Box is one leaf), by which
+    ``normalize`` scales them to about zero mean and unit variance, clipped to
+    [-OBSERVATION_CLIP, OBSERVATION_CLIP]; integer leaves (MultiBinary) pass as they are.
+
+    ``state()`` and ``load(state)`` carry the statistics from one env to another (an
+    actor's to the evaluator's, a checkpoint's to a resumed run's actors and to
+    ``rltpu.load``'s policy).
+    """
 
     def __init__(self, space: gym.Space, epsilon: float = 1e-8):
         from gymnasium.wrappers.utils import RunningMeanStd
         self.epsilon = epsilon
+        self.frozen = False
         self.obs_rms = spaces._map_space(
             lambda s: (RunningMeanStd(shape=s.shape, dtype=s.dtype)
                        if np.issubdtype(s.dtype, np.floating) else None), space)
 
     def normalize(self, observations, batched: bool):
-        """Updates the statistics with ``observations`` and returns them normalised."""
+        """Updates the statistics with ``observations`` (unless frozen) and returns them
+        normalised."""
         def leaf(x, rms):
             if rms is None:
                 return x
-            rms.update(x if batched else x[None])
+            if not self.frozen:
+                rms.update(x if batched else x[None])
             normalized = (x - rms.mean) / np.sqrt(rms.var + self.epsilon)
             return _clip_observation(normalized).astype(x.dtype)
         return spaces.tree_map(leaf, observations, self.obs_rms)
 
+    def state(self):
+        """A copy of the statistics as JSON values: per float leaf ``{"mean", "var",
+        "count"}`` (lists of floats, nested as the leaf's shape), None per integer leaf, in
+        the observations' structure (a Tuple's as a list)."""
+        return spaces.tree_map(
+            lambda rms: None if rms is None else {
+                "mean": np.asarray(rms.mean, np.float64).tolist(),
+                "var": np.asarray(rms.var, np.float64).tolist(), "count": float(rms.count)},
+            self.obs_rms)
 
-class _NormalizeLeaves(gym.vector.VectorObservationWrapper):
-    """gymnasium's vector ``NormalizeObservation`` leaf by leaf of a Dict or Tuple
-    observation: each float leaf by running statistics of its own."""
+    def load(self, state, frozen: bool = True) -> None:
+        """Takes ``state`` (another's ``state()``); ``frozen``: ``normalize`` no longer
+        updates the statistics.
+
+        Raises:
+          ValueError: ``state`` is not statistics of observations of this space (the
+            statistics are unchanged).
+        """
+        if not _same_structure(self.obs_rms, state):
+            raise ValueError("observation statistics do not have the observations' structure")
+        loaded = []
+
+        def leaf(rms, saved):
+            if rms is None:
+                return
+            try:
+                mean, var = (np.asarray(saved[k], np.float64) for k in ("mean", "var"))
+                count = float(saved["count"])
+            except (TypeError, KeyError, ValueError):
+                raise ValueError(f"observation statistics {str(saved)[:60]!r} are not "
+                                 "{'mean', 'var', 'count'} of numbers") from None
+            if mean.shape != rms.mean.shape or var.shape != rms.mean.shape or not count > 0:
+                raise ValueError(f"observation statistics of shape {mean.shape} (count "
+                                 f"{count}) do not fit observations of shape {rms.mean.shape}")
+            if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()
+                    and np.isfinite(count)):
+                raise ValueError("observation statistics hold a non-finite mean or variance, "
+                                 "or a negative variance")
+            loaded.append((rms, mean, var, count))
+        spaces.tree_map(leaf, self.obs_rms, state)
+        for rms, mean, var, count in loaded:
+            rms.mean, rms.var, rms.count = mean, var, count
+        self.frozen = frozen
+
+
+def _same_structure(tree, state) -> bool:
+    """Whether ``state`` has ``tree``'s dicts (the same keys) and tuples (as lists or
+    tuples of the same length) down to ``tree``'s leaves."""
+    if isinstance(tree, dict):
+        return (isinstance(state, dict) and set(state) == set(tree)
+                and all(_same_structure(tree[k], state[k]) for k in tree))
+    if isinstance(tree, tuple):
+        return (isinstance(state, (list, tuple)) and len(state) == len(tree)
+                and all(_same_structure(t, s) for t, s in zip(tree, state)))
+    return True
+
+
+class _NormalizeObservations(gym.vector.VectorObservationWrapper):
+    """A vector env's observations normalised by running statistics of its own."""
 
     def __init__(self, env: gym.vector.VectorEnv):
         super().__init__(env)
-        self.statistics = _LeafStatistics(env.single_observation_space)
+        self.statistics = ObservationStatistics(env.single_observation_space)
 
     def observations(self, observations):
         return self.statistics.normalize(observations, batched=True)
 
 
-class _NormalizeLeavesOne(gym.ObservationWrapper):
+class _NormalizeObservationsOne(gym.ObservationWrapper):
     """The same for one (unvectorised) env, as evaluation plays."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        self.statistics = _LeafStatistics(env.observation_space)
+        self.statistics = ObservationStatistics(env.observation_space)
 
     def observation(self, observation):
         return self.statistics.normalize(observation, batched=False)
 
 
 def normalize_one(env: gym.Env) -> gym.Env:
-    """One env with its observations normalised by running statistics of its own and
-    clipped, as ``make(..., normalize_observations=True)`` does (leaf by leaf for Dict and
-    Tuple)."""
-    if spaces.is_container(env.observation_space):
-        return _NormalizeLeavesOne(env)
-    return gym.wrappers.TransformObservation(gym.wrappers.NormalizeObservation(env),
-                                             _clip_observation, env.observation_space)
+    """One env with its observations normalised by running statistics of its own (its
+    ``statistics``), as ``make(..., normalize_observations=True)`` does."""
+    return _NormalizeObservationsOne(env)
+
+
+def _statistics(env: gym.vector.VectorEnv) -> ObservationStatistics | None:
+    while env is not None:
+        if isinstance(env, _NormalizeObservations):
+            return env.statistics
+        env = getattr(env, "env", None)
+    return None
+
+
+def observation_statistics(env: gym.vector.VectorEnv):
+    """The state of the statistics ``env`` (from ``make``) normalises observations by
+    (``ObservationStatistics.state``); None if it does not normalise them."""
+    statistics = _statistics(env)
+    return None if statistics is None else statistics.state()
+
+
+def load_observation_statistics(env: gym.vector.VectorEnv, state) -> None:
+    """``env`` (from ``make``) goes on from the statistics ``state`` (a resumed run's
+    actors from its checkpoint's), updating them as before. The observation it holds
+    already was normalised by its own first statistics.
+
+    Raises:
+      ValueError: ``env`` does not normalise observations, or ``state`` does not fit them.
+    """
+    statistics = _statistics(env)
+    if statistics is None:
+        raise ValueError("this env does not normalise observations")
+    statistics.load(state, frozen=False)
 
 
 def make_spec(env_id: str, backend: str = "auto", full_action_space: bool = False,

@@ -79,6 +79,17 @@ class RolloutActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def observation_statistics(self):
+        """The running statistics this actor's envs normalise observations by
+        (``--normalize-observations``; ``rltpu.envs.make.ObservationStatistics.state``),
+        for evaluation to play with; None without normalisation."""
+        return envs.observation_statistics(self.env)
+
+    def load_observation_statistics(self, state) -> None:
+        """This actor's envs go on from observation statistics ``state`` (a resumed run's,
+        from its checkpoint)."""
+        envs.load_observation_statistics(self.env, state)
+
     def new_run(self, seed: int) -> None:
         """Starts over for another run of the same settings, keeping the compiled policy
         step (a notebook's next ``rltpu.train`` reuses its actors: ``rltpu.session``):

@@ -15,7 +15,8 @@ import numpy as np
 import psutil
 import ray
 
-from rltpu import checkpoint, devices, inference, report, resume as resuming, session
+from rltpu import checkpoint, console, devices, inference, report, resume as resuming, session
+from rltpu.envs.make import ObservationStatistics
 from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest, Stopped
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
 from rltpu.hosts import LearnerHosts, UpdateRecorder
@@ -24,6 +25,46 @@ from rltpu.plan import Plan
 from rltpu.run import Run
 from rltpu.transport import ParamStore, UnrollQueue
 from rltpu.validation import UnrollValidator, unroll_example
+
+
+class StatisticsWatch:
+    """The newest observation statistics of a rollout actor (``--normalize-observations``),
+    asked for at most every ``every_s`` seconds and taken when answered, never waited for:
+    what the run's checkpoints save, for a resumed run's actors and ``rltpu.load``.
+    """
+
+    def __init__(self, actor, every_s: float = 1.0, latest=None):
+        self.actor, self.every_s, self.latest = actor, every_s, latest
+        self._pending, self._asked = None, -float("inf")
+
+    def poll(self) -> None:
+        if self._pending is not None:
+            ready, _ = ray.wait([self._pending], timeout=0)
+            if not ready:
+                return
+            try:
+                self.latest = ray.get(self._pending)
+            except ray.exceptions.RayError:  # (a restarting actor: the next ask answers)
+                pass
+            self._pending = None
+        if time.monotonic() - self._asked >= self.every_s:
+            self._pending = self.actor.observation_statistics.remote()
+            self._asked = time.monotonic()
+
+
+def _saved_statistics(plan: Plan, resume: checkpoint.Restored | None):
+    """The observation statistics a resumed run's checkpoint saved, if they fit its
+    observations (None, with a warning, if not: the actors then start their own)."""
+    saved = None if resume is None else resume.counters.get("observation_statistics")
+    if saved is None:
+        return None
+    try:
+        ObservationStatistics(plan.spec.observation_space).load(saved)
+    except ValueError as e:
+        console.warn(f"checkpoint {resume.path}: {e}; the actors start observation "
+                     "statistics of their own")
+        return None
+    return saved
 
 
 class Loop:
@@ -68,11 +109,21 @@ class Loop:
         self.params.publish(learner.version, learner.host_params())
         self.run = Run(plan, resume, t_start, self._loop_faults, hosts.primary, quiet, stop,
                        on_row)
+        self.statistics = None
+        if run.normalize_observations:
+            saved = _saved_statistics(plan, resume)
+            for actor in actors:  # (before their first unroll)
+                if saved is not None:
+                    actor.load_observation_statistics.remote(saved)
+            if hosts.primary:
+                self.statistics = StatisticsWatch(actors[0], latest=saved)
+                self.run.observation_statistics = lambda: self.statistics.latest
         self.evaluation = None
         if run.evaluates and hosts.primary:  # the params are the same on every learner host
             from rltpu.evaluation import AsyncEvaluation
             self.evaluation = AsyncEvaluation(plan, self.run, learner.version,
-                                              0 if resume is None else resume.step)
+                                              0 if resume is None else resume.step,
+                                              statistics_actor=actors[0])
         self._watch_starting(pids)
         startup["actors"] = time.time() - t_start
         self.supervisor = ActorSupervisor(actors, run.max_actor_restarts, on_restart=self._watch)
@@ -171,6 +222,8 @@ class Loop:
                     batch, arrivals = self._next_batch()  # overlaps with the update
                 except Stopped:
                     done = True
+            if self.statistics is not None:
+                self.statistics.poll()
             metrics = devices.to_host(metrics)
             self.run.update_skipped(bool(metrics.pop("update_skipped")), learner.version)
             self.feed.after_update(metrics)

@@ -55,6 +55,17 @@ class EnvActor:
     def pid(self) -> int:
         return os.getpid()
 
+    def observation_statistics(self):
+        """The running statistics this actor's envs normalise observations by
+        (``--normalize-observations``; ``rltpu.envs.make.ObservationStatistics.state``),
+        for evaluation to play with; None without normalisation."""
+        return envs.observation_statistics(self.env)
+
+    def load_observation_statistics(self, state) -> None:
+        """This actor's envs go on from observation statistics ``state`` (a resumed run's,
+        from its checkpoint)."""
+        envs.load_observation_statistics(self.env, state)
+
     def first_observation(self) -> tuple[int, np.ndarray]:
         """``(seed, observation [B, ...])`` of the freshly reset envs. Asked once after each
         start, restarts included: a restarted actor's envs are new ones."""

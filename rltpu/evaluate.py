@@ -17,6 +17,7 @@ import numpy as np
 
 from rltpu import checkpoint, envs, recurrent, storage
 from rltpu.envs import jax_envs
+from rltpu.envs.make import normalize_one
 from rltpu.agent import Agent
 from rltpu.policy import Policy, policy_step
 
@@ -90,6 +91,9 @@ def play(policy: Policy, episodes: int = 10, video: bool = False, seed: int = 12
         if policy.recurrent:  # the policy object carries the core state (Policy.act)
             returns, lengths = _play_policy(policy, env, episodes, seed)
         else:
+            if policy.observation_statistics is not None:  # (Policy.act normalises alike)
+                env = normalize_one(env)
+                env.statistics.load(policy.observation_statistics)
             returns, lengths = EpisodePlayer(fns, spec).play(env, policy.params, episodes, seed)
     finally:
         env.close()

@@ -68,18 +68,25 @@ class Evaluator:
     def __init__(self, agent: Any, agent_config: Any, run: RunConfig):
         self.env = envs.make_one(run.env, full_action_space=run.full_action_space,
                                  env_kwargs=run.env_kwargs_dict())
+        self.statistics = None
         if run.normalize_observations:
-            # Its own running statistics, as each rollout actor keeps its own; they go on
-            # adapting over the evaluation episodes.
-            self.env = normalize_one(self.env)  # leaf by leaf for Dict/Tuple
+            # Running statistics of its own until it is handed a rollout actor's: then it
+            # plays with those, frozen, as that actor's policy sees the env.
+            self.env = normalize_one(self.env)
+            self.statistics = self.env.statistics
         spec = envs.make_spec(run.env, **run.env_options())
         fns = agent.build(spec, agent_config, run)
         self.player = EpisodePlayer(fns, spec, greedy=run.eval_policy == "greedy")
         self.episodes = run.eval_episodes
 
-    def evaluate(self, version: int, params, seed: int) -> dict:
+    def evaluate(self, version: int, params, seed: int, observation_statistics=None) -> dict:
         """Plays ``episodes`` episodes with ``params`` (version ``version``), episode ``i``
-        from ``reset(seed=seed + i)``; ``{"version", "returns", "lengths"}``."""
+        from ``reset(seed=seed + i)``; ``{"version", "returns", "lengths"}``. With
+        ``--normalize-observations``, ``observation_statistics`` (a rollout actor's
+        ``observation_statistics()``) normalise the observations, frozen; without them the
+        evaluator's own running statistics do."""
+        if self.statistics is not None and observation_statistics is not None:
+            self.statistics.load(observation_statistics)
         params = devices.to_actor_device(params)
         returns, lengths = self.player.play(self.env, params, self.episodes, seed)
         return {"version": version, "returns": returns, "lengths": lengths}
@@ -94,6 +101,18 @@ class RayEvaluator(Evaluator):
         devices.use_compilation_cache(run.compilation_cache)
         super().__init__(agent, agent_config, run)
 
+    def evaluate_boxed(self, version: int, params, seed: int, statistics_box: list) -> dict:
+        """``evaluate`` with the observation statistics of ``statistics_box``: ``[]`` or
+        ``[ObjectRef]`` of a rollout actor's (boxed, so that an actor that failed to answer
+        leaves the evaluator the statistics it has instead of failing the evaluation)."""
+        statistics = None
+        if statistics_box:
+            try:
+                statistics = ray.get(statistics_box[0])
+            except ray.exceptions.RayError:
+                pass
+        return self.evaluate(version, params, seed, statistics)
+
 
 class AsyncEvaluation:
     """The driver's side of Ray mode's evaluation: starts the evaluation actor, hands it
@@ -105,10 +124,15 @@ class AsyncEvaluation:
       bookkeeping: the run's ``Run`` (where results are recorded).
       version: the params version training starts from.
       resume_step: the checkpoint a resumed run continues from (0: none), for new seeds.
+      statistics_actor: a rollout actor whose observation statistics each evaluation plays
+        with (``--normalize-observations``), asked when the evaluation starts.
     """
 
-    def __init__(self, plan, bookkeeping, version: int, resume_step: int = 0):
+    def __init__(self, plan, bookkeeping, version: int, resume_step: int = 0,
+                 statistics_actor=None):
         run = plan.run
+        # (a rollout actor, asked for its observation statistics at each evaluation)
+        self.statistics_actor = statistics_actor if run.normalize_observations else None
         self.run, self.bookkeeping = run, bookkeeping
         self.actor = RayEvaluator.options(max_restarts=0).remote(plan.agent, plan.agent_config, run)
         self.schedule = EvalSchedule(run, version, time.time())
@@ -120,7 +144,10 @@ class AsyncEvaluation:
     def _start(self, version: int, params, env_steps: int) -> None:
         # ``params`` may be an ObjectRef (the params the actors were given): Ray resolves it
         # in the evaluator, and nothing is copied here.
-        self._pending = (self.actor.evaluate.remote(version, params, self._seed), env_steps)
+        box = ([] if self.statistics_actor is None
+               else [self.statistics_actor.observation_statistics.remote()])
+        self._pending = (self.actor.evaluate_boxed.remote(version, params, self._seed, box),
+                         env_steps)
         self._seed = (self._seed + self.run.eval_episodes) % 2**31
         self.schedule.started(version, time.time())
 

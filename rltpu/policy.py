@@ -46,19 +46,32 @@ class Policy:
         row (None before the first ``act`` and after ``reset()``).
 
     A run trained with ``--normalize-observations`` normalised observations by running
-    statistics kept in each actor, which are not saved: this policy sees observations as
-    given.
+    statistics kept in each actor; its checkpoints save actor 0's (``observation_statistics``),
+    and ``act`` normalises by them, frozen. A checkpoint without them (saved before the
+    actor first answered, or by rltpu before 0.2) leaves observations as given.
     """
 
     def __init__(self, agent: Agent, agent_config: Any, run: RunConfig, spec: EnvSpec, params,
-                 checkpoint: int | None = None, run_dir: str | None = None, seed: int = 0):
+                 checkpoint: int | None = None, run_dir: str | None = None, seed: int = 0,
+                 observation_statistics=None):
         """
         Args:
           params: the params of ``agent`` built for ``spec``, ``agent_config`` and ``run``.
           seed: seeds the sampling of ``act(..., greedy=False)``.
+          observation_statistics: with ``run.normalize_observations``, the statistics to
+            normalise observations by (``rltpu.envs.make.ObservationStatistics.state``).
+
+        Raises:
+          ValueError: ``observation_statistics`` do not fit ``spec``'s observations.
         """
         self.agent, self.agent_config, self.run, self.spec = agent, agent_config, run, spec
         self.checkpoint, self.run_dir = checkpoint, run_dir
+        self.observation_statistics = self._normalizer = None
+        if run.normalize_observations and observation_statistics is not None:
+            from rltpu.envs.make import ObservationStatistics
+            self._normalizer = ObservationStatistics(spec.observation_space)
+            self._normalizer.load(observation_statistics)  # (frozen)
+            self.observation_statistics = observation_statistics
         self.fns = agent.build(spec, agent_config, run)
         self.params = devices.to_actor_device(params)
         self._key = jax.random.key(seed)
@@ -107,6 +120,8 @@ class Policy:
             raise ValueError(f"agent {self.agent.name!r} has no greedy_step; act with "
                              "greedy=False (its behaviour policy)")
         batch, single = spaces.as_batch(observation, self.spec.observation_space)
+        if self._normalizer is not None:
+            batch = self._normalizer.normalize(batch, batched=True)
         size = len(jax.tree.leaves(batch)[0])
         # (checked before the key moves on: a refused call changes nothing)
         context = self._context_for(size, reward, episode_start) if self.recurrent else None
@@ -229,8 +244,11 @@ def load(run_dir: str, checkpoint: int | None = None, *, agent: Agent | None = N
     agent.check_spec(spec)
     fns = agent.build(spec, agent_config, run)
     restored = checkpoints.restore(run_dir, fns.init, checkpoint)
-    return Policy(agent, agent_config, run, spec, restored.state.params, restored.step, run_dir,
-                  seed)
+    try:
+        return Policy(agent, agent_config, run, spec, restored.state.params, restored.step,
+                      run_dir, seed, restored.counters.get("observation_statistics"))
+    except ValueError as e:
+        raise ValueError(f"checkpoint {restored.path}: {e}") from None
 
 
 def _settings(cls, values: dict, run_dir: str, what: str):

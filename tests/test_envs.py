@@ -53,13 +53,13 @@ def test_normalised_observations_are_clipped_to_ten():
     in a vector env, leaf by leaf and in evaluation's single env: CountingEnv's episode
     number sits at 0 for 200 steps, so its first 1 normalises to about 14 before the clip."""
     from rltpu.envs.fake import CountingEnv
-    from rltpu.envs.make import _LeafStatistics, normalize_one
+    from rltpu.envs.make import ObservationStatistics, normalize_one
     ours, _ = envs.make("rltpu.envs.fake:CountingEnv", 1, seed=0, normalize_observations=True,
                         env_kwargs={"terminate_at": 200})
     raw = gymnasium.vector.SyncVectorEnv([lambda: CountingEnv(terminate_at=200)])
     plain = gymnasium.wrappers.vector.NormalizeObservation(
         gymnasium.vector.SyncVectorEnv([lambda: CountingEnv(terminate_at=200)]))
-    leaves = _LeafStatistics(gymnasium.spaces.Dict({"count": CountingEnv().observation_space}))
+    leaves = ObservationStatistics(gymnasium.spaces.Dict({"count": CountingEnv().observation_space}))
     got, got_leaves, expected = [ours.first_observation], [], [plain.reset(seed=0)[0]]
     got_leaves.append(leaves.normalize({"count": raw.reset(seed=0)[0]}, batched=True)["count"])
     for _ in range(210):
@@ -85,6 +85,33 @@ def test_normalised_observations_are_clipped_to_ten():
     expected = np.stack(expected)
     assert expected.max() > 12.0
     np.testing.assert_allclose(np.stack(got), np.clip(expected, -10, 10), rtol=1e-6)
+
+
+def test_observation_statistics_carry_to_a_frozen_single_env():
+    """An actor's statistics (``observation_statistics``) loaded into evaluation's single
+    env: it normalises by them exactly, clipped, and no longer updates them."""
+    from rltpu.envs.make import normalize_one
+    env, _ = envs.make("HalfCheetah-v5", 2, seed=0, normalize_observations=True)
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        env.step(rng.uniform(-1, 1, (2, 6)).astype(np.float32))
+    state = envs.observation_statistics(env)
+    assert state["count"] == pytest.approx(2 * 51 + 1e-4)
+    assert envs.observation_statistics(envs.make("HalfCheetah-v5", 2, seed=0)[0]) is None
+    single = normalize_one(gymnasium.make("HalfCheetah-v5"))
+    raw = gymnasium.make("HalfCheetah-v5")
+    single.statistics.load(state)
+    observations = [(single.reset(seed=3)[0], raw.reset(seed=3)[0])]
+    for _ in range(20):
+        action = rng.uniform(-1, 1, 6).astype(np.float32)
+        observations.append((single.step(action)[0], raw.step(action)[0]))
+    for normalised, plain in observations:
+        mean, var = np.asarray(state["mean"]), np.asarray(state["var"])
+        expected = np.clip((plain - mean) / np.sqrt(var + 1e-8), -10, 10)
+        np.testing.assert_allclose(normalised, expected, rtol=1e-5, atol=1e-5)
+    after = single.statistics.state()
+    np.testing.assert_array_equal(after["mean"], state["mean"])
+    assert after["count"] == state["count"]
 
 
 def test_reward_normalisation():
@@ -141,6 +168,11 @@ def test_actors_learn_from_normalised_rewards_and_report_raw_returns():
     env_actor = EnvActor(0, run, seed=3, reward_discount=envs.reward_discount(run, agent.Config()))
     assert env_actor.env.env.gamma == agent.Config().discount
     np.testing.assert_array_equal(env_actor.step(np.ones(2, np.int64)).reward, [10.0, 10.0])
+    assert env_actor.observation_statistics() is None  # (observations not normalised)
+    env_actor = EnvActor(0, RunConfig(env=env, envs_per_actor=2, normalize_observations=True),
+                         seed=3)
+    env_actor.step(np.ones(2, np.int64))
+    assert env_actor.observation_statistics()["count"] == pytest.approx(4 + 1e-4)
 
 
 def test_gaussian_actor_on_half_cheetah():

@@ -153,6 +153,42 @@ def test_ray_evaluator_plays_as_rltpu_eval(core):
     assert sampled["returns"] != played["returns"]
 
 
+def test_evaluator_plays_with_a_rollout_actors_observation_statistics(ray_local):
+    """--normalize-observations: the evaluator plays with the statistics of a rollout
+    actor (the Ray actor's, asked for by ref), frozen, as ``EpisodePlayer`` on an env
+    normalised by them; its own fresh statistics give other returns, and a ref that fails
+    leaves it the statistics it has."""
+    from rltpu.actor import RayRolloutActor
+    from rltpu.envs.make import normalize_one
+    agent = agents.get("ppo")
+    config = agent.Config(**SMALL_PPO)
+    run = RunConfig(agent="ppo", env="Pendulum-v1", envs_per_actor=2, unroll_length=64,
+                    normalize_observations=True, eval_every_updates=1, eval_episodes=2)
+    spec = envs.make_spec(run.env)
+    fns = agent.build(spec, config, run)
+    params = fns.init(jax.random.key(1)).params
+    actor = RayRolloutActor.remote(0, agent, config, run, 5)
+    ray_local.get(actor.set_params.remote(0, params))
+    ray_local.get(actor.unroll_with_current.remote())  # 64 steps: statistics of its own
+    statistics = ray_local.get(actor.observation_statistics.remote())
+    assert statistics["count"] == pytest.approx(2 * 65 + 1e-4)
+
+    own = evaluation.Evaluator(agent, config, run).evaluate(4, params, 11)
+    evaluator = evaluation.RayEvaluator.remote(agent, config, run)
+    result = ray_local.get(evaluator.evaluate_boxed.remote(
+        4, params, 11, [actor.observation_statistics.remote()]))
+    frozen = normalize_one(envs.make_one(run.env))
+    frozen.statistics.load(statistics)
+    returns, lengths = evaluate.EpisodePlayer(fns, spec).play(frozen, params, 2, 11)
+    assert result["returns"] == returns and result["lengths"] == lengths
+    assert own["returns"] != returns
+    ray_local.kill(actor)
+    again = ray_local.get(evaluator.evaluate_boxed.remote(
+        4, params, 11, [actor.observation_statistics.remote()]))
+    assert again["returns"] == returns  # the statistics it had, still frozen
+    ray_local.kill(evaluator)
+
+
 def test_schedule_by_updates_and_time():
     by_updates = evaluation.EvalSchedule(RunConfig(eval_every_updates=10), version=3, now=0.0)
     assert not by_updates.due(9, 1e9) and by_updates.due(10, 0.0) and by_updates.due(14, 0.0)
@@ -162,16 +198,18 @@ def test_schedule_by_updates_and_time():
     assert not by_time.due(10**6, 104.9) and by_time.due(0, 105.0)
 
 
-def test_ray_run_evaluates_without_holding_the_learner(tmp_path, ray_local):
+@pytest.mark.parametrize("normalize", [False, True])
+def test_ray_run_evaluates_without_holding_the_learner(tmp_path, ray_local, normalize):
     """An evaluation long next to an update (20 greedy episodes for each one) is asked for
     after every update: the learner goes on updating while it plays, so evaluations are
-    fewer than updates and their results land at later env steps than their params'."""
+    fewer than updates and their results land at later env steps than their params'. With
+    --normalize-observations each also asks actor 0 for its statistics."""
     agent = agents.get("ppo")
     run = RunConfig(agent="ppo", env="CartPole-v1", num_actors=2, envs_per_actor=8,
                     batch_size=16, unroll_length=16, total_env_steps=20_000,
                     target_return=None, num_devices=1, run_dir=str(tmp_path / "run"),
                     eval_every_updates=1, eval_episodes=20, log_every_s=0.5,
-                    checkpoint_every_minutes=None)
+                    checkpoint_every_minutes=None, normalize_observations=normalize)
     summary = rltpu.train(agent, agent.Config(**SMALL_PPO), run, quiet=True)
     evals = [r for r in rows_of(tmp_path / "run") if "eval/return" in r]
     updates = summary["learner_updates"]
