@@ -84,9 +84,9 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     each actor keeps its own, ``observation_statistics`` reads them) and clipped to
     [-10, 10]. Finished episodes' returns and lengths are reported in ``info["episode"]``
     (RecordEpisodeStatistics), in the env's own reward units, also with
-    ``reward_discount``: then the rewards returned are
-    divided by a running estimate of the standard deviation of the return discounted by
-    it (gymnasium's NormalizeReward, per vector env) and clipped to [-10, 10].
+    ``reward_discount``: then the rewards returned are divided by a running estimate of
+    the standard deviation of the return discounted by it (gymnasium's NormalizeReward,
+    per vector env) and clipped to [-10, 10].
 
     Atari games (``ALE/Pong-v5``) get the preprocessing of ``rltpu.envs.atari`` (uint8 frame
     stacks ``[4, 84, 84]``) from ``backend``: ``ale`` (ale-py's C++ vector env, what

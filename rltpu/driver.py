@@ -112,8 +112,8 @@ class Loop:
         self.statistics = None
         if run.normalize_observations:
             saved = _saved_statistics(plan, resume)
-            for actor in actors:  # (before their first unroll)
-                if saved is not None:
+            if saved is not None:
+                for actor in actors:  # (before their first unroll)
                     actor.load_observation_statistics.remote(saved)
             if hosts.primary:
                 self.statistics = StatisticsWatch(actors[0], latest=saved)
