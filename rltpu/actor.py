@@ -17,10 +17,11 @@ import ray
 from rltpu import envs
 from rltpu import devices, recurrent, spaces
 from rltpu.config import RunConfig
+from rltpu.env_actor import ObservationStatisticsAccess
 from rltpu.types import ActorTimings, Trajectory, Unroll
 
 
-class RolloutActor:
+class RolloutActor(ObservationStatisticsAccess):
     """Steps ``num_envs`` envs with the latest params it has been given.
 
     Args:
@@ -78,17 +79,6 @@ class RolloutActor:
 
     def pid(self) -> int:
         return os.getpid()
-
-    def observation_statistics(self):
-        """The running statistics this actor's envs normalise observations by
-        (``--normalize-observations``; ``rltpu.envs.make.ObservationStatistics.state``),
-        for evaluation to play with; None without normalisation."""
-        return envs.observation_statistics(self.env)
-
-    def load_observation_statistics(self, state) -> None:
-        """This actor's envs go on from observation statistics ``state`` (a resumed run's,
-        from its checkpoint)."""
-        envs.load_observation_statistics(self.env, state)
 
     def new_run(self, seed: int) -> None:
         """Starts over for another run of the same settings, keeping the compiled policy

@@ -34,7 +34,23 @@ class EnvStep(NamedTuple):
     env_s: float  # seconds the envs took to step (the rest of a round trip is transport)
 
 
-class EnvActor:
+class ObservationStatisticsAccess:
+    """What the learner loop asks of an actor whose vector env is ``self.env``, for its
+    observation statistics (``--normalize-observations``): both kinds of actor have it."""
+
+    def observation_statistics(self):
+        """The running statistics this actor's envs normalise observations by
+        (``--normalize-observations``; ``rltpu.envs.make.ObservationStatistics.state``),
+        for evaluation and checkpoints; None without normalisation."""
+        return envs.observation_statistics(self.env)
+
+    def load_observation_statistics(self, state) -> None:
+        """This actor's envs go on from observation statistics ``state`` (a resumed run's,
+        from its checkpoint)."""
+        envs.load_observation_statistics(self.env, state)
+
+
+class EnvActor(ObservationStatisticsAccess):
     """Steps ``run.envs_per_actor`` envs of ``run.env`` with the actions it is sent.
 
     Args:
@@ -54,17 +70,6 @@ class EnvActor:
 
     def pid(self) -> int:
         return os.getpid()
-
-    def observation_statistics(self):
-        """The running statistics this actor's envs normalise observations by
-        (``--normalize-observations``; ``rltpu.envs.make.ObservationStatistics.state``),
-        for evaluation to play with; None without normalisation."""
-        return envs.observation_statistics(self.env)
-
-    def load_observation_statistics(self, state) -> None:
-        """This actor's envs go on from observation statistics ``state`` (a resumed run's,
-        from its checkpoint)."""
-        envs.load_observation_statistics(self.env, state)
 
     def first_observation(self) -> tuple[int, np.ndarray]:
         """``(seed, observation [B, ...])`` of the freshly reset envs. Asked once after each
