@@ -59,7 +59,8 @@ def test_normalised_observations_are_clipped_to_ten():
     raw = gymnasium.vector.SyncVectorEnv([lambda: CountingEnv(terminate_at=200)])
     plain = gymnasium.wrappers.vector.NormalizeObservation(
         gymnasium.vector.SyncVectorEnv([lambda: CountingEnv(terminate_at=200)]))
-    leaves = ObservationStatistics(gymnasium.spaces.Dict({"count": CountingEnv().observation_space}))
+    space = gymnasium.spaces.Dict({"count": CountingEnv().observation_space})
+    leaves = ObservationStatistics(space)
     got, got_leaves, expected = [ours.first_observation], [], [plain.reset(seed=0)[0]]
     got_leaves.append(leaves.normalize({"count": raw.reset(seed=0)[0]}, batched=True)["count"])
     for _ in range(210):
