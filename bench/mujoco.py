@@ -14,9 +14,9 @@ median wall time to the last step each and its ratio (goal: rltpu <= 0.5x SB3's)
 steps/s, and the load average around the runs. Every result is also a JSON line in --out.
 
 With ``--num-actors N`` rltpu's rollout is split between N actors of one env each, 2048 / N
-steps apiece: the same 2048-sample update, collected N times faster where cores allow (each
-actor normalises observations by statistics of its own, and GAE bootstraps at the end of
-each actor's piece).
+steps apiece: the same 2048-sample update, collected N times faster where cores allow (the
+actors share their observation statistics a second or so late, each scales rewards by its
+own, and GAE bootstraps at the end of each actor's piece).
 
 usage: python bench/mujoco.py [--envs Hopper-v5,HalfCheetah-v5,Walker2d-v5] [--seeds 3] [--first-seed 0]
            [--total-env-steps 1000000] [--num-actors 1] [--runs-dir DIR] [--out FILE]

@@ -81,7 +81,7 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     Pendulum, ...), else a synchronous vector of single envs (MuJoCo's HalfCheetah-v5 and
     friends). Float64 observations become float32. With ``normalize_observations`` they
     are normalised by running statistics of this vector env (``ObservationStatistics``;
-    each actor keeps its own, ``observation_statistics`` reads them) and clipped to
+    ``observation_statistics`` reads them, ``exchange_observation_statistics`` shares them) and clipped to
     [-10, 10]. Finished episodes' returns and lengths are reported in ``info["episode"]``
     (RecordEpisodeStatistics), in the env's own reward units, also with
     ``reward_discount``: then the rewards returned are divided by a running estimate of
@@ -193,38 +193,87 @@ class ObservationStatistics:
 
     ``state()`` and ``load(state)`` carry the statistics from one env to another (an
     actor's to the evaluator's, a checkpoint's to a resumed run's actors and to
-    ``rltpu.load``'s policy).
+    ``rltpu.load``'s policy); ``exchange`` shares them among actors.
     """
 
-    def __init__(self, space: gym.Space, epsilon: float = 1e-8):
-        from gymnasium.wrappers.utils import RunningMeanStd
-        self.epsilon = epsilon
+    def __init__(self, space: gym.Space, epsilon: float = 1e-8, count: float = 1e-4):
+        """``count``: the weight of the mean 0 and variance 1 the statistics start from
+        (gymnasium's 1e-4; 0 for none)."""
+        self.space, self.epsilon = space, epsilon
         self.frozen = False
-        self.obs_rms = spaces._map_space(
-            lambda s: (RunningMeanStd(shape=s.shape, dtype=s.dtype)
-                       if np.issubdtype(s.dtype, np.floating) else None), space)
+        self.obs_rms = self._running(count)
+        self._new = self._running(0.0)  # of the observations since the last ``take_new``
+
+    def _running(self, count: float):
+        from gymnasium.wrappers.utils import RunningMeanStd
+        return spaces._map_space(
+            lambda s: (RunningMeanStd(count, shape=s.shape, dtype=s.dtype)
+                       if np.issubdtype(s.dtype, np.floating) else None), self.space)
 
     def normalize(self, observations, batched: bool):
         """Updates the statistics with ``observations`` (unless frozen) and returns them
         normalised."""
-        def leaf(x, rms):
+        def leaf(x, rms, new):
             if rms is None:
                 return x
-            if not self.frozen:
-                rms.update(x if batched else x[None])
+            if not self.frozen:  # (as ``RunningMeanStd.update``, into both)
+                batch = x if batched else x[None]
+                moments = np.mean(batch, axis=0), np.var(batch, axis=0), batch.shape[0]
+                rms.update_from_moments(*moments)
+                new.update_from_moments(*moments)
             normalized = (x - rms.mean) / np.sqrt(rms.var + self.epsilon)
             return _clip_observation(normalized).astype(x.dtype)
-        return spaces.tree_map(leaf, observations, self.obs_rms)
+        return spaces.tree_map(leaf, observations, self.obs_rms, self._new)
+
+    @property
+    def count(self) -> float:
+        """How many observations (and the starting weight) the statistics hold."""
+        counts = [rms.count for rms in _leaves(self.obs_rms) if rms is not None]
+        return counts[0] if counts else 0.0
+
+    def moments(self):
+        """The statistics: per float leaf ``{"mean", "var", "count"}`` (arrays), None per
+        integer leaf, in the observations' structure."""
+        return _moments(self.obs_rms)
 
     def state(self):
-        """A copy of the statistics as JSON values: per float leaf ``{"mean", "var",
-        "count"}`` (lists of floats, nested as the leaf's shape), None per integer leaf, in
-        the observations' structure (a Tuple's as a list)."""
+        """``moments()`` as JSON values (lists of floats, nested as the leaf's shape; a
+        Tuple's as a list), as checkpoints save them."""
         return spaces.tree_map(
             lambda rms: None if rms is None else {
                 "mean": np.asarray(rms.mean, np.float64).tolist(),
                 "var": np.asarray(rms.var, np.float64).tolist(), "count": float(rms.count)},
             self.obs_rms)
+
+    def take_new(self):
+        """The moments (``moments()``'s form) of the observations normalised since the last
+        call, which start anew (``count`` 0: none): what an actor hands over to statistics
+        shared across actors (``rltpu.driver.SharedStatistics``)."""
+        new, self._new = self._new, self._running(0.0)
+        return _moments(new)
+
+    def add(self, new) -> None:
+        """Adds ``new`` (another's ``take_new()``) to the statistics, as if its observations
+        had been normalised here."""
+        def leaf(rms, moments):
+            if rms is not None and moments["count"] > 0:
+                rms.update_from_moments(moments["mean"], moments["var"], moments["count"])
+        spaces.tree_map(leaf, self.obs_rms, new)
+
+    def exchange(self, shared):
+        """For statistics shared across actors: hands over the observations normalised since
+        the last exchange (``take_new``) and goes on from ``shared`` (the statistics of all
+        the observations handed over so far, ``moments()``'s or ``state()``'s form; None:
+        none yet) with them added.
+
+        Raises:
+          ValueError: ``shared`` does not fit the observations (as ``load``).
+        """
+        new = self.take_new()
+        if shared is not None:
+            self.load(shared, frozen=False)
+            self.add(new)
+        return new
 
     def load(self, state, frozen: bool = True) -> None:
         """Takes ``state`` (another's ``state()``); ``frozen``: ``normalize`` no longer
@@ -259,6 +308,20 @@ class ObservationStatistics:
         for rms, mean, var, count in loaded:
             rms.mean, rms.var, rms.count = mean, var, count
         self.frozen = frozen
+
+
+def _moments(running):
+    return spaces.tree_map(
+        lambda rms: None if rms is None else {"mean": rms.mean, "var": rms.var,
+                                              "count": float(rms.count)}, running)
+
+
+def _leaves(tree) -> list:
+    if isinstance(tree, dict):
+        return [leaf for key in tree for leaf in _leaves(tree[key])]
+    if isinstance(tree, tuple):
+        return [leaf for part in tree for leaf in _leaves(part)]
+    return [tree]
 
 
 def _same_structure(tree, state) -> bool:
@@ -324,10 +387,26 @@ def load_observation_statistics(env: gym.vector.VectorEnv, state) -> None:
     Raises:
       ValueError: ``env`` does not normalise observations, or ``state`` does not fit them.
     """
+    _normalising(env).load(state, frozen=False)
+
+
+def exchange_observation_statistics(env: gym.vector.VectorEnv, shared):
+    """For statistics shared across actors (``rltpu.driver.SharedStatistics``): ``env``'s
+    (from ``make``) observations since the last exchange (``ObservationStatistics.take_new``)
+    are handed over, and ``env`` goes on from ``shared`` with them added
+    (``ObservationStatistics.exchange``).
+
+    Raises:
+      ValueError: ``env`` does not normalise observations, or ``shared`` does not fit them.
+    """
+    return _normalising(env).exchange(shared)
+
+
+def _normalising(env: gym.vector.VectorEnv) -> ObservationStatistics:
     statistics = _statistics(env)
     if statistics is None:
         raise ValueError("this env does not normalise observations")
-    statistics.load(state, frozen=False)
+    return statistics
 
 
 def make_spec(env_id: str, backend: str = "auto", full_action_space: bool = False,

@@ -60,8 +60,8 @@ class RunConfig:
     target_return: float | None = 475.0
     """Stop when the mean return of the last 20 training episodes reaches this (None: never)."""
     normalize_observations: bool = False
-    """Normalise observations by running statistics in each actor (for MuJoCo envs),
-    clipped to [-10, 10]; checkpoints save actor 0's statistics."""
+    """Normalise observations by running statistics the actors share (for MuJoCo envs),
+    clipped to [-10, 10]; checkpoints save the statistics."""
     normalize_rewards: bool = False
     """Scale rewards in each actor by a running estimate of the standard deviation of the
     discounted return (the agent's discount), clipped to [-10, 10], as CleanRL's MuJoCo

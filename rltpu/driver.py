@@ -27,29 +27,50 @@ from rltpu.transport import ParamStore, UnrollQueue
 from rltpu.validation import UnrollValidator, unroll_example
 
 
-class StatisticsWatch:
-    """The newest observation statistics of a rollout actor (``--normalize-observations``),
-    asked for at most every ``every_s`` seconds and taken when answered, never waited for:
-    what the run's checkpoints save, for a resumed run's actors and ``rltpu.load``.
+class SharedStatistics:
+    """One set of observation statistics for this host's rollout actors
+    (``--normalize-observations``), as RLlib's ``MeanStdFilter`` keeps: about every
+    ``every_s`` seconds each actor hands over the observations it normalised since it was last
+    asked, and goes on from the statistics of all the observations the actors have handed over
+    (never waited for: an actor answers between unrolls). With one actor they are its own.
+    ``state()`` is what the run's checkpoints save, for a resumed run's actors and
+    ``rltpu.load``.
+
+    Args:
+      space: the env's observation space.
+      actors: this host's rollout actors.
+      saved: the statistics a resumed run's actors start from (``state()``'s form).
     """
 
-    def __init__(self, actor, every_s: float = 1.0, latest=None):
-        self.actor, self.every_s, self.latest = actor, every_s, latest
-        self._pending, self._asked = None, -float("inf")
+    def __init__(self, space, actors: list, every_s: float = 1.0, saved=None):
+        self.statistics = ObservationStatistics(space, count=0.0)
+        if saved is not None:
+            self.statistics.load(saved, frozen=False)
+        self.actors, self.every_s = actors, every_s
+        self._pending: dict[int, ray.ObjectRef] = {}  # actor index -> what it hands over
+        self._asked = -float("inf")
+
+    def state(self):
+        """The statistics as JSON values (``ObservationStatistics.state``); None before any
+        observation was handed over."""
+        return self.statistics.state() if self.statistics.count > 0 else None
 
     def poll(self) -> None:
-        if self._pending is not None:
-            ready, _ = ray.wait([self._pending], timeout=0)
-            if not ready:
-                return
-            try:
-                self.latest = ray.get(self._pending)
-            except ray.exceptions.RayError:  # (a restarting actor: the next ask answers)
-                pass
-            self._pending = None
-        if time.monotonic() - self._asked >= self.every_s:
-            self._pending = self.actor.observation_statistics.remote()
-            self._asked = time.monotonic()
+        """Adds what the actors handed over since the last poll; asks again if due."""
+        for index, ref in list(self._pending.items()):
+            if ray.wait([ref], timeout=0)[0]:
+                del self._pending[index]
+                try:
+                    self.statistics.add(ray.get(ref))
+                except ray.exceptions.RayError:
+                    pass  # (a restarting actor: its observations since it was asked are lost)
+        if time.monotonic() - self._asked < self.every_s:
+            return
+        self._asked = time.monotonic()
+        shared = ray.put(self.statistics.moments() if self.statistics.count > 0 else None)
+        for index, actor in enumerate(self.actors):
+            if index not in self._pending:
+                self._pending[index] = actor.exchange_observation_statistics.remote(shared)
 
 
 def _saved_statistics(plan: Plan, resume: checkpoint.Restored | None):
@@ -115,9 +136,9 @@ class Loop:
             if saved is not None:
                 for actor in actors:  # (before their first unroll)
                     actor.load_observation_statistics.remote(saved)
-            if hosts.primary:
-                self.statistics = StatisticsWatch(actors[0], latest=saved)
-                self.run.observation_statistics = lambda: self.statistics.latest
+            # (each learner host shares statistics among its own actors)
+            self.statistics = SharedStatistics(plan.spec.observation_space, actors, saved=saved)
+            self.run.observation_statistics = self.statistics.state
         self.evaluation = None
         if run.evaluates and hosts.primary:  # the params are the same on every learner host
             from rltpu.evaluation import AsyncEvaluation

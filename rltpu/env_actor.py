@@ -49,6 +49,11 @@ class ObservationStatisticsAccess:
         from its checkpoint)."""
         envs.load_observation_statistics(self.env, state)
 
+    def exchange_observation_statistics(self, shared):
+        """Hands over the observations this actor's envs normalised since it was last asked
+        and goes on from ``shared``, all actors' statistics (``rltpu.driver.SharedStatistics``)."""
+        return envs.exchange_observation_statistics(self.env, shared)
+
 
 class EnvActor(ObservationStatisticsAccess):
     """Steps ``run.envs_per_actor`` envs of ``run.env`` with the actions it is sent.

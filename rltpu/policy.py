@@ -46,7 +46,7 @@ class Policy:
         row (None before the first ``act`` and after ``reset()``).
 
     A run trained with ``--normalize-observations`` normalised observations by running
-    statistics kept in each actor; its checkpoints save actor 0's (``observation_statistics``),
+    statistics its actors shared; its checkpoints save them (``observation_statistics``),
     and ``act`` normalises by them, frozen. A checkpoint without them (saved before the
     actor first answered, or by rltpu before 0.2) leaves observations as given.
     """

@@ -128,7 +128,7 @@ class Run:
         self._last_log, self._interval_steps = None, 0
         self.final_eval_return: float | None = None
         self.best_eval_return: float | None = None
-        # --normalize-observations: the loop's newest actor statistics, which checkpoints keep
+        # --normalize-observations: the actors' shared statistics, which checkpoints keep
         self.observation_statistics: Callable[[], Any] = lambda: None
 
     def started(self) -> None:

@@ -1,6 +1,7 @@
-"""--normalize-observations across a run's lifecycle, with real Ray and orbax: checkpoints
-keep actor 0's running statistics, ``rltpu.load``'s policy and ``rltpu eval`` normalise by
-them, and a resumed run's actors go on from them instead of starting afresh."""
+"""--normalize-observations across a run's lifecycle, with real Ray and orbax: the actors
+share their running statistics, checkpoints keep them, ``rltpu.load``'s policy and
+``rltpu eval`` normalise by them, and a resumed run's actors go on from them instead of
+starting afresh."""
 import dataclasses
 
 import gymnasium as gym
@@ -41,8 +42,8 @@ def first_leg(tmp_path_factory, ray_local):
 def test_checkpoints_keep_actor_statistics(first_leg):
     run, saved = first_leg
     assert set(saved) == {"mean", "var", "count"} and len(saved["mean"]) == 3
-    # Actor 0 saw 2 x (1 + 8192 / 2) observations; the loop keeps an answer at most a
-    # second old, so the final checkpoint's count is at most that.
+    # The actor saw 2 x (1 + 8192 / 2) observations; the loop adds them about every
+    # second, so the final checkpoint's count is at most that.
     assert 2_100 < saved["count"] <= 2 * (1 + 4096) + 1e-3
     # Pendulum's observation is (cos, sin, angular velocity): |cos|, |sin| <= 1
     assert all(abs(m) <= 1 for m in saved["mean"][:2]) and all(v > 0 for v in saved["var"])
@@ -102,3 +103,91 @@ def test_statistics_that_do_not_fit_are_refused():
                PPO.build(rltpu.envs.make_spec("Pendulum-v1"), CONFIG, RunConfig()).init(
                    jax.random.key(0)).params,
                observation_statistics={**good, "mean": [1.0]})
+
+
+def _moments(observations: np.ndarray):
+    return observations.mean(0), observations.var(0), len(observations)
+
+
+def test_exchanged_statistics_are_those_of_every_observation():
+    """Two actors' statistics shared as ``SharedStatistics`` shares them, with observations
+    normalised between an ask and its answer: each ends with the mean, variance and count of
+    every observation either saw, and so does the shared copy; integer leaves stay None."""
+    from rltpu.envs.make import ObservationStatistics
+    space = gym.spaces.Dict({"x": gym.spaces.Box(-np.inf, np.inf, (3,), np.float64),
+                             "b": gym.spaces.MultiBinary(2)})
+    rng = np.random.default_rng(0)
+    a, b, shared = (ObservationStatistics(space), ObservationStatistics(space),
+                    ObservationStatistics(space, count=0.0))
+    seen = []
+
+    def feed(statistics, n, loc):
+        x = rng.normal(loc, 2.0, (n, 3))
+        seen.append(x)
+        statistics.normalize({"x": x, "b": rng.integers(0, 2, (n, 2), np.int8)}, batched=True)
+
+    def assert_all_seen(statistics):
+        everything = np.concatenate(seen)
+        rms = statistics.obs_rms["x"]
+        np.testing.assert_allclose((rms.mean, rms.var), _moments(everything)[:2], rtol=1e-12)
+        assert rms.count == len(everything) and statistics.obs_rms["b"] is None
+
+    feed(a, 5, 1.0)
+    feed(b, 7, -3.0)
+    shared.add(a.exchange(None))  # (nothing shared yet: a keeps its own)
+    feed(b, 4, 2.0)
+    shared.add(b.exchange(shared.moments()))
+    assert_all_seen(b)  # a's 5, handed over, and its own 11
+    feed(a, 3, 0.0)
+    asked = shared.moments()
+    feed(a, 6, 5.0)  # (after the ask, before the answer)
+    shared.add(a.exchange(asked))
+    assert_all_seen(a)
+    assert_all_seen(shared)
+    assert shared.state()["b"] is None and shared.state()["x"]["count"] == 25.0
+    assert a.exchange(shared.moments())["x"]["count"] == 0  # nothing new since
+
+
+def test_ray_actors_share_statistics_of_all_their_observations(ray_local):
+    """Two real Ray actors stepping Pendulum at different rates, their statistics shared by
+    the learner loop's ``SharedStatistics`` while they step: after the last exchange the
+    shared statistics and each actor's are those of every observation either normalised
+    (replayed raw by a twin env without normalisation)."""
+    import ray
+
+    from rltpu.driver import SharedStatistics
+    from rltpu.env_actor import ObservationStatisticsAccess
+
+    @ray.remote
+    class Stepper(ObservationStatisticsAccess):
+        def __init__(self, seed):
+            self.env, _ = rltpu.envs.make("Pendulum-v1", 2, seed, normalize_observations=True)
+            self.twin, _ = rltpu.envs.make("Pendulum-v1", 2, seed)
+            self.raw = [self.twin.first_observation]
+            self.rng = np.random.default_rng(seed)
+
+        def step(self, n):
+            for _ in range(n):
+                action = self.rng.uniform(-2, 2, (2, 1)).astype(np.float32)
+                self.env.step(action)
+                self.raw.append(self.twin.step(action)[0])
+            return np.concatenate(self.raw)
+
+    actors = [Stepper.remote(0), Stepper.remote(1)]
+    shared = SharedStatistics(gym.make("Pendulum-v1").observation_space, actors, every_s=0.0)
+    assert shared.state() is None
+    for n0, n1 in ((130, 5), (10, 240), (0, 25), (70, 0)):  # (past 200 steps: resets too)
+        actors[0].step.remote(n0)
+        actors[1].step.remote(n1)
+        shared.poll()  # (asks between the steps; takes the answers that are in)
+    for _ in range(2):  # the last answers in, then one more exchange for both
+        ray.get(list(shared._pending.values()))
+        shared.poll()
+    ray.get(list(shared._pending.values()))
+    everything = np.concatenate(ray.get([actor.step.remote(0) for actor in actors]))
+    assert len(everything) == 2 * (1 + 210) + 2 * (1 + 270)
+    mean, var, count = _moments(everything.astype(np.float64))
+    for state in [shared.state(), *ray.get([a.observation_statistics.remote() for a in actors])]:
+        assert state["count"] == count
+        np.testing.assert_allclose(state["mean"], mean, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(state["var"], var, rtol=1e-4)
