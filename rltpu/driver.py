@@ -47,7 +47,7 @@ class SharedStatistics:
         if saved is not None:
             self.statistics.load(saved, frozen=False)
         self.actors, self.every_s = actors, every_s
-        self._pending: dict[int, ray.ObjectRef] = {}  # actor index -> what it hands over
+        self._pending: dict[ray.ObjectRef, int] = {}  # what an actor hands over -> its index
         self._asked = -float("inf")
 
     def state(self):
@@ -57,9 +57,10 @@ class SharedStatistics:
 
     def poll(self) -> None:
         """Adds what the actors handed over since the last poll; asks again if due."""
-        for index, ref in list(self._pending.items()):
-            if ray.wait([ref], timeout=0)[0]:
-                del self._pending[index]
+        if self._pending:
+            ready, _ = ray.wait(list(self._pending), num_returns=len(self._pending), timeout=0)
+            for ref in ready:
+                del self._pending[ref]
                 try:
                     self.statistics.add(ray.get(ref))
                 except ray.exceptions.RayError:
@@ -68,9 +69,10 @@ class SharedStatistics:
             return
         self._asked = time.monotonic()
         shared = ray.put(self.statistics.moments() if self.statistics.count > 0 else None)
+        asked = set(self._pending.values())
         for index, actor in enumerate(self.actors):
-            if index not in self._pending:
-                self._pending[index] = actor.exchange_observation_statistics.remote(shared)
+            if index not in asked:
+                self._pending[actor.exchange_observation_statistics.remote(shared)] = index
 
 
 def _saved_statistics(plan: Plan, resume: checkpoint.Restored | None):

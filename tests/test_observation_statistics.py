@@ -181,9 +181,9 @@ def test_ray_actors_share_statistics_of_all_their_observations(ray_local):
         actors[1].step.remote(n1)
         shared.poll()  # (asks between the steps; takes the answers that are in)
     for _ in range(2):  # the last answers in, then one more exchange for both
-        ray.get(list(shared._pending.values()))
+        ray.get(list(shared._pending))
         shared.poll()
-    ray.get(list(shared._pending.values()))
+    ray.get(list(shared._pending))
     everything = np.concatenate(ray.get([actor.step.remote(0) for actor in actors]))
     assert len(everything) == 2 * (1 + 210) + 2 * (1 + 270)
     mean, var, count = _moments(everything.astype(np.float64))
