@@ -18,9 +18,13 @@ PPO = agents.get("ppo")
 CONFIG = PPO.Config(num_epochs=1, num_minibatches=2, hidden_sizes=(16,))
 
 
-def statistics_at(run_dir, step=None):
+def restored(run_dir, step=None):
     fns = PPO.build(rltpu.envs.make_spec("Pendulum-v1"), CONFIG, RunConfig())
-    return checkpoint.restore(run_dir, fns.init, step).counters.get("observation_statistics")
+    return checkpoint.restore(run_dir, fns.init, step)
+
+
+def statistics_at(run_dir, step=None):
+    return restored(run_dir, step).counters.get("observation_statistics")
 
 
 @pytest.fixture(scope="module")
@@ -32,19 +36,21 @@ def first_leg(tmp_path_factory, ray_local):
                     normalize_observations=True, checkpoint_every_updates=16, num_devices=1,
                     run_dir=str(tmp_path_factory.mktemp("stats") / "run"), compilation_cache=None)
     rltpu.train(PPO, CONFIG, run, quiet=True)
-    saved = statistics_at(run.run_dir)
+    first = restored(run.run_dir)
+    saved = first.counters["observation_statistics"]
     resumed = dataclasses.replace(run, total_env_steps=8192 + 2048)
     fns = PPO.build(rltpu.envs.make_spec("Pendulum-v1"), CONFIG, resumed)
     rltpu.train(PPO, CONFIG, resumed, quiet=True, resume=checkpoint.restore(run.run_dir, fns.init))
-    return run, saved
+    return run, saved, first.step
 
 
 def test_checkpoints_keep_actor_statistics(first_leg):
-    run, saved = first_leg
+    run, saved, updates = first_leg
     assert set(saved) == {"mean", "var", "count"} and len(saved["mean"]) == 3
-    # The actor saw 2 x (1 + 8192 / 2) observations; the loop adds them about every
-    # second, so the final checkpoint's count is at most that.
-    assert 2_100 < saved["count"] <= 2 * (1 + 4096) + 1e-3
+    # Each of the actor's unrolls adds 2 x 64 observations to the 2 first ones. The actor
+    # may be up to max_in_flight unrolls ahead of the learner's updates, and the loop adds
+    # what it handed over about every second, so the final checkpoint counts at most this.
+    assert 2_100 < saved["count"] <= 2 * (1 + 64 * (updates + run.max_in_flight)) + 1e-3
     # Pendulum's observation is (cos, sin, angular velocity): |cos|, |sin| <= 1
     assert all(abs(m) <= 1 for m in saved["mean"][:2]) and all(v > 0 for v in saved["var"])
 
@@ -52,13 +58,13 @@ def test_checkpoints_keep_actor_statistics(first_leg):
 def test_resumed_actors_go_on_from_the_saved_statistics(first_leg):
     """Fresh statistics would count at most 2 x (1 + 1024) observations in the second leg;
     the resumed actor's count goes on from the first leg's."""
-    run, saved = first_leg
+    run, saved, _ = first_leg
     after = statistics_at(run.run_dir)
     assert after["count"] > saved["count"] > 2 * (1 + 1024) + 1
 
 
 def test_loaded_policy_and_eval_normalise_by_the_checkpoint(first_leg):
-    run, _ = first_leg
+    run, _, _ = first_leg
     policy = rltpu.load(run.run_dir)
     stats = policy.observation_statistics
     assert stats == statistics_at(run.run_dir)
