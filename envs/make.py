@@ -81,12 +81,12 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     Pendulum, ...), else a synchronous vector of single envs (MuJoCo's HalfCheetah-v5 and
     friends). Float64 observations become float32. With ``normalize_observations`` they
     are normalised by running statistics of this vector env (``ObservationStatistics``;
-    ``observation_statistics`` reads them, ``exchange_observation_statistics`` shares them) and clipped to
-    [-10, 10]. Finished episodes' returns and lengths are reported in ``info["episode"]``
+    ``observation_statistics`` reads them, ``exchange_statistics`` shares them) and clipped
+    to [-10, 10]. Finished episodes' returns and lengths are reported in ``info["episode"]``
     (RecordEpisodeStatistics), in the env's own reward units, also with
     ``reward_discount``: then the rewards returned are divided by a running estimate of
-    the standard deviation of the return discounted by it (gymnasium's NormalizeReward,
-    per vector env) and clipped to [-10, 10].
+    the standard deviation of the return discounted by it (gymnasium's NormalizeReward;
+    ``ReturnStatistics``, shared as the observations') and clipped to [-10, 10].
 
     Atari games (``ALE/Pong-v5``) get the preprocessing of ``rltpu.envs.atari`` (uint8 frame
     stacks ``[4, 84, 84]``) from ``backend``: ``ale`` (ale-py's C++ vector env, what
@@ -131,7 +131,7 @@ def make(env_id: str, num_envs: int, seed: int, normalize_observations: bool = F
     env = gym.wrappers.vector.RecordEpisodeStatistics(env)
     if reward_discount is not None:
         # (outside RecordEpisodeStatistics, so that episode returns stay in the env's units)
-        env = gym.wrappers.vector.NormalizeReward(env, gamma=reward_discount)
+        env = _NormalizeRewards(env, gamma=reward_discount)
         env = gym.wrappers.vector.ClipReward(env, -REWARD_CLIP, REWARD_CLIP)
     observation, _ = env.reset(seed=seed)
     env.first_observation = observation
@@ -185,24 +185,26 @@ def _map_leaf_spaces(fn, space: gym.Space) -> gym.Space:
     return fn(space)
 
 
-class ObservationStatistics:
-    """Running mean and variance of each float leaf of an env's observations (gymnasium's
-    ``RunningMeanStd``, as its ``NormalizeObservation`` keeps; a Box is one leaf), by which
-    ``normalize`` scales them to about zero mean and unit variance, clipped to
-    [-OBSERVATION_CLIP, OBSERVATION_CLIP]; integer leaves (MultiBinary) pass as they are.
+class RunningStatistics:
+    """Running mean and variance of each float leaf of values of ``space`` (gymnasium's
+    ``RunningMeanStd``; a Box is one leaf; integer leaves have none), which rollout actors
+    share and checkpoints keep.
 
     ``state()`` and ``load(state)`` carry the statistics from one env to another (an
     actor's to the evaluator's, a checkpoint's to a resumed run's actors and to
-    ``rltpu.load``'s policy); ``exchange`` shares them among actors.
+    ``rltpu.load``'s policy); ``exchange`` shares them among actors
+    (``rltpu.driver.SharedStatistics``).
     """
 
-    def __init__(self, space: gym.Space, epsilon: float = 1e-8, count: float = 1e-4):
+    WHAT, OF = "statistics", "values"  # (what errors call them and their values)
+
+    def __init__(self, space: gym.Space, count: float = 1e-4):
         """``count``: the weight of the mean 0 and variance 1 the statistics start from
         (gymnasium's 1e-4; 0 for none)."""
-        self.space, self.epsilon = space, epsilon
+        self.space = space
         self.frozen = False
-        self.obs_rms = self._running(count)
-        self._new = self._running(0.0)  # of the observations since the last ``take_new``
+        self.running = self._running(count)
+        self._new = self._running(0.0)  # of the values since the last ``take_new``
 
     def _running(self, count: float):
         from gymnasium.wrappers.utils import RunningMeanStd
@@ -210,31 +212,29 @@ class ObservationStatistics:
             lambda s: (RunningMeanStd(count, shape=s.shape, dtype=s.dtype)
                        if np.issubdtype(s.dtype, np.floating) else None), self.space)
 
-    def normalize(self, observations, batched: bool):
-        """Updates the statistics with ``observations`` (unless frozen) and returns them
-        normalised."""
+    def update(self, values, batched: bool) -> None:
+        """Adds ``values`` (a batch of them if ``batched``) to the statistics, unless frozen."""
+        if self.frozen:
+            return
+
         def leaf(x, rms, new):
-            if rms is None:
-                return x
-            if not self.frozen:  # (as ``RunningMeanStd.update``, into both)
+            if rms is not None:  # (as ``RunningMeanStd.update``, into both)
                 batch = x if batched else x[None]
                 moments = np.mean(batch, axis=0), np.var(batch, axis=0), batch.shape[0]
                 rms.update_from_moments(*moments)
                 new.update_from_moments(*moments)
-            normalized = (x - rms.mean) / np.sqrt(rms.var + self.epsilon)
-            return _clip_observation(normalized).astype(x.dtype)
-        return spaces.tree_map(leaf, observations, self.obs_rms, self._new)
+        spaces.tree_map(leaf, values, self.running, self._new)
 
     @property
     def count(self) -> float:
-        """How many observations (and the starting weight) the statistics hold."""
-        counts = [rms.count for rms in _leaves(self.obs_rms) if rms is not None]
+        """How many values (and the starting weight) the statistics hold."""
+        counts = [rms.count for rms in _leaves(self.running) if rms is not None]
         return counts[0] if counts else 0.0
 
     def moments(self):
         """The statistics: per float leaf ``{"mean", "var", "count"}`` (arrays), None per
-        integer leaf, in the observations' structure."""
-        return _moments(self.obs_rms)
+        integer leaf, in the values' structure."""
+        return _moments(self.running)
 
     def state(self):
         """``moments()`` as JSON values (lists of floats, nested as the leaf's shape; a
@@ -243,31 +243,31 @@ class ObservationStatistics:
             lambda rms: None if rms is None else {
                 "mean": np.asarray(rms.mean, np.float64).tolist(),
                 "var": np.asarray(rms.var, np.float64).tolist(), "count": float(rms.count)},
-            self.obs_rms)
+            self.running)
 
     def take_new(self):
-        """The moments (``moments()``'s form) of the observations normalised since the last
-        call, which start anew (``count`` 0: none): what an actor hands over to statistics
-        shared across actors (``rltpu.driver.SharedStatistics``)."""
+        """The moments (``moments()``'s form) of the values added since the last call, which
+        start anew (``count`` 0: none): what an actor hands over to statistics shared across
+        actors (``rltpu.driver.SharedStatistics``)."""
         new, self._new = self._new, self._running(0.0)
         return _moments(new)
 
     def add(self, new) -> None:
-        """Adds ``new`` (another's ``take_new()``) to the statistics, as if its observations
-        had been normalised here."""
+        """Adds ``new`` (another's ``take_new()``) to the statistics, as if its values had
+        been added here."""
         def leaf(rms, moments):
             if rms is not None and moments["count"] > 0:
                 rms.update_from_moments(moments["mean"], moments["var"], moments["count"])
-        spaces.tree_map(leaf, self.obs_rms, new)
+        spaces.tree_map(leaf, self.running, new)
 
     def exchange(self, shared):
-        """For statistics shared across actors: hands over the observations normalised since
-        the last exchange (``take_new``) and goes on from ``shared`` (the statistics of all
-        the observations handed over so far, ``moments()``'s or ``state()``'s form; None:
-        none yet) with them added.
+        """For statistics shared across actors: hands over the values added since the last
+        exchange (``take_new``) and goes on from ``shared`` (the statistics of all the values
+        handed over so far, ``moments()``'s or ``state()``'s form; None: none yet) with them
+        added.
 
         Raises:
-          ValueError: ``shared`` does not fit the observations (as ``load``).
+          ValueError: ``shared`` does not fit the values (as ``load``).
         """
         new = self.take_new()
         if shared is not None:
@@ -276,15 +276,16 @@ class ObservationStatistics:
         return new
 
     def load(self, state, frozen: bool = True) -> None:
-        """Takes ``state`` (another's ``state()``); ``frozen``: ``normalize`` no longer
-        updates the statistics.
+        """Takes ``state`` (another's ``state()``); ``frozen``: ``update`` no longer
+        changes the statistics.
 
         Raises:
-          ValueError: ``state`` is not statistics of observations of this space (the
-            statistics are unchanged).
+          ValueError: ``state`` is not statistics of values of this space (the statistics
+            are unchanged).
         """
-        if not _same_structure(self.obs_rms, state):
-            raise ValueError("observation statistics do not have the observations' structure")
+        what = self.WHAT
+        if not _same_structure(self.running, state):
+            raise ValueError(f"{what} do not have the {self.OF}' structure")
         loaded = []
 
         def leaf(rms, saved):
@@ -294,20 +295,62 @@ class ObservationStatistics:
                 mean, var = (np.asarray(saved[k], np.float64) for k in ("mean", "var"))
                 count = float(saved["count"])
             except (TypeError, KeyError, ValueError):
-                raise ValueError(f"observation statistics {str(saved)[:60]!r} are not "
+                raise ValueError(f"{what} {str(saved)[:60]!r} are not "
                                  "{'mean', 'var', 'count'} of numbers") from None
             if mean.shape != rms.mean.shape or var.shape != rms.mean.shape or not count > 0:
-                raise ValueError(f"observation statistics of shape {mean.shape} (count "
-                                 f"{count}) do not fit observations of shape {rms.mean.shape}")
+                raise ValueError(f"{what} of shape {mean.shape} (count {count}) do not fit "
+                                 f"{self.OF} of shape {rms.mean.shape}")
             if not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all()
                     and np.isfinite(count)):
-                raise ValueError("observation statistics hold a non-finite mean or variance, "
-                                 "or a negative variance")
+                raise ValueError(f"{what} hold a non-finite mean or variance, or a negative "
+                                 "variance")
             loaded.append((rms, mean, var, count))
-        spaces.tree_map(leaf, self.obs_rms, state)
+        spaces.tree_map(leaf, self.running, state)
         for rms, mean, var, count in loaded:
             rms.mean, rms.var, rms.count = mean, var, count
         self.frozen = frozen
+
+
+class ObservationStatistics(RunningStatistics):
+    """Running statistics of an env's observations, by which ``normalize`` scales them to
+    about zero mean and unit variance, clipped to [-OBSERVATION_CLIP, OBSERVATION_CLIP]
+    (gymnasium's ``NormalizeObservation``); integer leaves (MultiBinary) pass as they are."""
+
+    WHAT, OF = "observation statistics", "observations"
+
+    def __init__(self, space: gym.Space, epsilon: float = 1e-8, count: float = 1e-4):
+        super().__init__(space, count)
+        self.epsilon = epsilon
+
+    def normalize(self, observations, batched: bool):
+        """Updates the statistics with ``observations`` (unless frozen) and returns them
+        normalised."""
+        self.update(observations, batched)
+
+        def leaf(x, rms):
+            if rms is None:
+                return x
+            normalized = (x - rms.mean) / np.sqrt(rms.var + self.epsilon)
+            return _clip_observation(normalized).astype(x.dtype)
+        return spaces.tree_map(leaf, observations, self.running)
+
+
+class ReturnStatistics(RunningStatistics):
+    """Running statistics of the discounted returns by whose standard deviation
+    ``--normalize-rewards`` divides rewards: gymnasium's ``NormalizeReward`` keeps them as its
+    ``return_rms``, the part (``update``, ``var``) this plays in ``make``'s envs."""
+
+    WHAT, OF = "return statistics", "returns"
+
+    def __init__(self, count: float = 1e-4):
+        super().__init__(gym.spaces.Box(-np.inf, np.inf, (), np.float64), count)
+
+    def update(self, values, batched: bool = True) -> None:
+        super().update(values, batched)
+
+    @property
+    def var(self):
+        return self.running.var
 
 
 def _moments(running):
@@ -364,49 +407,80 @@ def normalize_one(env: gym.Env) -> gym.Env:
     return _NormalizeObservationsOne(env)
 
 
-def _statistics(env: gym.vector.VectorEnv) -> ObservationStatistics | None:
+class _NormalizeRewards(gym.wrappers.vector.NormalizeReward):
+    """gymnasium's ``NormalizeReward`` whose running statistics (``return_rms``) are
+    ``ReturnStatistics``, which actors share and checkpoints keep."""
+
+    def __init__(self, env: gym.vector.VectorEnv, gamma: float):
+        super().__init__(env, gamma=gamma)
+        self.statistics = self.return_rms = ReturnStatistics()
+
+
+_KEPT = {"observation_statistics": _NormalizeObservations, "return_statistics": _NormalizeRewards}
+"""The running statistics a vector env from ``make`` may keep, by the name checkpoints save
+them under, and the wrapper that keeps them."""
+
+
+def shared_statistics(observation_space: gym.Space, normalize_observations: bool,
+                      normalize_rewards: bool) -> dict[str, RunningStatistics]:
+    """Empty (count 0) statistics of each kind the envs of a run with these options keep,
+    by ``_KEPT``'s names: what ``rltpu.driver.SharedStatistics`` merges the actors' into."""
+    kept = {}
+    if normalize_observations:
+        kept["observation_statistics"] = ObservationStatistics(observation_space, count=0.0)
+    if normalize_rewards:
+        kept["return_statistics"] = ReturnStatistics(count=0.0)
+    return kept
+
+
+def _statistics(env: gym.vector.VectorEnv) -> dict[str, RunningStatistics]:
+    """The running statistics ``env`` (from ``make``) keeps, by ``_KEPT``'s names."""
+    kept = {}
     while env is not None:
-        if isinstance(env, _NormalizeObservations):
-            return env.statistics
+        kept.update({name: env.statistics for name, wrapper in _KEPT.items()
+                     if isinstance(env, wrapper)})
         env = getattr(env, "env", None)
-    return None
+    return kept
 
 
 def observation_statistics(env: gym.vector.VectorEnv):
     """The state of the statistics ``env`` (from ``make``) normalises observations by
     (``ObservationStatistics.state``); None if it does not normalise them."""
-    statistics = _statistics(env)
+    statistics = _statistics(env).get("observation_statistics")
     return None if statistics is None else statistics.state()
 
 
-def load_observation_statistics(env: gym.vector.VectorEnv, state) -> None:
-    """``env`` (from ``make``) goes on from the statistics ``state`` (a resumed run's
-    actors from its checkpoint's), updating them as before. The observation it holds
-    already was normalised by its own first statistics.
+def load_statistics(env: gym.vector.VectorEnv, saved: dict) -> None:
+    """``env`` (from ``make``) goes on from the statistics ``saved`` (a resumed run's
+    actors from its checkpoint's: ``RunningStatistics.state``s by ``_KEPT``'s names),
+    updating them as before. The observation it holds already was normalised by its own
+    first statistics.
 
     Raises:
-      ValueError: ``env`` does not normalise observations, or ``state`` does not fit them.
+      ValueError: ``env`` does not keep statistics of a kind ``saved`` has, or they do not
+        fit.
     """
-    _normalising(env).load(state, frozen=False)
+    kept = _statistics(env)
+    for name, state in saved.items():
+        if name not in kept:
+            raise ValueError(f"this env keeps no {name.replace('_', ' ')}")
+        kept[name].load(state, frozen=False)
 
 
-def exchange_observation_statistics(env: gym.vector.VectorEnv, shared):
-    """For statistics shared across actors (``rltpu.driver.SharedStatistics``): ``env``'s
-    (from ``make``) observations since the last exchange (``ObservationStatistics.take_new``)
-    are handed over, and ``env`` goes on from ``shared`` with them added
-    (``ObservationStatistics.exchange``).
+def exchange_statistics(env: gym.vector.VectorEnv, shared: dict) -> dict:
+    """For statistics shared across actors (``rltpu.driver.SharedStatistics``): of each
+    kind ``env`` (from ``make``) keeps, the values since the last exchange
+    (``RunningStatistics.take_new``) are handed over, and ``env`` goes on from ``shared``'s
+    (None or absent: none yet) with them added (``RunningStatistics.exchange``).
+
+    Returns:
+      What was handed over, by ``_KEPT``'s names.
 
     Raises:
-      ValueError: ``env`` does not normalise observations, or ``shared`` does not fit them.
+      ValueError: ``shared`` does not fit.
     """
-    return _normalising(env).exchange(shared)
-
-
-def _normalising(env: gym.vector.VectorEnv) -> ObservationStatistics:
-    statistics = _statistics(env)
-    if statistics is None:
-        raise ValueError("this env does not normalise observations")
-    return statistics
+    return {name: statistics.exchange(shared.get(name))
+            for name, statistics in _statistics(env).items()}
 
 
 def make_spec(env_id: str, backend: str = "auto", full_action_space: bool = False,

@@ -17,11 +17,11 @@ import ray
 from rltpu import envs
 from rltpu import devices, recurrent, spaces
 from rltpu.config import RunConfig
-from rltpu.env_actor import ObservationStatisticsAccess
+from rltpu.env_actor import StatisticsAccess
 from rltpu.types import ActorTimings, Trajectory, Unroll
 
 
-class RolloutActor(ObservationStatisticsAccess):
+class RolloutActor(StatisticsAccess):
     """Steps ``num_envs`` envs with the latest params it has been given.
 
     Args:

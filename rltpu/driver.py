@@ -15,8 +15,8 @@ import numpy as np
 import psutil
 import ray
 
-from rltpu import checkpoint, console, devices, inference, report, resume as resuming, session
-from rltpu.envs.make import ObservationStatistics
+from rltpu import checkpoint, console, devices, envs, inference, report, resume as resuming, session
+from rltpu.envs.make import RunningStatistics
 from rltpu.faults import ActorsExhaustedError, ActorSupervisor, StopRequest, Stopped
 from rltpu.feeds import ReplayFeed, TrajectoryFeed
 from rltpu.hosts import LearnerHosts, UpdateRecorder
@@ -28,32 +28,32 @@ from rltpu.validation import UnrollValidator, unroll_example
 
 
 class SharedStatistics:
-    """One set of observation statistics for this host's rollout actors
-    (``--normalize-observations``), as RLlib's ``MeanStdFilter`` keeps: about every
-    ``every_s`` seconds each actor hands over the observations it normalised since it was last
-    asked, and goes on from the statistics of all the observations the actors have handed over
-    (never waited for: an actor answers between unrolls). With one actor they are its own.
-    ``state()`` is what the run's checkpoints save, for a resumed run's actors and
-    ``rltpu.load``.
+    """One set of running statistics of each kind for this host's rollout actors
+    (``--normalize-observations``' and ``--normalize-rewards``'), as RLlib's
+    ``MeanStdFilter`` keeps: about every ``every_s`` seconds each actor hands over the
+    observations and returns it added since it was last asked, and goes on from the
+    statistics of all those the actors have handed over (never waited for: an actor answers
+    between unrolls). With one actor they are its own. ``state()`` is what the run's
+    checkpoints save, for a resumed run's actors and ``rltpu.load``.
 
     Args:
-      space: the env's observation space.
+      statistics: the statistics of each kind the actors keep, by name
+        (``envs.shared_statistics``; a resumed run's, loaded from its checkpoint).
       actors: this host's rollout actors.
-      saved: the statistics a resumed run's actors start from (``state()``'s form).
     """
 
-    def __init__(self, space, actors: list, every_s: float = 1.0, saved=None):
-        self.statistics = ObservationStatistics(space, count=0.0)
-        if saved is not None:
-            self.statistics.load(saved, frozen=False)
+    def __init__(self, statistics: dict[str, RunningStatistics], actors: list,
+                 every_s: float = 1.0):
+        self.statistics = statistics
         self.actors, self.every_s = actors, every_s
         self._pending: dict[ray.ObjectRef, int] = {}  # what an actor hands over -> its index
         self._asked = -float("inf")
 
-    def state(self):
-        """The statistics as JSON values (``ObservationStatistics.state``); None before any
-        observation was handed over."""
-        return self.statistics.state() if self.statistics.count > 0 else None
+    def state(self) -> dict:
+        """The statistics as JSON values (``RunningStatistics.state``) by name, of the kinds
+        the actors have handed over any of."""
+        return {name: statistics.state() for name, statistics in self.statistics.items()
+                if statistics.count > 0}
 
     def poll(self) -> None:
         """Adds what the actors handed over since the last poll; asks again if due."""
@@ -62,31 +62,39 @@ class SharedStatistics:
             for ref in ready:
                 del self._pending[ref]
                 try:
-                    self.statistics.add(ray.get(ref))
+                    handed = ray.get(ref)
                 except ray.exceptions.RayError:
-                    pass  # (a restarting actor: its observations since it was asked are lost)
+                    continue  # (a restarting actor: what it added since it was asked is lost)
+                for name, new in handed.items():
+                    self.statistics[name].add(new)
         if time.monotonic() - self._asked < self.every_s:
             return
         self._asked = time.monotonic()
-        shared = ray.put(self.statistics.moments() if self.statistics.count > 0 else None)
+        shared = ray.put({name: statistics.moments() if statistics.count > 0 else None
+                          for name, statistics in self.statistics.items()})
         asked = set(self._pending.values())
         for index, actor in enumerate(self.actors):
             if index not in asked:
-                self._pending[actor.exchange_observation_statistics.remote(shared)] = index
+                self._pending[actor.exchange_statistics.remote(shared)] = index
 
 
-def _saved_statistics(plan: Plan, resume: checkpoint.Restored | None):
-    """The observation statistics a resumed run's checkpoint saved, if they fit its
-    observations (None, with a warning, if not: the actors then start their own)."""
-    saved = None if resume is None else resume.counters.get("observation_statistics")
-    if saved is None:
-        return None
-    try:
-        ObservationStatistics(plan.spec.observation_space).load(saved)
-    except ValueError as e:
-        console.warn(f"checkpoint {resume.path}: {e}; the actors start observation "
-                     "statistics of their own")
-        return None
+def _resumed_statistics(kept: dict[str, RunningStatistics],
+                        resume: checkpoint.Restored | None) -> dict:
+    """Loads into ``kept`` the statistics of its kinds that a resumed run's checkpoint saved
+    and that fit (one that does not is left out with a warning: the actors then start their
+    own); returns those loaded."""
+    saved = {}
+    for name, statistics in kept.items():
+        state = None if resume is None else resume.counters.get(name)
+        if state is None:
+            continue
+        try:
+            statistics.load(state, frozen=False)
+        except ValueError as e:
+            console.warn(f"checkpoint {resume.path}: {e}; the actors start "
+                         f"{statistics.WHAT} of their own")
+            continue
+        saved[name] = state
     return saved
 
 
@@ -133,14 +141,16 @@ class Loop:
         self.run = Run(plan, resume, t_start, self._loop_faults, hosts.primary, quiet, stop,
                        on_row)
         self.statistics = None
-        if run.normalize_observations:
-            saved = _saved_statistics(plan, resume)
-            if saved is not None:
+        kept = envs.shared_statistics(plan.spec.observation_space, run.normalize_observations,
+                                      run.normalize_rewards)
+        if kept:
+            saved = _resumed_statistics(kept, resume)
+            if saved:
                 for actor in actors:  # (before their first unroll)
-                    actor.load_observation_statistics.remote(saved)
+                    actor.load_statistics.remote(saved)
             # (each learner host shares statistics among its own actors)
-            self.statistics = SharedStatistics(plan.spec.observation_space, actors, saved=saved)
-            self.run.observation_statistics = self.statistics.state
+            self.statistics = SharedStatistics(kept, actors)
+            self.run.shared_statistics = self.statistics.state
         self.evaluation = None
         if run.evaluates and hosts.primary:  # the params are the same on every learner host
             from rltpu.evaluation import AsyncEvaluation

@@ -34,9 +34,10 @@ class EnvStep(NamedTuple):
     env_s: float  # seconds the envs took to step (the rest of a round trip is transport)
 
 
-class ObservationStatisticsAccess:
+class StatisticsAccess:
     """What the learner loop asks of an actor whose vector env is ``self.env``, for its
-    observation statistics (``--normalize-observations``): both kinds of actor have it."""
+    running statistics (``--normalize-observations``, ``--normalize-rewards``): both kinds
+    of actor have it."""
 
     def observation_statistics(self):
         """The running statistics this actor's envs normalise observations by
@@ -44,18 +45,19 @@ class ObservationStatisticsAccess:
         for evaluation and checkpoints; None without normalisation."""
         return envs.observation_statistics(self.env)
 
-    def load_observation_statistics(self, state) -> None:
-        """This actor's envs go on from observation statistics ``state`` (a resumed run's,
-        from its checkpoint)."""
-        envs.load_observation_statistics(self.env, state)
+    def load_statistics(self, saved: dict) -> None:
+        """This actor's envs go on from the statistics ``saved`` (a resumed run's, from its
+        checkpoint; ``envs.load_statistics``)."""
+        envs.load_statistics(self.env, saved)
 
-    def exchange_observation_statistics(self, shared):
-        """Hands over the observations this actor's envs normalised since it was last asked
-        and goes on from ``shared``, all actors' statistics (``rltpu.driver.SharedStatistics``)."""
-        return envs.exchange_observation_statistics(self.env, shared)
+    def exchange_statistics(self, shared: dict) -> dict:
+        """Hands over the observations and returns this actor's envs added to their
+        statistics since it was last asked and goes on from ``shared``, all actors'
+        (``rltpu.driver.SharedStatistics``; ``envs.exchange_statistics``)."""
+        return envs.exchange_statistics(self.env, shared)
 
 
-class EnvActor(ObservationStatisticsAccess):
+class EnvActor(StatisticsAccess):
     """Steps ``run.envs_per_actor`` envs of ``run.env`` with the actions it is sent.
 
     Args:

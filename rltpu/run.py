@@ -128,8 +128,9 @@ class Run:
         self._last_log, self._interval_steps = None, 0
         self.final_eval_return: float | None = None
         self.best_eval_return: float | None = None
-        # --normalize-observations: the actors' shared statistics, which checkpoints keep
-        self.observation_statistics: Callable[[], Any] = lambda: None
+        # --normalize-observations, --normalize-rewards: the actors' shared statistics by
+        # name (``SharedStatistics.state``), which checkpoints keep
+        self.shared_statistics: Callable[[], dict] = dict
 
     def started(self) -> None:
         """Start-up is over (the first batch is in, or the program compiled)."""
@@ -142,11 +143,8 @@ class Run:
         return {k: v + self._resumed.get(k, 0) for k, v in leg.items()}
 
     def counters(self, version: int) -> dict:
-        saved = counters(version, self.env_steps, self.samples, self.episodes, self.faults())
-        statistics = self.observation_statistics()
-        if statistics is not None:
-            saved["observation_statistics"] = statistics
-        return saved
+        return {**counters(version, self.env_steps, self.samples, self.episodes, self.faults()),
+                **self.shared_statistics()}
 
     def update_skipped(self, skipped: bool, version: int) -> None:
         """Counts a skipped update.

@@ -138,6 +138,20 @@ def test_reward_normalisation():
     assert episode_returns == [10.0] * 10  # in the env's units
 
 
+def test_reward_normalisation_is_gymnasiums():
+    """``make``'s reward scaling, whose statistics actors can share, scales as gymnasium's
+    ``NormalizeReward`` and ``ClipReward`` do, to the bit (Pendulum's 200-step episodes:
+    the steps after resets too)."""
+    env, _ = envs.make("Pendulum-v1", 3, seed=4, reward_discount=0.99)
+    plain, _ = envs.make("Pendulum-v1", 3, seed=4)
+    plain = gymnasium.wrappers.vector.ClipReward(
+        gymnasium.wrappers.vector.NormalizeReward(plain, gamma=0.99), -10.0, 10.0)
+    rng = np.random.default_rng(0)
+    for _ in range(450):
+        action = rng.uniform(-2, 2, (3, 1)).astype(np.float32)
+        np.testing.assert_array_equal(env.step(action)[1], plain.step(action)[1])
+
+
 def test_actors_learn_from_normalised_rewards_and_report_raw_returns():
     """--normalize-rewards reaches both kinds of actor with the agent's discount: the
     trajectory carries scaled rewards, the finished episodes' returns are the env's."""
