@@ -15,7 +15,7 @@ import numpy as np
 import ray
 
 from rltpu import envs
-from rltpu import devices, recurrent, spaces
+from rltpu import cluster, devices, recurrent, spaces
 from rltpu.config import RunConfig
 from rltpu.env_actor import StatisticsAccess
 from rltpu.types import ActorTimings, Trajectory, Unroll
@@ -182,6 +182,7 @@ class RolloutActor(StatisticsAccess):
 @ray.remote(num_cpus=1)
 class RayRolloutActor(RolloutActor):
     def __init__(self, actor_id: int, agent: Any, agent_config: Any, run: RunConfig, seed: int):
+        cluster.unblock_sigterm()
         devices.pin_process_to_cpu()
         devices.use_compilation_cache(run.compilation_cache)
         super().__init__(actor_id, agent, agent_config, run, seed)

@@ -2,8 +2,10 @@
 ``RAY_ADDRESS``; either way with token authentication, the token readable by this user alone."""
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 import threading
 
 import ray
@@ -100,8 +102,51 @@ def start_local_ray(num_cpus: int) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
                                 category=RuntimeWarning)
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 configure_logging=False)
+        with raylet_outlives_sigterm():
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     configure_logging=False)
+
+
+@contextlib.contextmanager
+def raylet_outlives_sigterm():
+    """Starts the raylet of a local Ray with SIGTERM blocked, so that a SIGTERM sent to every
+    process (a preempted VM's shutdown, a signal to the process group) leaves it running
+    until this process has saved its checkpoint and exits (the raylet, fate-sharing with
+    it, then ends too; ``ray.shutdown`` ends it with SIGKILL a second after its SIGTERM).
+
+    Without it the raylet, on that SIGTERM, tells the GCS that its node is gone; if the GCS
+    is still up to pass that on, this process's Ray client tries to recover the objects it
+    owns that lived there, writes to the dead raylet's object store and ends the process
+    (status 1, before the checkpoint), as Ray ends any process that loses its object store.
+    Ray starts its processes from the calling thread, with that thread's signal mask: it is
+    set for ``services.start_raylet`` alone, which runs in this thread.
+    """
+    from ray._private import services
+    start = getattr(services, "start_raylet", None)
+    if start is None or not hasattr(signal, "pthread_sigmask"):  # (a Ray without it, Windows)
+        yield
+        return
+
+    def start_raylet(*args, **kwargs):
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:
+            return start(*args, **kwargs)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    services.start_raylet = start_raylet
+    try:
+        yield
+    finally:
+        services.start_raylet = start
+
+
+def unblock_sigterm() -> None:
+    """Lets SIGTERM reach this Ray worker as it reaches any process: the workers of a local
+    Ray inherit the mask its raylet was started with (``raylet_outlives_sigterm``). Called
+    first in each of rltpu's actors, from the worker's main thread (which runs a threadless
+    actor's methods, and so starts what they start: an env's subprocesses inherit it)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 
 
 def join_cluster(purpose: str) -> None:

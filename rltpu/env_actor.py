@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import ray
 
-from rltpu import envs
+from rltpu import cluster, envs
 from rltpu.config import RunConfig
 
 
@@ -104,3 +104,7 @@ class EnvActor(StatisticsAccess):
 @ray.remote(num_cpus=1)
 class RayEnvActor(EnvActor):
     """``EnvActor`` in a Ray actor process of its own."""
+
+    def __init__(self, *args, **kwargs):
+        cluster.unblock_sigterm()
+        super().__init__(*args, **kwargs)

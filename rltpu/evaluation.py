@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import ray
 
-from rltpu import console, devices, envs
+from rltpu import cluster, console, devices, envs
 from rltpu.config import RunConfig
 from rltpu.envs.make import normalize_one
 from rltpu.evaluate import MAX_EVAL_STEPS, EpisodePlayer, make_jax_evaluation
@@ -97,6 +97,7 @@ class Evaluator:
 @ray.remote(num_cpus=0)
 class RayEvaluator(Evaluator):
     def __init__(self, agent: Any, agent_config: Any, run: RunConfig):
+        cluster.unblock_sigterm()
         devices.pin_process_to_cpu()
         devices.use_compilation_cache(run.compilation_cache)
         super().__init__(agent, agent_config, run)

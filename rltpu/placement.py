@@ -54,6 +54,8 @@ class LearnerHost:
     """Holds one host's learner reservation and runs its ``rltpu train`` process."""
 
     def __init__(self):
+        from rltpu import cluster
+        cluster.unblock_sigterm()  # (the learner it starts inherits the mask)
         self._process: subprocess.Popen | None = None
         self._port_holder: socket.socket | None = None
 

@@ -20,7 +20,7 @@ import time
 
 from ray import tune
 
-from rltpu import console
+from rltpu import cluster, console
 from rltpu.sweeps import METRICS, SWEEP_STOP, trial_result
 
 
@@ -30,6 +30,7 @@ class SweepTrial(tune.Trainable):
     already (a restored sweep whose state predates the finish), not at all."""
 
     def setup(self, config: dict) -> None:
+        cluster.unblock_sigterm()
         trial = config["trial"]
         self._metric_column = trial["metric"]
         self._rows: queue.Queue = queue.Queue()

@@ -1,5 +1,11 @@
-"""The local Ray that rltpu starts listens on loopback only."""
+"""The local Ray that rltpu starts listens on loopback only, and its raylet outlives a SIGTERM
+to every process."""
 import ipaddress
+import os
+import signal
+import time
+
+import numpy as np
 
 import psutil
 import pytest
@@ -67,3 +73,35 @@ def test_ray_starts_quietly_with_token_authentication(ray_tmpdir):
     forks = [line for line in lines if "os.fork() was called" in line]
     assert len(forks) == 1 and forks[0].startswith("<string>:13: RuntimeWarning"), result.stderr
     assert "subprocess.py" not in result.stderr, result.stderr  # (Ray's Popen: not warned of)
+
+
+def sigterm_blocked(pid: int) -> bool:
+    status = open(f"/proc/{pid}/status").read()
+    mask = int(next(line for line in status.splitlines() if line.startswith("SigBlk:"))
+               .split()[1], 16)
+    return bool(mask & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.jax_independent
+def test_the_raylet_outlives_a_sigterm_to_every_process_and_rltpus_actors_do_not(ray_local):
+    """A preempted VM's shutdown signals every process: the raylet (holding the object store
+    the run's own Ray client dies without) stays up for the run to save its checkpoint and
+    end it, while rltpu's actors end on SIGTERM as before (test_preemption's group test is
+    the whole run)."""
+    from rltpu.config import RunConfig
+    from rltpu.env_actor import RayEnvActor
+    stored = ray_local.put(np.arange(200_000))  # (in the object store)
+    actor = RayEnvActor.remote(0, RunConfig(env="CartPole-v1"), 1)
+    actor_pid = ray_local.get(actor.pid.remote())
+    raylet, = [p for p in psutil.Process().children(recursive=True) if p.name() == "raylet"]
+    assert sigterm_blocked(raylet.pid) and not sigterm_blocked(actor_pid)
+    assert not sigterm_blocked(os.getpid())  # (the mask was this thread's for a moment)
+
+    actor_process = psutil.Process(actor_pid)
+    raylet.send_signal(signal.SIGTERM)
+    actor_process.send_signal(signal.SIGTERM)
+    actor_process.wait(timeout=30)  # (psutil.TimeoutExpired if it stays)
+    time.sleep(2)  # (the raylet, had it taken the signal, would have ended by now)
+    assert raylet.is_running() and raylet.status() != psutil.STATUS_ZOMBIE
+    assert ray_local.get(stored)[-1] == 199_999
+    assert ray_local.get(ray_local.remote(lambda: 41 + 1).remote()) == 42
