@@ -23,6 +23,7 @@ import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rltpu import cluster
 from rltpu.faults import StopRequest
 
 # What the learner processes inherit from the driver's environment (JAX and XLA settings,
@@ -54,7 +55,6 @@ class LearnerHost:
     """Holds one host's learner reservation and runs its ``rltpu train`` process."""
 
     def __init__(self):
-        from rltpu import cluster
         cluster.unblock_sigterm()  # (the learner it starts inherits the mask)
         self._process: subprocess.Popen | None = None
         self._port_holder: socket.socket | None = None
@@ -146,7 +146,6 @@ def connect() -> None:
     Raises:
       ValueError: ``RAY_ADDRESS`` is unset or names no cluster.
     """
-    from rltpu import cluster
     cluster.join_cluster("--learner-hosts")
 
 

@@ -6,7 +6,6 @@ import signal
 import time
 
 import numpy as np
-
 import psutil
 import pytest
 
