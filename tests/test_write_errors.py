@@ -1,6 +1,7 @@
 """A full disk mid-run (a real one: a small tmpfs, filled while training writes to it): one
 line naming the failed write and the last good checkpoint, exit status 1; that checkpoint
 stays whole and the run resumes from it once there is room, leftovers cleaned up."""
+import errno
 import os
 import signal
 import subprocess
@@ -28,14 +29,22 @@ def small_disk(tmp_path):
 
 
 def fill(folder) -> None:
-    """Writes zeros until the file system is full."""
-    with open(folder / "filler", "wb") as f:
-        try:
+    """Writes zeros until the file system is full. It may be full already (CI saw the
+    filler's own creation refused with ENOSPC): that is the state wanted, not an error."""
+    try:
+        with open(folder / "filler", "wb") as f:
             while True:
                 f.write(b"\0" * 65536)
                 f.flush()
-        except OSError:
-            pass
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+
+
+def usage(folder) -> str:
+    """df and du of the small disk, for a failure's message."""
+    return "".join(subprocess.run(command + [str(folder)], capture_output=True,
+                                  text=True).stdout for command in (["df", "-k"], ["du", "-k"]))
 
 
 @pytest.mark.slow
@@ -62,7 +71,7 @@ def test_full_disk_is_one_line_and_the_last_checkpoint_survives(small_disk, tmp_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     output = (tmp_path / "train.log").read_text()
-    assert code == 1, output[-3000:]
+    assert code == 1, output[-3000:] + usage(small_disk)
     errors = [line for line in output.splitlines() if line.startswith("rltpu: error:")]
     assert len(errors) == 1 and "Traceback" not in output, output[-3000:]
     steps, _ = checkpoint.list_checkpoints(str(run_dir))
@@ -74,12 +83,12 @@ def test_full_disk_is_one_line_and_the_last_checkpoint_survives(small_disk, tmp_
     assert checkpoint.restore(str(run_dir), init, retries=()).step == steps[0]
     print(errors[0])
 
-    os.remove(small_disk / "filler")
+    (small_disk / "filler").unlink(missing_ok=True)
     resumed = subprocess.run(
         [sys.executable, "-m", "rltpu.cli", "train", "--resume", str(run_dir), "--quiet",
          "--total-env-steps", "1"], env=env, capture_output=True, text=True, timeout=600,
         cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.returncode == 0, resumed.stderr[-3000:] + usage(small_disk)
     assert f"resumed from {run_dir}/checkpoints/{steps[0]} " in resumed.stderr
     after, incomplete = checkpoint.list_checkpoints(str(run_dir))
     assert incomplete == [] and after[0] > steps[0]
