@@ -15,7 +15,8 @@ from tests.test_agents_learn import train
 # No feed-forward control runs here: that a feed-forward policy cannot balance without the
 # velocities is the env's doing (test_recurrent.py checks its observations exactly), and
 # controls run as many env steps as the LSTM needed (IMPALA's 1.5M: best 56; PPO's 1M: best
-# 55; README), doubling the slow lane's longest test. MemoryChain below keeps one, cheaply.
+# 55; README), doubling one of the slow lane's two longest tests. MemoryChain below keeps
+# one, cheaply.
 CASES = {  # settings and the LSTM's budget of env steps
     # IMPALA: 1.5M failed once in CI (341.55 at 1.5M); six runs on 2026-12-02 reached 475
     # at 0.72M-2.10M (README), so 3M.
