@@ -17,6 +17,8 @@ Core = Literal["none", "lstm", "gru"]
 CORES: tuple[str, ...] = get_args(Core)
 Activation = Literal["tanh", "relu"]
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+WeightInit = Literal["lecun", "orthogonal"]
+WEIGHT_INITS: tuple[str, ...] = get_args(WeightInit)
 
 
 def _flag(name: str) -> str:
@@ -63,6 +65,11 @@ class NetworkConfig:
     activation: Activation = "tanh"
     """The MLPs' hidden-layer nonlinearity: tanh or relu (the convolutional torsos keep
     their papers' ReLUs)."""
+    weight_init: WeightInit = "lecun"
+    """The MLPs' initial weights: lecun (LeCun-normal hidden layers, the output layer
+    variance-scaled at its head's gain: 0.01 policy, 1 value or Q) or orthogonal (hidden
+    layers of gain sqrt(2), the output layer of its head's gain, as CleanRL's PPO); biases
+    start at 0 either way. Feed-forward MLPs only (--torso mlp --core none)."""
     network_lib: NetworkLib = "flax"
     """Library the networks are written in: flax or haiku."""
     torso: Torso = "mlp"
@@ -82,6 +89,11 @@ class NetworkConfig:
         check_choice("network_lib", self.network_lib, NETWORK_LIBS)
         check_choice("core", self.core, CORES)
         check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("weight_init", self.weight_init, WEIGHT_INITS)
+        if self.weight_init != "lecun" and (self.torso != "mlp" or self.core != "none"):
+            raise ValueError(f"--weight-init {self.weight_init} initialises feed-forward MLPs "
+                             f"only (--torso mlp --core none), got --torso {self.torso} "
+                             f"--core {self.core}")
         check_ranges(self, positive_int=("core_size",))
         if not self.hidden_sizes or min(self.hidden_sizes) < 1:
             raise ValueError(f"--hidden-sizes must be positive widths, got {self.hidden_sizes}")

@@ -234,7 +234,7 @@ def actor_critic_networks(spec: EnvSpec, config):
     from rltpu.agents.networks import actor_critic
     if config.core == "none":
         return actor_critic(spec, config.hidden_sizes, config.network_lib, config.torso,
-                            config.activation)
+                            config.activation, config.weight_init)
     return recurrent_actor_critic(spec, config.hidden_sizes, config.network_lib, config.torso,
                                   config.core, config.core_size, config.activation)
 

@@ -46,6 +46,20 @@ def _flatten(observation, obs_ndim: int | tuple[int, ...]):
 ACTIVATION_FNS = {"tanh": jnp.tanh, "relu": jax.nn.relu}
 """The MLPs' hidden-layer nonlinearities by ``NetworkConfig.activation``."""
 
+HIDDEN_GAIN = 2 ** 0.5
+"""The orthogonal hidden layers' gain (``weight_init="orthogonal"``), as in the PPO and
+IMPALA reference code."""
+
+
+def _flax_kernel_inits(weight_init: str, output_scale: float):
+    """(hidden layers' kernel init, output layer's) for ``NetworkConfig.weight_init``."""
+    if weight_init == "orthogonal":
+        return nn.initializers.orthogonal(HIDDEN_GAIN), nn.initializers.orthogonal(output_scale)
+    # A small last layer starts the policy near uniform. (Variance scaling rather than
+    # orthogonal init: same effect here, and it compiles in a fraction of the time.)
+    return (nn.initializers.lecun_normal(),
+            nn.initializers.variance_scaling(output_scale ** 2, "fan_in", "normal"))
+
 
 def _head(out, gaussian: bool, log_std):
     if not gaussian:
@@ -60,28 +74,33 @@ class FlaxMLP(nn.Module):
     output_scale: float = 1.0
     gaussian: bool = False
     activation: str = "tanh"
+    weight_init: str = "lecun"
 
     @nn.compact
     def __call__(self, observation):
+        hidden_init, last_init = _flax_kernel_inits(self.weight_init, self.output_scale)
         x = _flatten(observation, self.obs_ndim)
         for width in self.hidden_sizes:
-            x = ACTIVATION_FNS[self.activation](nn.Dense(width)(x))
-        # A small last layer starts the policy near uniform. (Variance scaling rather than
-        # orthogonal init: same effect here, and it compiles in a fraction of the time.)
-        last_init = nn.initializers.variance_scaling(self.output_scale ** 2, "fan_in", "normal")
+            x = ACTIVATION_FNS[self.activation](nn.Dense(width, kernel_init=hidden_init)(x))
         out = nn.Dense(self.output_size, kernel_init=last_init)(x)
         log_std = self.param("log_std", nn.initializers.zeros, (self.output_size,)) if self.gaussian else None
         return _head(out, self.gaussian, log_std)
 
 
 def haiku_mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int | tuple[int, ...],
-              output_scale: float = 1.0, gaussian: bool = False, activation: str = "tanh"):
+              output_scale: float = 1.0, gaussian: bool = False, activation: str = "tanh",
+              weight_init: str = "lecun"):
     def forward(observation):
         import haiku as hk
+        if weight_init == "orthogonal":
+            hidden_init = hk.initializers.Orthogonal(HIDDEN_GAIN)
+            last_init = hk.initializers.Orthogonal(output_scale)
+        else:  # haiku's own default for the hidden layers: truncated LeCun normal
+            hidden_init = None
+            last_init = hk.initializers.VarianceScaling(output_scale ** 2, "fan_in", "truncated_normal")
         x = _flatten(observation, obs_ndim)
         for width in hidden_sizes:
-            x = ACTIVATION_FNS[activation](hk.Linear(width)(x))
-        last_init = hk.initializers.VarianceScaling(output_scale ** 2, "fan_in", "truncated_normal")
+            x = ACTIVATION_FNS[activation](hk.Linear(width, w_init=hidden_init)(x))
         out = hk.Linear(output_size, w_init=last_init)(x)
         log_std = hk.get_parameter("log_std", (output_size,), init=jnp.zeros) if gaussian else None
         return _head(out, gaussian, log_std)
@@ -90,17 +109,17 @@ def haiku_mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int | tup
 
 def mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int | tuple[int, ...],
         lib: str, output_scale: float = 1.0, gaussian: bool = False,
-        activation: str = "tanh") -> Network:
+        activation: str = "tanh", weight_init: str = "lecun") -> Network:
     """An MLP on the flattened observation, in ``lib`` ("flax" or "haiku"), with
     ``activation`` (tanh or relu) after each hidden layer; a Dict or Tuple observation's
     leaves are flattened and concatenated first (``obs_ndim`` per leaf,
     ``rltpu.spaces.leaf_ndims``)."""
     if lib == "flax":
         return as_network(FlaxMLP(tuple(hidden_sizes), output_size, obs_ndim, output_scale,
-                                  gaussian, activation))
+                                  gaussian, activation, weight_init))
     if lib == "haiku":
         return as_network(haiku_mlp(tuple(hidden_sizes), output_size, obs_ndim, output_scale,
-                                    gaussian, activation))
+                                    gaussian, activation, weight_init))
     raise ValueError(f"unknown network library {lib!r}; valid: {', '.join(NETWORK_LIBS)}")
 
 
@@ -137,7 +156,8 @@ def _check_lib(lib: str) -> None:
 
 
 def actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str,
-                 torso: str = "mlp", activation: str = "tanh") -> ActorCriticNetworks:
+                 torso: str = "mlp", activation: str = "tanh",
+                 weight_init: str = "lecun") -> ActorCriticNetworks:
     """Policy and value networks for ``spec``'s observations and actions: separate MLPs
     (``torso="mlp"``), or two heads on one convolutional torso."""
     torsos.check_torso(torso, spec.observation_space)
@@ -152,8 +172,8 @@ def actor_critic(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str,
             policy_and_value=network.apply)
     obs_ndim = spaces.leaf_ndims(spec.observation_space)
     policy_net = mlp(hidden_sizes, spec.num_actions, obs_ndim, lib, output_scale=0.01,
-                     gaussian=not spec.discrete, activation=activation)
-    value_net = mlp(hidden_sizes, 1, obs_ndim, lib, activation=activation)
+                     gaussian=not spec.discrete, activation=activation, weight_init=weight_init)
+    value_net = mlp(hidden_sizes, 1, obs_ndim, lib, activation=activation, weight_init=weight_init)
 
     def init(key, example_observation):
         policy_key, value_key = jax.random.split(key)
@@ -192,7 +212,8 @@ class FlaxConvQ(nn.Module):
 
 
 def q_network(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, torso: str = "mlp",
-              activation: str = "tanh", dueling: bool = False) -> Network:
+              activation: str = "tanh", dueling: bool = False,
+              weight_init: str = "lecun") -> Network:
     """Observations -> one value per action: an MLP, or a convolutional torso and a linear
     layer (the Nature DQN network with ``torso="nature"``). With ``dueling`` the last layer
     has one more output, a state value ``V``, and the rest are advantages ``A``:
@@ -203,7 +224,7 @@ def q_network(spec: EnvSpec, hidden_sizes: Sequence[int], lib: str, torso: str =
     outputs = spec.num_actions + 1 if dueling else spec.num_actions
     if torso == "mlp":
         network = mlp(hidden_sizes, outputs, spaces.leaf_ndims(spec.observation_space), lib,
-                      activation=activation)
+                      activation=activation, weight_init=weight_init)
     elif lib == "flax":
         network = as_network(FlaxConvQ(torso, outputs))
     else:

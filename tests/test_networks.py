@@ -54,6 +54,15 @@ def test_unsupported_object_is_a_clear_error():
         as_network(3)
 
 
+def _layers(tree):  # Flax: params/Dense_i/{kernel,bias}; Haiku: linear[_i]/{w,b}, in order
+    # (a Gaussian policy's log_std is left out: Flax keeps it beside the layers, Haiku in "~")
+    inner = tree["params"] if "params" in tree else tree
+    keys = sorted((k for k in inner if {"kernel", "w"} & set(getattr(inner[k], "keys", list)())),
+                  key=lambda k: int(k.rsplit("_", 1)[1]) if k[-1].isdigit() else -1)
+    return [(np.float64(inner[k].get("kernel", inner[k].get("w"))),
+             np.float64(inner[k].get("bias", inner[k].get("b")))) for k in keys]
+
+
 @pytest.mark.parametrize("lib", ["flax", "haiku"])
 @pytest.mark.parametrize("activation,fn", [("tanh", np.tanh), ("relu", lambda x: np.maximum(x, 0))])
 def test_actor_critic_mlps_use_the_configured_activation(lib, activation, fn):
@@ -73,18 +82,55 @@ def test_actor_critic_mlps_use_the_configured_activation(lib, activation, fn):
             h = fn(h @ np.float64(kernel) + np.float64(bias))
         return h @ np.float64(layers[-1][0]) + np.float64(layers[-1][1])
 
-    def layers(tree):  # Flax: params/Dense_i/{kernel,bias}; Haiku: linear[_i]/{w,b}
-        inner = tree["params"] if "params" in tree else tree
-        keys = sorted(inner, key=lambda k: int(k.rsplit("_", 1)[1]) if k[-1].isdigit() else -1)
-        return [(inner[k].get("kernel", inner[k].get("w")), inner[k].get("bias", inner[k].get("b")))
-                for k in keys]
-
     policy, value = nets.policy_and_value(params, x)
-    np.testing.assert_allclose(policy, by_hand(layers(params["policy"])), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(value, by_hand(layers(params["value"]))[:, 0], rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(policy, by_hand(_layers(params["policy"])), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(value, by_hand(_layers(params["value"]))[:, 0], rtol=1e-4, atol=1e-6)
 
 
 def test_an_unknown_activation_is_refused_by_name():
     from rltpu.agents.config import NetworkConfig
     with pytest.raises(ValueError, match="--activation 'gelu' is not one of tanh, relu"):
         NetworkConfig(activation="gelu")
+
+
+@pytest.mark.parametrize("lib", ["flax", "haiku"])
+def test_orthogonal_weight_init_gives_each_layer_its_gain(lib):
+    """--weight-init orthogonal (CleanRL's PPO): every kernel's columns (or rows, whichever
+    are fewer) are orthogonal with norm = the layer's gain: sqrt(2) hidden, 0.01 for the
+    policy's output, 1 for the value's and Q's; biases 0. LeCun's kernels are not."""
+    from rltpu.agents.networks import actor_critic, q_network
+    from rltpu.types import EnvSpec
+    import gymnasium as gym
+    spec = EnvSpec("test", gym.spaces.Box(-1, 1, (11,)), gym.spaces.Box(-1, 1, (3,)))
+    x = np.zeros((1, 11), np.float32)
+
+    def gram(kernel):  # the smaller Gram matrix of a [fan_in, fan_out] kernel
+        return kernel @ kernel.T if kernel.shape[0] <= kernel.shape[1] else kernel.T @ kernel
+
+    def check(layers, gains):
+        assert len(layers) == len(gains)
+        for (kernel, bias), gain in zip(layers, gains):
+            np.testing.assert_allclose(gram(kernel), gain ** 2 * np.eye(min(kernel.shape)),
+                                       atol=1e-5 * max(gain ** 2, 1))
+            np.testing.assert_array_equal(bias, 0)
+
+    params = actor_critic(spec, (64, 32), lib, weight_init="orthogonal").init(jax.random.key(0), x)
+    check(_layers(params["policy"]), [2 ** 0.5, 2 ** 0.5, 0.01])
+    check(_layers(params["value"]), [2 ** 0.5, 2 ** 0.5, 1.0])
+    discrete = EnvSpec("test", gym.spaces.Box(-1, 1, (11,)), gym.spaces.Discrete(4))
+    check(_layers(q_network(discrete, (64,), lib, weight_init="orthogonal").init(jax.random.key(0), x)),
+          [2 ** 0.5, 1.0])
+    lecun = actor_critic(spec, (64, 32), lib).init(jax.random.key(0), x)
+    hidden = _layers(lecun["policy"])[0][0]
+    assert not np.allclose(gram(hidden), gram(hidden)[0, 0] * np.eye(11), atol=1e-2)
+
+
+def test_orthogonal_weight_init_is_refused_beyond_feed_forward_mlps():
+    from rltpu.agents.config import NetworkConfig
+    with pytest.raises(ValueError, match="--weight-init 'xavier' is not one of lecun, orthogonal"):
+        NetworkConfig(weight_init="xavier")
+    with pytest.raises(ValueError, match=r"--weight-init orthogonal initialises feed-forward MLPs "
+                                         r"only \(--torso mlp --core none\), got --torso mlp --core lstm"):
+        NetworkConfig(weight_init="orthogonal", core="lstm")
+    with pytest.raises(ValueError, match="got --torso nature --core none"):
+        NetworkConfig(weight_init="orthogonal", torso="nature")

@@ -32,7 +32,7 @@ class DQN:
     def build(self, spec: EnvSpec, config: DQNConfig, run) -> AgentFns:
         self.check_spec(spec)
         network = q_network(spec, config.hidden_sizes, config.network_lib, config.torso,
-                            config.activation, config.dueling)
+                            config.activation, config.dueling, config.weight_init)
         optimizer = make_optimizer(config)
 
         def init(key) -> TrainState:
