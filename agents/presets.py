@@ -148,19 +148,18 @@ PRESETS = {
         agent_config={"hidden_sizes": (64, 64), "learning_rate": 3e-4, "anneal_lr": True,
                       "num_epochs": 10, "num_minibatches": 32, "discount": 0.99,
                       "gae_lambda": 0.95, "clip_epsilon": 0.2, "value_clip_epsilon": 0.2,
-                      "value_cost": 0.5, "entropy_cost": 0.0, "max_grad_norm": 0.5},
+                      "value_cost": 0.5, "entropy_cost": 0.0, "max_grad_norm": 0.5,
+                      "weight_init": "orthogonal"},
         source="CleanRL's ppo_continuous_action.py (Huang et al. 2022, The 37 Implementation "
                "Details of PPO; the MuJoCo returns issue 17 takes as goals): 1 env x 2048 "
                "steps, 10 epochs x 32 minibatches (64 samples), Adam 3e-4 annealed linearly "
                "to 0, discount 0.99, GAE lambda 0.95, clip 0.2 on the ratio and on value "
                "updates, value coefficient 0.5, no entropy bonus, gradient norm 0.5, 64x64 "
-               "tanh MLPs with a state-independent log std starting at 0, observations "
+               "tanh MLPs started orthogonal (gain sqrt(2); 0.01 policy and 1 value out) "
+               "with a state-independent log std starting at 0, observations "
                "normalised by running statistics, rewards scaled by a running estimate of "
                "the discounted return's spread and clipped to [-10, 10], 1M steps",
-        deviations=(ADAM_EPSILON,
-                    "hidden layers start from LeCun-normal weights (variance 1 / fan-in), not "
-                    "orthogonal ones of gain sqrt(2); the output layers from variance scaling "
-                    "at CleanRL's gains (0.01 policy, 1 value), not orthogonal")),
+        deviations=(ADAM_EPSILON,)),
 }
 
 

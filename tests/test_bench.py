@@ -175,6 +175,7 @@ def test_research_presets_build_and_read_back_from_a_file(tmp_path):
             minatar.agent_config["learning_rate"]) == (4, 8, 5e-4)
     assert mujoco.run["normalize_observations"] and mujoco.run["normalize_rewards"]
     assert mujoco.run["unroll_length"] == 2048
+    assert mujoco.agent_config["weight_init"] == "orthogonal"  # CleanRL's; Hopper needed it
     blines = presets.get("ppo-minatar-blines")  # gymnax-blines' ppo.yaml
     assert (blines.agent_config["hidden_sizes"], blines.agent_config["activation"],
             blines.agent_config["discount"], blines.agent_config["anneal_lr"]) == (
@@ -207,3 +208,4 @@ def test_research_presets_build_and_read_back_from_a_file(tmp_path):
             printed.append(json.loads(result.stdout))
     assert printed[0] == printed[1] and printed[2] == printed[3]
     assert printed[0]["run"]["mode"] == "anakin" and printed[2]["run"]["on_policy"]
+    assert printed[2]["agent"]["weight_init"] == "orthogonal"
