@@ -126,6 +126,9 @@ class Run:
         self.time_to_target: float | None = None
         self.startup_s = self.t_train = self.t_end = None
         self._last_log, self._interval_steps = None, 0
+        # Frozen at the final row: Ray may count a restart of an actor killed as the run ends
+        # after it, and the final row, checkpoint and summary should say the same.
+        self._final_faults: dict | None = None
         self.final_eval_return: float | None = None
         self.best_eval_return: float | None = None
         # --normalize-observations, --normalize-rewards: the actors' shared statistics by
@@ -138,7 +141,10 @@ class Run:
         self.startup_s = self.t_train - self.t_start
 
     def faults(self) -> dict:
-        """Fault counts of the whole run (earlier legs included)."""
+        """Fault counts of the whole run (earlier legs included); from the final row on, the
+        counts that row has."""
+        if self._final_faults is not None:
+            return self._final_faults
         leg = {**self._loop_faults(), "skipped_updates": self.nonfinite.skipped}
         return {k: v + self._resumed.get(k, 0) for k, v in leg.items()}
 
@@ -187,11 +193,14 @@ class Run:
             if self._writer is not None:
                 self._writer.sync()  # the rows up to the checkpoint survive with it
 
-    def log(self, version: int, force: bool, extras: Callable[[float], dict]) -> bool:
-        """Writes a metrics row if one is due (or ``force``); ``extras(interval_s)`` adds the
-        loop's own columns. Returns whether it wrote one."""
+    def log(self, version: int, final: bool, extras: Callable[[float], dict]) -> bool:
+        """Writes a metrics row if one is due (always the loop's ``final`` one, whose fault
+        counts are the run's from then on); ``extras(interval_s)`` adds the loop's own
+        columns. Returns whether it wrote one."""
         now = time.time()
-        if self._writer is None or not (force or now - self._last_log >= self.plan.run.log_every_s):
+        if final:
+            self._final_faults = self.faults()
+        if self._writer is None or not (final or now - self._last_log >= self.plan.run.log_every_s):
             return False
         interval = now - self._last_log
         row = {"time_s": now - self.t_start, "env_steps": self.env_steps,

@@ -186,6 +186,32 @@ def test_actors_out_of_restarts_stop_the_run_with_one_line(tmp_path, ray_dir):
                      r"going on without it \(0 left\)", err)
 
 
+def test_the_final_row_fixes_the_fault_counts_the_checkpoint_and_summary_keep(
+        parts, cli_in_process, tmp_path):
+    """Ray may count the restart of an actor killed as the run ends after the loop's final
+    row: that row, the final checkpoint and the summary still say the same."""
+    from rltpu import run as running
+    fns, _, learner, _ = parts
+    run_dir = tmp_path / "run"
+    status, _, err, plan = cli_in_process(
+        ["train", "--agent", "impala", "--env", "rltpu.envs.fake:CountingEnv",
+         "--run-dir", str(run_dir), "--quiet"], tmp_path)
+    assert status == 0 and plan is not None, err
+    faults = {"actor_restarts": 1, "dropped_unrolls": 1, "rejected_unrolls": 0}
+    bookkeeping = running.Run(plan, None, time.time(), lambda: dict(faults), quiet=True)
+    bookkeeping.started()
+    assert bookkeeping.faults()["actor_restarts"] == 1
+    faults["actor_restarts"] = 2
+    assert bookkeeping.log(5, True, lambda _: {})
+    faults["actor_restarts"] = faults["dropped_unrolls"] = 3  # an actor killed as it ends
+    bookkeeping.end(5, learner.state)
+    summary = bookkeeping.summary(5, None, {})
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    restored = checkpoint.restore(str(run_dir), fns.init)
+    for counts in (rows[-1], summary, restored.counters):
+        assert (counts["actor_restarts"], counts["dropped_unrolls"]) == (2, 1)
+
+
 @pytest.mark.slow
 def test_cartpole_reaches_475_with_crashing_envs_and_killed_actors(tmp_path, ray_dir):
     run_dir = tmp_path / "run"
