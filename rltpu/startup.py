@@ -7,9 +7,7 @@ way out unless a notebook keeps it (``rltpu.cluster.keep_ray_up``).
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import sys
-import threading
 import time
 
 import ray
@@ -25,17 +23,6 @@ from rltpu.metrics import run_start_time
 from rltpu.plan import Plan
 from rltpu.rundir import create_run_dir
 from rltpu.run import Run
-
-
-def _at_low_priority(fn, *args):
-    """Calls ``fn`` in this thread at the lowest CPU priority (on Linux, where priority is
-    per thread). Start-up waits on Ray's processes, one after another; a learner compiling
-    beside them at equal priority slows each one, at the lowest it takes the cores they
-    leave idle. XLA's compile threads, started here, keep the low priority; the threads
-    that run updates were started with the backend, before, and keep the normal one."""
-    if sys.platform.startswith("linux"):  # elsewhere a thread id may name another process
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    return fn(*args)
 
 
 def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = None,
@@ -56,7 +43,9 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
         # In a notebook, a run of the same settings as the last reuses its compiled programs.
         programs_key = session.settings_key(plan, resume, plan.num_devices)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            learner = pool.submit(_at_low_priority, Learner, plan.fns, plan.spec,
+            # (At the same CPU priority as the rest: at a lower one, a host busy with other
+            # work starved the compile, and with it the stop a SIGTERM asks for.)
+            learner = pool.submit(Learner, plan.fns, plan.spec,
                                   devices.make_mesh(plan.num_devices), run.seed,
                                   run.unroll_length, run.batch_size,
                                   session.learner_programs(programs_key))

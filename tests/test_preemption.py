@@ -150,6 +150,33 @@ def test_sigterm_during_start(group, tmp_path, ray_dir, request):
     check_final(run_dir, tmp_path, signal_and_wait(proc, tmp_path, group))
 
 
+BUSY = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True: pass"
+
+
+@pytest.mark.slow
+def test_sigterm_during_start_on_a_busy_host(tmp_path, ray_dir, request):
+    """Every core busy with other work at rltpu's priority, which the SIGTERM does not end:
+    the learner's compile, which the stop waits for, still gets its share. (The busy loops
+    share rltpu's session, as the scheduler's autogroups share CPU between sessions; at the
+    lowest priority the compile got next to none and the run outlived the grace.)"""
+    run_dir = tmp_path / "run"
+    busy = " & ".join([f"{sys.executable} -c '{BUSY}'"] * (os.cpu_count() or 1))
+    rltpu = " ".join(["exec", sys.executable, "-m", "rltpu.cli", "train", "--run-dir",
+                      str(run_dir), "--quiet"])
+    log = open(tmp_path / "train.log", "w")
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": ray_dir,
+           "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = request.node.proc = subprocess.Popen(
+        ["/bin/sh", "-c", f"{busy} & {rltpu}"], env=env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=tmp_path, start_new_session=True)
+    try:
+        wait_for(lambda: (run_dir / "config.json").exists(), proc, tmp_path,
+                 "the run directory", timeout=300)
+        check_final(run_dir, tmp_path, signal_and_wait(proc, tmp_path, group=True))
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the busy loops outlive rltpu
+
+
 @pytest.mark.slow
 def test_sigterm_to_the_group_mid_run(tmp_path, ray_dir, request):
     """Mid-training, to every process of the run: Ray's die too, the learner's state is
