@@ -43,8 +43,8 @@ def train(plan: Plan, quiet: bool = False, resume: checkpoint.Restored | None = 
         # In a notebook, a run of the same settings as the last reuses its compiled programs.
         programs_key = session.settings_key(plan, resume, plan.num_devices)
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            # (At the same CPU priority as the rest: at a lower one, a host busy with other
-            # work starved the compile, and with it the stop a SIGTERM asks for.)
+            # (At the process's own CPU priority: a stop during start-up waits for this
+            # compile, and at a lower one it would wait behind any other work.)
             learner = pool.submit(Learner, plan.fns, plan.spec,
                                   devices.make_mesh(plan.num_devices), run.seed,
                                   run.unroll_length, run.batch_size,
