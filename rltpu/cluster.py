@@ -7,6 +7,7 @@ import os
 import secrets
 import signal
 import threading
+from typing import Callable
 
 import ray
 
@@ -138,6 +139,49 @@ def raylet_outlives_sigterm():
         yield
     finally:
         services.start_raylet = start
+
+
+@contextlib.contextmanager
+def ray_init_ends_when(stopping: Callable[[], bool]):
+    """While ``ray.init`` runs, it ends with ``SystemExit(SIGTERM)``, as Ray's own SIGTERM
+    handler would end it, once ``stopping()`` says so: checked before and after Ray starts
+    each of its processes (``services.start_ray_process``) and each time it asks the GCS
+    whether this node has registered (``services.get_node``).
+
+    Ray's handler may not end ``ray.init``: Python runs a signal's handler at the next
+    instruction, and when that is in an after-fork hook (Ray forks its processes with a
+    ``preexec_fn``, so the hooks run; logging has one) the handler's ``SystemExit`` is
+    printed as "Exception ignored" and dropped. A SIGTERM to every process has ended the
+    GCS too, and ``ray.init`` then waits for it: 30 s for its port file, 30 s for the node
+    to register, or 60 s in a GCS client, which then ends the process with status 1. The
+    check right after each start comes straight after the fork where the exit was dropped.
+    """
+    from ray._private import services
+    originals = {name: getattr(services, name, None) for name in ("start_ray_process",
+                                                                  "get_node")}
+    if None in originals.values():  # (a Ray without them)
+        yield
+        return
+
+    def check():
+        if stopping():
+            raise SystemExit(signal.SIGTERM)
+
+    def start_ray_process(*args, **kwargs):
+        check()
+        process = originals["start_ray_process"](*args, **kwargs)
+        check()
+        return process
+
+    def get_node(*args, **kwargs):
+        check()
+        return originals["get_node"](*args, **kwargs)
+    services.start_ray_process, services.get_node = start_ray_process, get_node
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(services, name, original)
 
 
 def unblock_sigterm() -> None:

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import psutil
 import ray
 
-from rltpu import console
+from rltpu import cluster, console
 
 
 def rollout_actor_processes(driver_pid: int) -> list[psutil.Process]:
@@ -179,16 +179,25 @@ class _SignalsReceived:
             signal.set_wakeup_fd(previous)
             self._close()
 
+    def seen(self, signum: int) -> bool:
+        """Whether ``signum`` has been received so far; counting goes on."""
+        self._drain()
+        return signum in self._received
+
     def end(self) -> set[int]:
         """Stops counting (the first call); returns the signal numbers received."""
         if self._read is not None:
             signal.set_wakeup_fd(-1)
+            self._drain()
+            self._close()
+        return self._received
+
+    def _drain(self) -> None:
+        if self._read is not None:
             try:
                 self._received.update(os.read(self._read, 4096))
             except BlockingIOError:  # none
                 pass
-            self._close()
-        return self._received
 
     def _close(self) -> None:
         os.close(self._read)
@@ -252,15 +261,16 @@ class StopRequest:
         SIGTERM then (or a failure of a Ray whose processes a signal to the whole group
         ended) becomes a stop request. Returns what ``start`` returned, or False then.
 
-        Ray's ``SystemExit`` may never reach here: a CI run once trained on as if no signal
-        had come (the path was not reproduced; raised at the signal check of Ray's C++
-        waits, the ``SystemExit`` comes back as an error Ray's own code may swallow). So
-        every SIGTERM is also counted where Python's C handler receives it, through a
-        wakeup fd (when nothing else, an asyncio loop, holds that), and one counted there
-        is a stop request too."""
+        Ray's ``SystemExit`` may never reach here: Python drops it when the handler runs
+        inside an after-fork hook as Ray forks its processes (``cluster.ray_init_ends_when``),
+        and a CI run once trained on as if no signal had come. So every SIGTERM is also
+        counted where Python's C handler receives it, through a wakeup fd (when nothing
+        else, an asyncio loop, holds that): one counted there ends ``ray.init`` at its next
+        step and is a stop request too."""
         received = _SignalsReceived()
         try:
-            return start()
+            with cluster.ray_init_ends_when(lambda: received.seen(signal.SIGTERM)):
+                return start()
         except SystemExit as e:
             if e.code != signal.SIGTERM:
                 raise

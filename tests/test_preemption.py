@@ -116,6 +116,48 @@ def test_ray_start_without_a_signal_is_no_stop_and_leaves_a_wakeup_fd_alone():
             os.close(write)
 
 
+# ``ray.init`` in a session of its own; the SIGTERM goes to the whole group from an
+# after-fork hook, the first time Ray forks once its GCS runs: as a signal to every process
+# lands at any instruction, here at one where Python drops the handler's exception.
+SIGNAL_IN_A_FORK_HOOK = """
+import json, os, signal, sys, time
+import psutil
+from rltpu import cluster
+from rltpu.faults import StopRequest
+
+sent = []
+def signal_the_group():
+    children = [child.name() for child in psutil.Process().children()]
+    if not sent and "gcs_server" in children:
+        sent.append(time.time())
+        os.killpg(0, signal.SIGTERM)
+os.register_at_fork(after_in_parent=signal_the_group)
+with StopRequest() as stop:
+    started = stop.during_ray_init(lambda: cluster.connect(1))
+    print(json.dumps({"started": started, "stopped_by": stop.signal_name,
+                      "seconds": time.time() - sent[0]}))
+cluster.shutdown()
+"""
+
+
+def test_a_sigterm_to_the_group_ends_ray_init_where_its_exit_is_dropped(ray_tmpdir, request):
+    env = {**os.environ, "RAY_ADDRESS": "", "RAY_TMPDIR": ray_tmpdir,
+           "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = request.node.proc = subprocess.Popen(
+        [sys.executable, "-c", SIGNAL_IN_A_FORK_HOOK], env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-3000:]
+    # Ray's exit was dropped (the hook's exception) and the GCS is gone: before, ray.init
+    # waited for it (30 s for its port file or for the node; 60 s in a GCS client, which
+    # then ended the process with status 1) and failed ("Ray failed to start after ...").
+    assert "Exception ignored" in err and "SystemExit: 15" in err, err[-3000:]
+    assert "SIGTERM received while Ray was starting: stopping" in err, err[-3000:]
+    result = json.loads(out.splitlines()[-1])
+    assert result["started"] is False and result["stopped_by"] == "SIGTERM", result
+    assert result["seconds"] < 10, result
+
+
 @pytest.fixture(autouse=True)
 def end_strays(request):
     yield
