@@ -103,42 +103,52 @@ def start_local_ray(num_cpus: int) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
                                 category=RuntimeWarning)
-        with raylet_outlives_sigterm():
+        with ray_outlives_sigterm():
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                      configure_logging=False)
 
 
 @contextlib.contextmanager
-def raylet_outlives_sigterm():
-    """Starts the raylet of a local Ray with SIGTERM blocked, so that a SIGTERM sent to every
-    process (a preempted VM's shutdown, a signal to the process group) leaves it running
-    until this process has saved its checkpoint and exits (the raylet, fate-sharing with
-    it, then ends too; ``ray.shutdown`` ends it with SIGKILL a second after its SIGTERM).
+def ray_outlives_sigterm():
+    """Starts the GCS and the raylet of a local Ray with SIGTERM blocked, so that a SIGTERM
+    sent to every process (a preempted VM's shutdown, a signal to the process group) leaves
+    them running until this process has saved its checkpoint and exits (they fate-share
+    with it and end too; ``ray.shutdown`` ends them with SIGKILL a second after SIGTERM).
 
     Without it the raylet, on that SIGTERM, tells the GCS that its node is gone; if the GCS
     is still up to pass that on, this process's Ray client tries to recover the objects it
     owns that lived there, writes to the dead raylet's object store and ends the process
     (status 1, before the checkpoint), as Ray ends any process that loses its object store.
-    Ray starts its processes from the calling thread, with that thread's signal mask: it is
-    set for ``services.start_raylet`` alone, which runs in this thread.
+    And a GCS that ends while ``ray.init`` runs leaves it waiting in a call to the GCS that
+    Python cannot interrupt: the signal's handler runs once the call returns, after up to
+    30 s (a CI run stopped 31 s after the signal, in a GCS client's connect; 60 s in
+    others, which then end the process with status 1). Ray starts its processes from the
+    calling thread, with that thread's signal mask: it is set for
+    ``services.start_gcs_server`` and ``services.start_raylet`` alone, which run in this
+    thread.
     """
     from ray._private import services
-    start = getattr(services, "start_raylet", None)
-    if start is None or not hasattr(signal, "pthread_sigmask"):  # (a Ray without it, Windows)
+    names = ("start_gcs_server", "start_raylet")
+    originals = {name: getattr(services, name, None) for name in names}
+    if None in originals.values() or not hasattr(signal, "pthread_sigmask"):  # (Windows)
         yield
         return
 
-    def start_raylet(*args, **kwargs):
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        try:
-            return start(*args, **kwargs)
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    services.start_raylet = start_raylet
+    def with_sigterm_blocked(start):
+        def started(*args, **kwargs):
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+            try:
+                return start(*args, **kwargs)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return started
+    for name, start in originals.items():
+        setattr(services, name, with_sigterm_blocked(start))
     try:
         yield
     finally:
-        services.start_raylet = start
+        for name, start in originals.items():
+            setattr(services, name, start)
 
 
 @contextlib.contextmanager
@@ -151,10 +161,12 @@ def ray_init_ends_when(stopping: Callable[[], bool]):
     Ray's handler may not end ``ray.init``: Python runs a signal's handler at the next
     instruction, and when that is in an after-fork hook (Ray forks its processes with a
     ``preexec_fn``, so the hooks run; logging has one) the handler's ``SystemExit`` is
-    printed as "Exception ignored" and dropped. A SIGTERM to every process has ended the
-    GCS too, and ``ray.init`` then waits for it: 30 s for its port file, 30 s for the node
-    to register, or 60 s in a GCS client, which then ends the process with status 1. The
-    check right after each start comes straight after the fork where the exit was dropped.
+    printed as "Exception ignored" and dropped. ``ray.init`` then went on: for the seconds
+    the rest of Ray's start takes, and, when the signal had ended the GCS (before
+    ``ray_outlives_sigterm`` kept it up; a GCS elsewhere, on a cluster joined, may end
+    too), 30 s for its port file, 30 s for the node to register, or 60 s in a GCS client,
+    which then ends the process with status 1. The check right after each start comes
+    straight after the fork where the exit was dropped.
     """
     from ray._private import services
     originals = {name: getattr(services, name, None) for name in ("start_ray_process",
@@ -186,7 +198,7 @@ def ray_init_ends_when(stopping: Callable[[], bool]):
 
 def unblock_sigterm() -> None:
     """Lets SIGTERM reach this Ray worker as it reaches any process: the workers of a local
-    Ray inherit the mask its raylet was started with (``raylet_outlives_sigterm``). Called
+    Ray inherit the mask its raylet was started with (``ray_outlives_sigterm``). Called
     first in each of rltpu's actors, from the worker's main thread (which runs a threadless
     actor's methods, and so starts what they start: an env's subprocesses inherit it)."""
     if hasattr(signal, "pthread_sigmask"):
