@@ -152,9 +152,10 @@ def test_a_sigterm_to_the_group_ends_ray_init_where_its_exit_is_dropped(ray_tmpd
         stderr=subprocess.PIPE, text=True, start_new_session=True)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err[-3000:]
-    # Ray's exit was dropped (the hook's exception) and the GCS is gone: before, ray.init
-    # waited for it (30 s for its port file or for the node; 60 s in a GCS client, which
-    # then ended the process with status 1) and failed ("Ray failed to start after ...").
+    # Ray's exit was dropped (the hook's exception). Before, ray.init went on and, the
+    # signal having ended the GCS, waited for it (30 s for its port file or for the node;
+    # 60 s in a GCS client, which then ended the process with status 1) and failed ("Ray
+    # failed to start after SIGTERM").
     assert "Exception ignored" in err and "SystemExit: 15" in err, err[-3000:]
     assert "SIGTERM received while Ray was starting: stopping" in err, err[-3000:]
     result = json.loads(out.splitlines()[-1])
