@@ -109,7 +109,25 @@ def start_local_ray(num_cpus: int) -> None:
 
 
 @contextlib.contextmanager
-def ray_outlives_sigterm():
+def _ray_services_wrapped(wrap: Callable[[Callable], Callable], *names: str):
+    """For the block's time, each named function of Ray's ``services`` (private: Ray starts
+    its processes through them) is ``wrap(function)``; all are left as they are if this Ray
+    lacks any of them."""
+    from ray._private import services
+    originals = {name: getattr(services, name, None) for name in names}
+    if None in originals.values():
+        yield
+        return
+    for name, function in originals.items():
+        setattr(services, name, wrap(function))
+    try:
+        yield
+    finally:
+        for name, function in originals.items():
+            setattr(services, name, function)
+
+
+def ray_outlives_sigterm() -> contextlib.AbstractContextManager:
     """Starts the GCS and the raylet of a local Ray with SIGTERM blocked, so that a SIGTERM
     sent to every process (a preempted VM's shutdown, a signal to the process group) leaves
     them running until this process has saved its checkpoint and exits (they fate-share
@@ -127,12 +145,8 @@ def ray_outlives_sigterm():
     ``services.start_gcs_server`` and ``services.start_raylet`` alone, which run in this
     thread.
     """
-    from ray._private import services
-    names = ("start_gcs_server", "start_raylet")
-    originals = {name: getattr(services, name, None) for name in names}
-    if None in originals.values() or not hasattr(signal, "pthread_sigmask"):  # (Windows)
-        yield
-        return
+    if not hasattr(signal, "pthread_sigmask"):  # (Windows)
+        return contextlib.nullcontext()
 
     def with_sigterm_blocked(start):
         def started(*args, **kwargs):
@@ -142,21 +156,14 @@ def ray_outlives_sigterm():
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return started
-    for name, start in originals.items():
-        setattr(services, name, with_sigterm_blocked(start))
-    try:
-        yield
-    finally:
-        for name, start in originals.items():
-            setattr(services, name, start)
+    return _ray_services_wrapped(with_sigterm_blocked, "start_gcs_server", "start_raylet")
 
 
-@contextlib.contextmanager
-def ray_init_ends_when(stopping: Callable[[], bool]):
+def ray_init_ends_when(stopping: Callable[[], bool]) -> contextlib.AbstractContextManager:
     """While ``ray.init`` runs, it ends with ``SystemExit(SIGTERM)``, as Ray's own SIGTERM
-    handler would end it, once ``stopping()`` says so: checked before and after Ray starts
-    each of its processes (``services.start_ray_process``) and each time it asks the GCS
-    whether this node has registered (``services.get_node``).
+    handler would end it, once ``stopping()`` says so: checked before and after each time
+    Ray starts one of its processes (``services.start_ray_process``) and each time it asks
+    the GCS whether this node has registered (``services.get_node``).
 
     Ray's handler may not end ``ray.init``: Python runs a signal's handler at the next
     instruction, and when that is in an after-fork hook (Ray forks its processes with a
@@ -168,32 +175,18 @@ def ray_init_ends_when(stopping: Callable[[], bool]):
     which then ends the process with status 1. The check right after each start comes
     straight after the fork where the exit was dropped.
     """
-    from ray._private import services
-    originals = {name: getattr(services, name, None) for name in ("start_ray_process",
-                                                                  "get_node")}
-    if None in originals.values():  # (a Ray without them)
-        yield
-        return
-
     def check():
         if stopping():
             raise SystemExit(signal.SIGTERM)
 
-    def start_ray_process(*args, **kwargs):
-        check()
-        process = originals["start_ray_process"](*args, **kwargs)
-        check()
-        return process
-
-    def get_node(*args, **kwargs):
-        check()
-        return originals["get_node"](*args, **kwargs)
-    services.start_ray_process, services.get_node = start_ray_process, get_node
-    try:
-        yield
-    finally:
-        for name, original in originals.items():
-            setattr(services, name, original)
+    def checked(function):
+        def call(*args, **kwargs):
+            check()
+            result = function(*args, **kwargs)
+            check()
+            return result
+        return call
+    return _ray_services_wrapped(checked, "start_ray_process", "get_node")
 
 
 def unblock_sigterm() -> None:
