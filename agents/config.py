@@ -17,7 +17,7 @@ Core = Literal["none", "lstm", "gru"]
 CORES: tuple[str, ...] = get_args(Core)
 Activation = Literal["tanh", "relu"]
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
-WeightInit = Literal["lecun", "orthogonal"]
+WeightInit = Literal["lecun", "orthogonal", "blines"]
 WEIGHT_INITS: tuple[str, ...] = get_args(WeightInit)
 
 
@@ -67,9 +67,11 @@ class NetworkConfig:
     their papers' ReLUs)."""
     weight_init: WeightInit = "lecun"
     """The MLPs' initial weights: lecun (LeCun-normal hidden layers, the output layer
-    variance-scaled at its head's gain: 0.01 policy, 1 value or Q) or orthogonal (hidden
-    layers of gain sqrt(2), the output layer of its head's gain, as CleanRL's PPO); biases
-    start at 0 either way. Feed-forward MLPs only (--torso mlp --core none)."""
+    variance-scaled at its head's gain: 0.01 policy, 1 value or Q), orthogonal (hidden
+    layers of gain sqrt(2), the output layer of its head's gain, as CleanRL's PPO), biases 0
+    for both; or blines (LeCun-normal kernels in every layer, the policy's output too,
+    biases uniform in [0, 0.05), as gymnax-blines' MinAtar PPO). Feed-forward MLPs only
+    (--torso mlp --core none)."""
     network_lib: NetworkLib = "flax"
     """Library the networks are written in: flax or haiku."""
     torso: Torso = "mlp"

@@ -51,14 +51,24 @@ HIDDEN_GAIN = 2 ** 0.5
 OpenAI Baselines' PPO."""
 
 
-def _flax_kernel_inits(weight_init: str, output_scale: float):
-    """(hidden layers' kernel init, output layer's) for ``NetworkConfig.weight_init``."""
+BLINES_BIAS = 0.05
+"""``weight_init="blines"`` draws every bias uniformly in [0, this), as gymnax-blines' MLPs."""
+
+
+def _flax_inits(weight_init: str, output_scale: float):
+    """(hidden layers' kernel init, output layer's, every layer's bias init) for
+    ``NetworkConfig.weight_init``."""
     if weight_init == "orthogonal":
-        return nn.initializers.orthogonal(HIDDEN_GAIN), nn.initializers.orthogonal(output_scale)
+        return (nn.initializers.orthogonal(HIDDEN_GAIN), nn.initializers.orthogonal(output_scale),
+                nn.initializers.zeros)
+    if weight_init == "blines":  # the output layer as the others: output_scale not used
+        return (nn.initializers.lecun_normal(), nn.initializers.lecun_normal(),
+                nn.initializers.uniform(BLINES_BIAS))
     # A small last layer starts the policy near uniform. (Orthogonal weights do the same
     # and did better on Hopper-v5, docs/results.md; the default stays the libraries' own.)
     return (nn.initializers.lecun_normal(),
-            nn.initializers.variance_scaling(output_scale ** 2, "fan_in", "normal"))
+            nn.initializers.variance_scaling(output_scale ** 2, "fan_in", "normal"),
+            nn.initializers.zeros)
 
 
 def _head(out, gaussian: bool, log_std):
@@ -78,11 +88,12 @@ class FlaxMLP(nn.Module):
 
     @nn.compact
     def __call__(self, observation):
-        hidden_init, last_init = _flax_kernel_inits(self.weight_init, self.output_scale)
+        hidden_init, last_init, bias_init = _flax_inits(self.weight_init, self.output_scale)
         x = _flatten(observation, self.obs_ndim)
         for width in self.hidden_sizes:
-            x = ACTIVATION_FNS[self.activation](nn.Dense(width, kernel_init=hidden_init)(x))
-        out = nn.Dense(self.output_size, kernel_init=last_init)(x)
+            x = ACTIVATION_FNS[self.activation](
+                nn.Dense(width, kernel_init=hidden_init, bias_init=bias_init)(x))
+        out = nn.Dense(self.output_size, kernel_init=last_init, bias_init=bias_init)(x)
         log_std = self.param("log_std", nn.initializers.zeros, (self.output_size,)) if self.gaussian else None
         return _head(out, self.gaussian, log_std)
 
@@ -92,16 +103,20 @@ def haiku_mlp(hidden_sizes: Sequence[int], output_size: int, obs_ndim: int | tup
               weight_init: str = "lecun"):
     def forward(observation):
         import haiku as hk
+        bias_init = None  # haiku's own: zeros
         if weight_init == "orthogonal":
             hidden_init = hk.initializers.Orthogonal(HIDDEN_GAIN)
             last_init = hk.initializers.Orthogonal(output_scale)
+        elif weight_init == "blines":  # as Flax's LeCun normal (haiku's own is narrower)
+            hidden_init = last_init = hk.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal")
+            bias_init = hk.initializers.RandomUniform(0, BLINES_BIAS)
         else:  # haiku's own default for the hidden layers: truncated LeCun normal
             hidden_init = None
             last_init = hk.initializers.VarianceScaling(output_scale ** 2, "fan_in", "truncated_normal")
         x = _flatten(observation, obs_ndim)
         for width in hidden_sizes:
-            x = ACTIVATION_FNS[activation](hk.Linear(width, w_init=hidden_init)(x))
-        out = hk.Linear(output_size, w_init=last_init)(x)
+            x = ACTIVATION_FNS[activation](hk.Linear(width, w_init=hidden_init, b_init=bias_init)(x))
+        out = hk.Linear(output_size, w_init=last_init, b_init=bias_init)(x)
         log_std = hk.get_parameter("log_std", (output_size,), init=jnp.zeros) if gaussian else None
         return _head(out, gaussian, log_std)
     return forward

@@ -125,9 +125,37 @@ def test_orthogonal_weight_init_gives_each_layer_its_gain(lib):
     assert not np.allclose(gram(hidden), gram(hidden)[0, 0] * np.eye(11), atol=1e-2)
 
 
+@pytest.mark.parametrize("lib", ["flax", "haiku"])
+def test_blines_weight_init_draws_biases_in_0_to_0_05_and_leaves_the_output_layers_unscaled(lib):
+    """--weight-init blines (gymnax-blines' MinAtar PPO): every bias uniform in [0, 0.05),
+    every kernel LeCun normal (variance 1/fan_in, from a normal truncated at two of its
+    standard deviations, which are 1/0.8796 of sqrt(1/fan_in)), the policy's output layer
+    too, where lecun and orthogonal scale it by 0.01."""
+    from rltpu.agents.networks import actor_critic, q_network
+    from rltpu.types import EnvSpec
+    import gymnasium as gym
+    spec = EnvSpec("test", gym.spaces.Box(-1, 1, (100,)), gym.spaces.Discrete(200))
+    x = np.zeros((1, 100), np.float32)
+    truncated_sd = 0.87962566  # of a standard normal truncated to [-2, 2]
+
+    def check(layers):
+        for kernel, bias in layers:
+            assert bias.min() >= 0 and bias.max() < 0.05
+            assert abs(bias.mean() - 0.025) < 0.005  # uniform: mean 0.025, sd 0.0144
+            assert abs(kernel.var() * kernel.shape[0] - 1) < 0.05
+            assert np.abs(kernel).max() <= 2 / truncated_sd / kernel.shape[0] ** 0.5 + 1e-6
+    params = actor_critic(spec, (256, 256), lib, weight_init="blines").init(jax.random.key(0), x)
+    check(_layers(params["policy"]))  # its last layer: 256 x 200
+    check(_layers(params["value"])[:2])  # (the value's last layer has 256 weights: too few)
+    check(_layers(q_network(spec, (256,), lib, weight_init="blines").init(jax.random.key(0), x)))
+    lecun = _layers(actor_critic(spec, (256, 256), lib).init(jax.random.key(0), x)["policy"])
+    assert np.abs(lecun[-1][0]).max() < 0.01  # the policy's output layer scaled by 0.01 ...
+    np.testing.assert_array_equal(lecun[0][1], 0)  # ... and zero biases
+
+
 def test_orthogonal_weight_init_is_refused_beyond_feed_forward_mlps():
     from rltpu.agents.config import NetworkConfig
-    with pytest.raises(ValueError, match="--weight-init 'xavier' is not one of lecun, orthogonal"):
+    with pytest.raises(ValueError, match="--weight-init 'xavier' is not one of lecun, orthogonal, blines"):
         NetworkConfig(weight_init="xavier")
     with pytest.raises(ValueError, match=r"--weight-init orthogonal initialises feed-forward MLPs "
                                          r"only \(--torso mlp --core none\), got --torso mlp --core lstm"):
