@@ -103,7 +103,7 @@ def start_local_ray(num_cpus: int) -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
                                 category=RuntimeWarning)
-        with ray_outlives_sigterm():
+        with ray_outlives_sigterm(), ray_ends_at_once("raylet", "monitor"):
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                      configure_logging=False)
 
@@ -131,7 +131,8 @@ def ray_outlives_sigterm() -> contextlib.AbstractContextManager:
     """Starts the GCS and the raylet of a local Ray with SIGTERM blocked, so that a SIGTERM
     sent to every process (a preempted VM's shutdown, a signal to the process group) leaves
     them running until this process has saved its checkpoint and exits (they fate-share
-    with it and end too; ``ray.shutdown`` ends them with SIGKILL a second after SIGTERM).
+    with it and end too; ``ray.shutdown`` ends them with SIGKILL, at once for the raylet:
+    ``ray_ends_at_once``).
 
     Without it the raylet, on that SIGTERM, tells the GCS that its node is gone; if the GCS
     is still up to pass that on, this process's Ray client tries to recover the objects it
@@ -157,6 +158,25 @@ def ray_outlives_sigterm() -> contextlib.AbstractContextManager:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return started
     return _ray_services_wrapped(with_sigterm_blocked, "start_gcs_server", "start_raylet")
+
+
+def ray_ends_at_once(*names: str) -> contextlib.AbstractContextManager:
+    """Starts the named processes of a local Ray (``services.start_<name>``) so that
+    ``ray.shutdown`` ends them with SIGKILL at once, where Ray sends SIGTERM and waits up
+    to a second before SIGKILL. For the raylet the second is spent for nothing: it takes
+    SIGTERM blocked (``ray_outlives_sigterm``). The autoscaler monitor, on SIGTERM, reports
+    its end to the GCS, which ``ray.shutdown`` has ended before it, and so takes the whole
+    second. (The GCS keeps its second: the raylet's agents, finding the raylet gone, report
+    that to the GCS and exit; with the GCS ended at once they waited a minute for it.)"""
+    def ending_at_once(start):
+        def started(*args, **kwargs):
+            info = start(*args, **kwargs)  # Ray's ProcessInfo
+            process = getattr(info, "process", None)
+            if process is not None:
+                process.terminate = process.kill
+            return info
+        return started
+    return _ray_services_wrapped(ending_at_once, *(f"start_{name}" for name in names))
 
 
 def ray_init_ends_when(stopping: Callable[[], bool]) -> contextlib.AbstractContextManager:
