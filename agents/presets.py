@@ -119,6 +119,9 @@ PRESETS = {
                "coefficient 0.5, entropy 0.01, gradient norm 0.5, separate 2 x 256 ReLU MLPs "
                "on the flattened observation, 10M steps)",
         deviations=(ADAM_EPSILON,
+                    "initial weights are rltpu's (the policy's output layer scaled by 0.01, "
+                    "biases 0), not gymnax-blines' (LeCun normal in every layer, biases "
+                    "uniform in [0, 0.05)); --weight-init blines gives the source's",
                     "gymnax's table is the mean return of 164 evaluation episodes with sampled "
                     "actions; rltpu's final return is that of the last 20 training episodes "
                     "(--eval-every-updates N --eval-episodes 164 --eval-policy sample gives "
