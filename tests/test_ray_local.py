@@ -3,6 +3,8 @@ to every process."""
 import ipaddress
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -35,6 +37,15 @@ def test_every_ray_port_is_on_loopback(ray_local):
     assert not exposed, f"listening beyond loopback: {exposed}"
 
 
+def run_script(script: str, ray_tmpdir: str) -> subprocess.CompletedProcess:
+    """``script`` in a fresh Python (rltpu importable) that starts a Ray of its own."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    env.update(RAY_TMPDIR=ray_tmpdir, PYTHONPATH=os.pathsep.join([root, env.get("PYTHONPATH", "")]))
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
 QUIET_START = """
 import os, warnings
 import jax
@@ -57,14 +68,7 @@ def test_ray_starts_quietly_with_token_authentication(ray_tmpdir):
     """Neither Ray's "Token authentication is enabled ... opt out" line nor JAX's fork
     warning at start-up; token authentication on all the same, and a fork elsewhere still
     warned of."""
-    import os
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    env.update(RAY_TMPDIR=ray_tmpdir, PYTHONPATH=os.pathsep.join([root, env.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", QUIET_START], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = run_script(QUIET_START, ray_tmpdir)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["42", "token", "True"]
     lines = result.stderr.strip().splitlines()
@@ -101,13 +105,7 @@ def test_ray_shutdown_ends_the_raylet_at_once_and_leaves_no_process(ray_tmpdir):
     3.38 s with the three waits, 1.2-1.4 s with the GCS's alone; the GCS ended at once
     too, 0.2-0.4 s, left the agents up for about a minute.)"""
     import json
-    import subprocess
-    import sys
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    env.update(RAY_TMPDIR=ray_tmpdir, PYTHONPATH=os.pathsep.join([root, env.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", SHUTDOWN], env=env, capture_output=True,
-                            text=True, timeout=300)
+    result = run_script(SHUTDOWN, ray_tmpdir)
     assert result.returncode == 0, result.stderr
     ended = json.loads(result.stdout.strip().splitlines()[-1])
     assert ended["head"] == ["gcs_server", "raylet"] and ended["alive_10_s_later"] == [], ended
