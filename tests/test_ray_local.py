@@ -1,5 +1,5 @@
-"""The local Ray that rltpu starts listens on loopback only, and its raylet outlives a SIGTERM
-to every process."""
+"""The local Ray that rltpu starts listens on loopback only, its raylet outlives a SIGTERM
+to every process, and its shutdown ends it without waiting on that blocked SIGTERM."""
 import ipaddress
 import os
 import signal
@@ -102,7 +102,7 @@ def test_ray_shutdown_ends_the_raylet_at_once_and_leaves_no_process(ray_tmpdir):
     waits on the ended GCS, so two of those seconds were spent for nothing at every run's
     end: they are sent SIGKILL at once. The GCS keeps its second, in which the raylet's
     agents report the raylet's end and exit: none is left behind. (``ray.shutdown`` took
-    3.38 s with the three waits, 1.2-1.4 s with the GCS's alone; the GCS ended at once
+    3.38 s with the three waits, 1.1-1.4 s with the GCS's alone; the GCS ended at once
     too, 0.2-0.4 s, left the agents up for about a minute.)"""
     import json
     result = run_script(SHUTDOWN, ray_tmpdir)
