@@ -15,9 +15,10 @@
 # The fast tests run in JOBS processes (pytest-xdist; JOBS=0: in pytest's own), each taking
 # the next test when it is free. Much of their time is spent waiting (on Ray, on a process
 # starting, on a sleep): on 2 cores two processes ran them in 7.8 minutes against 11.3 in one
-# (2026-12-02, load 1-4). The slow tests (learning runs) keep the CPU busy: in two processes
-# they ran at a load of 9, and a run stopped by SIGTERM while starting took 35 s to its final
-# checkpoint against its 30 s budget (a spot VM's grace); they run in one.
+# (2026-12-02, load 1-4); on 2026-12-04 the two kept 91% of two cores busy. The slow tests
+# (learning runs) keep the CPU busy, 76% of two cores in one process (2026-12-04): in two
+# processes they ran at a load of 9, and a run stopped by SIGTERM while starting took 35 s to
+# its final checkpoint against its 30 s budget (a spot VM's grace); they run in one.
 JOBS ?= 2
 XDIST = -n $(JOBS) --dist load --maxschedchunk 1
 PYTHON ?= python3
