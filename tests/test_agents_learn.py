@@ -18,7 +18,21 @@ def train(args, tmp_path, ray_tmpdir, timeout=900):
                              "--run-dir", str(run_dir), *args], env=env, capture_output=True,
                             text=True, timeout=timeout, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    print_curve(summary, run_dir)
+    return summary
+
+
+def print_curve(summary, run_dir):
+    """Prints the summary and the run's learning curve: pytest shows them when a test fails
+    (its assertion message truncates the summary), so a learning test failed in CI says how
+    the run went."""
+    print(json.dumps(summary, default=str))
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        print({k: row[k] if isinstance(row[k], int) else round(row[k], 3) for k in
+               ("env_steps", "mean_return", "entropy", "policy_lag", "grad_norm", "eval/return")
+               if row.get(k) is not None})
 
 
 @pytest.mark.slow
