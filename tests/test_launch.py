@@ -2,12 +2,14 @@
 `ray up` cluster config; and that a dry run and a real run (against a fake gcloud) do the
 same thing. No cloud is reached: every test that runs commands puts a fake gcloud first
 on PATH, and the dry runs must not call it at all."""
+import contextlib
 import copy
 import fcntl
 import json
 import os
 import re
 import shlex
+import signal
 import stat
 import subprocess
 import sys
@@ -388,14 +390,41 @@ class FakePath:
             self.log.unlink()
 
 
+@contextlib.contextmanager
+def _pgrep_lock(operation):
+    """The launcher finds rltpu train by a pattern over every process of the host (pgrep and
+    pkill -f '[r]ltpu-venv/bin/rltpu train'), and a fake gcloud given the train step has that
+    pattern in its own command line. make test runs the fast tests in two processes: a test
+    that runs pgrep or pkill here holds this lock exclusively, the tests whose fake tools can
+    match it hold it shared (before this, a pkill here killed a fake gcloud mid-recovery and
+    the watching launcher waited for a run that was never started, 60 s, in a CI run)."""
+    with open(os.path.join(tempfile.gettempdir(), "rltpu-tests-pkill.lock"), "w") as lock:
+        fcntl.flock(lock, operation)
+        yield
+
+
 @pytest.fixture
 def fake_path(tmp_path):
-    return FakePath(tmp_path)
+    with _pgrep_lock(fcntl.LOCK_SH):
+        yield FakePath(tmp_path)
 
 
-def launcher(argv, fake, **env):
-    return subprocess.run([sys.executable, "-m", "launch.tpu", *argv], cwd=REPO,
-                          env=fake.env(**env), capture_output=True, text=True, timeout=60)
+def launcher(argv, fake, timeout=60, **env):
+    """Runs ``python -m launch.tpu ARGV`` against the fake tools. One that runs past
+    ``timeout`` (these take 1-6 s) is stopped with SIGABRT, on which faulthandler prints
+    where its Python was, and the test fails with that, its output and the last tool calls
+    (a CI run of 2026-12-05 timed out once here and said nothing more)."""
+    process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "launch.tpu", *argv],
+                               cwd=REPO, env=fake.env(**env), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"launch.tpu ran past {timeout} s; its stderr:\n{stderr[-6000:]}\nits stdout:"
+                    f"\n{stdout[-3000:]}\nthe last tool calls: {fake.calls()[-6:]}", pytrace=False)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
 
 def _tarballs(fake):
@@ -722,11 +751,8 @@ while True:
 
 @pytest.fixture
 def alone_on_this_machine():
-    """The launcher finds rltpu train by a pattern over every process of the host (pgrep and
-    pkill -f): two of these tests at once (make test runs the fast tests in two processes)
-    would see, and signal, each other's. They take this lock in turn."""
-    with open(os.path.join(tempfile.gettempdir(), "rltpu-tests-pkill.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    """No other test's processes that pgrep and pkill -f could match (``_pgrep_lock``)."""
+    with _pgrep_lock(fcntl.LOCK_EX):
         yield
 
 
