@@ -694,8 +694,15 @@ def recover_steps(cfg: LaunchConfig, target: RunTarget) -> list[Step]:
         exists = describe_step(cfg).argv
     delete = [dataclasses.replace(step, what=f"{step.what}: it was preempted or lost",
                                   when=exists) for step in delete_steps(cfg)]
-    return (delete + create_steps(cfg) + install_steps(cfg) + ray_steps(cfg)
-            + train_steps(cfg, target.fresh_args))
+    return delete + resume_steps(cfg, target)
+
+
+def resume_steps(cfg: LaunchConfig, target: RunTarget) -> list[Step]:
+    """Creates the slice unless it exists, installs, restarts Ray and resumes the run from
+    its bucket (``recover_steps`` without the delete: a recovery that failed part way, on a
+    slice that is up)."""
+    return create_steps(cfg) + install_steps(cfg) + ray_steps(cfg) + train_steps(
+        cfg, target.fresh_args)
 
 
 def plan(command: str, cfg: LaunchConfig, train_args: tuple[str, ...] = ()) -> list[Step]:
@@ -729,29 +736,40 @@ def watch(cfg: LaunchConfig, target: RunTarget, echo=print, sleep=time.sleep) ->
 
     Each poll: ``gcloud storage ls RUN_DIR/summary.json`` (the run has ended: stop), then the
     slice's state: READY or on its way (CREATING, ...) waits; PREEMPTED, TERMINATED, STOPPED
-    or gone runs ``recover_steps``; a failed recovery (no capacity yet) is retried next poll.
+    or gone runs ``recover_steps``. A failed recovery is tried again next poll: from the
+    start while the slice is lost (no capacity yet), with ``resume_steps`` once it is READY
+    (the slice came back but, say, the install or the train step failed: no training runs
+    there, and waiting would wait for ever).
     """
     summary = f"{target.run_dir}/summary.json"
-    recoveries = 0
+    recoveries, failed = 0, False
     while True:
         if subprocess.run(_storage_ls(summary), capture_output=True).returncode == 0:
             echo(f"# {summary} exists: the run has ended (recovered {_count(recoveries, 'time')})"
                  f"; delete the slice with: python -m {PROG} down --name {cfg.name} ...")
             return 0
         state = slice_state(cfg)
-        if state is not None and state not in LOST_STATES:
+        lost = state is None or state in LOST_STATES
+        if not lost and not (failed and state == "READY"):
             echo(f"# slice {cfg.name}: {state or 'state unknown (gcloud failed)'}; run not "
                  f"finished; next look in {cfg.poll_seconds:g} s")
             sleep(cfg.poll_seconds)
             continue
-        echo(f"# slice {cfg.name} is {state or 'gone'}: recreating it and resuming "
-             f"{target.run_dir}")
-        code = execute(recover_steps(cfg, target), poll_s=cfg.poll_seconds, echo=echo)
-        if code == 0:
-            recoveries += 1
+        if lost:
+            echo(f"# slice {cfg.name} is {state or 'gone'}: recreating it and resuming "
+                 f"{target.run_dir}")
+            steps = recover_steps(cfg, target)
         else:
+            echo(f"# slice {cfg.name} is READY but the last recovery failed: installing again "
+                 f"and resuming {target.run_dir}")
+            steps = resume_steps(cfg, target)
+        code = execute(steps, poll_s=cfg.poll_seconds, echo=echo)
+        failed = code != 0
+        if failed:
             echo(f"# recovery failed (exit status {code}); trying again in "
                  f"{cfg.poll_seconds:g} s")
+        else:
+            recoveries += 1
         sleep(cfg.poll_seconds)
 
 
@@ -1017,7 +1035,8 @@ def _watch_plan(cfg: LaunchConfig, target: RunTarget) -> str:
     return (f"# watching: every {cfg.poll_seconds:g} s until the run has ended:\n"
             f"#   gcloud storage ls {target.run_dir}/summary.json   (exists: stop)\n"
             f"#   {render_argv(describe_step(cfg).argv)}   (READY: wait; "
-            f"{', '.join(LOST_STATES)} or gone: recover)\n"
+            f"{', '.join(LOST_STATES)} or gone: recover; READY after a failed recovery: "
+            "recover without the delete)\n"
             "# recover:\n" + "".join(f"#   {line}\n" for line in recover.splitlines()))
 
 

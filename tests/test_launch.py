@@ -882,6 +882,10 @@ elif args[:2] == ["storage", "ls"] and args[2].endswith("/summary.json"):
         state["preempted"] = True
         state["tpu"] = "PREEMPTED" if state["mode"] == "preempted" else None
     code = 0 if state["trains"] >= 2 and state["looks"] >= 2 else 1
+elif "nohup setsid" in command and state["trains"] and state.get("train_fails"):
+    state["train_fails"] -= 1  # a resume's train step fails (the connection dropped)
+    print("ssh: connect to host rl port 22: Connection timed out", file=sys.stderr)
+    code = 255
 elif "nohup setsid" in command:  # the train step (not a check naming rltpu train)
     state["trains"] += 1
     state["looks"] = 0
@@ -965,6 +969,39 @@ def test_auto_resume_recreates_a_preempted_slice_and_resumes_from_the_bucket(mod
         in result.stdout
     assert len(_tarballs(fake_path)) == 2
     assert not any(os.path.exists(os.path.dirname(p)) for p, _, _ in _tarballs(fake_path))
+
+
+def test_a_recovery_that_fails_on_a_ready_slice_is_tried_again_without_the_delete(fake_path,
+                                                                                   tmp_path):
+    """The slice came back READY but the resume's train step failed: nothing trains there,
+    so the next poll installs and resumes again on that slice (no delete, no create), instead
+    of waiting for a summary.json that would never come."""
+    env = _preempting_cloud(tmp_path, fake_path, mode="preempted", train_fails=1)
+    token = str(tmp_path / "keys" / "tok")
+    result = launcher(["up", "--name", "rl", "--accelerator-type", "v5litepod-1", "--spot",
+                       "--bucket", "gs://my-bucket/runs/", "--run-name", "r1", "--auto-resume",
+                       "--poll-seconds", "0.01", "--token-file", token,
+                       "--", "--env", "CartPole-v1"], fake_path, **env)
+    assert result.returncode == 0, result.stderr + result.stdout
+    describe = _tpu_vm("describe", "rl", "--format=value(state)")
+    create = _tpu_vm("create", "rl", "--accelerator-type=v5litepod-1",
+                     "--version=v2-alpha-tpuv5-lite", "--spot")
+    resume = _reinstall(token, "--resume gs://my-bucket/runs/r1")
+    assert _calls_without_tarballs(fake_path) == [
+        describe, create, *_reinstall(token, "--env CartPole-v1 --run-dir gs://my-bucket/runs/r1"),
+        SUMMARY, describe,                                        # READY: wait
+        SUMMARY, describe,                                        # PREEMPTED
+        describe, _tpu_vm("delete", "rl", "--quiet"), describe, create,
+        *resume,                                                  # its train step fails
+        SUMMARY, describe,                                        # READY, recovery failed
+        describe, *resume,                                        # the slice kept
+        SUMMARY, describe,                                        # READY: wait
+        SUMMARY,                                                  # the run has ended
+    ]
+    assert "# recovery failed (exit status 255); trying again in 0.01 s" in result.stdout
+    assert "# slice rl is READY but the last recovery failed: installing again and resuming " \
+           "gs://my-bucket/runs/r1" in result.stdout
+    assert "the run has ended (recovered 1 time)" in result.stdout
 
 
 def test_watch_queues_for_a_new_slice_and_resumes(fake_path, tmp_path):
