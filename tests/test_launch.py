@@ -935,6 +935,22 @@ def _reinstall(token, run, z="--zone=us-west4-a"):
 
 
 SUMMARY = ["gcloud", "storage", "ls", "gs://my-bucket/runs/r1/summary.json"]
+DESCRIBE = _tpu_vm("describe", "rl", "--format=value(state)")
+CREATE = _tpu_vm("create", "rl", "--accelerator-type=v5litepod-1", "--version=v2-alpha-tpuv5-lite",
+                 "--spot")
+
+
+def _up_auto_resume(fake_path, tmp_path, **state):
+    """up --auto-resume of run r1 in gs://my-bucket/runs on a spot v5litepod-1, against the
+    preempting fake gcloud in ``state``; it must exit 0. Returns the result and token path."""
+    env = _preempting_cloud(tmp_path, fake_path, **state)
+    token = str(tmp_path / "keys" / "tok")
+    result = launcher(["up", "--name", "rl", "--accelerator-type", "v5litepod-1", "--spot",
+                       "--bucket", "gs://my-bucket/runs/", "--run-name", "r1", "--auto-resume",
+                       "--poll-seconds", "0.01", "--token-file", token,
+                       "--", "--env", "CartPole-v1"], fake_path, **env)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result, token
 
 
 @pytest.mark.parametrize("mode", ["preempted", "vanished"])
@@ -943,26 +959,17 @@ def test_auto_resume_recreates_a_preempted_slice_and_resumes_from_the_bucket(mod
     """up --auto-resume against a fake gcloud: create -> READY -> training -> PREEMPTED (or
     gone) -> delete what is left -> create -> reinstall -> rltpu train --resume gs://... ->
     summary.json appears -> exit 0. The exact command sequence."""
-    env = _preempting_cloud(tmp_path, fake_path, mode=mode)
-    token = str(tmp_path / "keys" / "tok")
-    result = launcher(["up", "--name", "rl", "--accelerator-type", "v5litepod-1", "--spot",
-                       "--bucket", "gs://my-bucket/runs/", "--run-name", "r1", "--auto-resume",
-                       "--poll-seconds", "0.01", "--token-file", token,
-                       "--", "--env", "CartPole-v1"], fake_path, **env)
-    assert result.returncode == 0, result.stderr + result.stdout
-    describe = _tpu_vm("describe", "rl", "--format=value(state)")
-    create = _tpu_vm("create", "rl", "--accelerator-type=v5litepod-1",
-                     "--version=v2-alpha-tpuv5-lite", "--spot")
+    result, token = _up_auto_resume(fake_path, tmp_path, mode=mode)
     fresh = "--env CartPole-v1 --run-dir gs://my-bucket/runs/r1"
-    delete = ([describe, _tpu_vm("delete", "rl", "--quiet")] if mode == "preempted"
-              else [describe])  # (nothing left to delete)
+    delete = ([DESCRIBE, _tpu_vm("delete", "rl", "--quiet")] if mode == "preempted"
+              else [DESCRIBE])  # (nothing left to delete)
     assert _calls_without_tarballs(fake_path) == [
-        describe, create, *_reinstall(token, fresh),             # up
-        SUMMARY, describe,                                        # READY: wait
-        SUMMARY, describe,                                        # PREEMPTED or gone
-        *delete, describe, create,                                # recreate
+        DESCRIBE, CREATE, *_reinstall(token, fresh),             # up
+        SUMMARY, DESCRIBE,                                        # READY: wait
+        SUMMARY, DESCRIBE,                                        # PREEMPTED or gone
+        *delete, DESCRIBE, CREATE,                                # recreate
         *_reinstall(token, "--resume gs://my-bucket/runs/r1"),   # resume from the bucket
-        SUMMARY, describe,                                        # READY: wait
+        SUMMARY, DESCRIBE,                                        # READY: wait
         SUMMARY,                                                  # the run has ended
     ]
     assert "gs://my-bucket/runs/r1/summary.json exists: the run has ended (recovered 1 time)" \
@@ -976,26 +983,17 @@ def test_a_recovery_that_fails_on_a_ready_slice_is_tried_again_without_the_delet
     """The slice came back READY but the resume's train step failed: nothing trains there,
     so the next poll installs and resumes again on that slice (no delete, no create), instead
     of waiting for a summary.json that would never come."""
-    env = _preempting_cloud(tmp_path, fake_path, mode="preempted", train_fails=1)
-    token = str(tmp_path / "keys" / "tok")
-    result = launcher(["up", "--name", "rl", "--accelerator-type", "v5litepod-1", "--spot",
-                       "--bucket", "gs://my-bucket/runs/", "--run-name", "r1", "--auto-resume",
-                       "--poll-seconds", "0.01", "--token-file", token,
-                       "--", "--env", "CartPole-v1"], fake_path, **env)
-    assert result.returncode == 0, result.stderr + result.stdout
-    describe = _tpu_vm("describe", "rl", "--format=value(state)")
-    create = _tpu_vm("create", "rl", "--accelerator-type=v5litepod-1",
-                     "--version=v2-alpha-tpuv5-lite", "--spot")
+    result, token = _up_auto_resume(fake_path, tmp_path, mode="preempted", train_fails=1)
     resume = _reinstall(token, "--resume gs://my-bucket/runs/r1")
     assert _calls_without_tarballs(fake_path) == [
-        describe, create, *_reinstall(token, "--env CartPole-v1 --run-dir gs://my-bucket/runs/r1"),
-        SUMMARY, describe,                                        # READY: wait
-        SUMMARY, describe,                                        # PREEMPTED
-        describe, _tpu_vm("delete", "rl", "--quiet"), describe, create,
+        DESCRIBE, CREATE, *_reinstall(token, "--env CartPole-v1 --run-dir gs://my-bucket/runs/r1"),
+        SUMMARY, DESCRIBE,                                        # READY: wait
+        SUMMARY, DESCRIBE,                                        # PREEMPTED
+        DESCRIBE, _tpu_vm("delete", "rl", "--quiet"), DESCRIBE, CREATE,
         *resume,                                                  # its train step fails
-        SUMMARY, describe,                                        # READY, recovery failed
-        describe, *resume,                                        # the slice kept
-        SUMMARY, describe,                                        # READY: wait
+        SUMMARY, DESCRIBE,                                        # READY, recovery failed
+        DESCRIBE, *resume,                                        # the slice kept
+        SUMMARY, DESCRIBE,                                        # READY: wait
         SUMMARY,                                                  # the run has ended
     ]
     assert "# recovery failed (exit status 255); trying again in 0.01 s" in result.stdout
