@@ -432,6 +432,12 @@ def token_step(cfg: LaunchConfig) -> Step:
                                f"chmod 600 {path}"))
 
 
+def _training_alive_check(cfg: LaunchConfig) -> tuple[str, ...]:
+    """Prints TRAINING_ALIVE and the host's name on every host where rltpu train runs."""
+    return _ssh(cfg, "all", f"if pgrep -f {TRAIN_PATTERN} >/dev/null; then "
+                            f"echo {TRAINING_ALIVE} $(hostname); fi")
+
+
 def install_steps(cfg: LaunchConfig) -> list[Step]:
     """Refuses while rltpu trains on the slice; packs the checkout into a private temporary
     file, copies it to every host and removes it; installs rltpu; copies the Ray token."""
@@ -439,8 +445,7 @@ def install_steps(cfg: LaunchConfig) -> list[Step]:
     steps = [
         Step("check that rltpu train is not running on the slice (install would change its "
              "code under it)",
-             _ssh(cfg, "all", f"if pgrep -f {TRAIN_PATTERN} >/dev/null; then "
-                              f"echo {TRAINING_ALIVE} $(hostname); fi"),
+             _training_alive_check(cfg),
              refuse_if=(TRAINING_ALIVE, "rltpu train is running on the slice; install would "
                         "replace its code: stop it first (python -m launch.tpu stop "
                         f"--name {cfg.name} ...; it writes a final checkpoint), then install")),
@@ -730,6 +735,12 @@ def slice_state(cfg: LaunchConfig) -> str | None:
     return None if "NOT_FOUND" in result.stderr else ""
 
 
+def training_alive(cfg: LaunchConfig) -> bool:
+    """Whether rltpu train runs on the slice (False too when the check itself failed)."""
+    result = subprocess.run(_training_alive_check(cfg), capture_output=True, text=True)
+    return result.returncode == 0 and TRAINING_ALIVE in result.stdout
+
+
 def watch(cfg: LaunchConfig, target: RunTarget, echo=print, sleep=time.sleep) -> int:
     """Polls until the run's summary.json is in the bucket; recreates and resumes the slice
     whenever it is preempted or gone. Returns an exit status.
@@ -739,7 +750,9 @@ def watch(cfg: LaunchConfig, target: RunTarget, echo=print, sleep=time.sleep) ->
     or gone runs ``recover_steps``. A failed recovery is tried again next poll: from the
     start while the slice is lost (no capacity yet), with ``resume_steps`` once it is READY
     (the slice came back but, say, the install or the train step failed: no training runs
-    there, and waiting would wait for ever).
+    there, and waiting would wait for ever). On a READY slice where rltpu train runs, the
+    failed recovery did start it (its SSH session dropped after the start): that counts as
+    recovered, and the launcher waits again (install would refuse to run under it).
     """
     summary = f"{target.run_dir}/summary.json"
     recoveries, failed = 0, False
@@ -759,6 +772,12 @@ def watch(cfg: LaunchConfig, target: RunTarget, echo=print, sleep=time.sleep) ->
             echo(f"# slice {cfg.name} is {state or 'gone'}: recreating it and resuming "
                  f"{target.run_dir}")
             steps = recover_steps(cfg, target)
+        elif training_alive(cfg):
+            echo(f"# slice {cfg.name} is READY and rltpu train runs there: the last recovery "
+                 f"started it; next look in {cfg.poll_seconds:g} s")
+            failed, recoveries = False, recoveries + 1
+            sleep(cfg.poll_seconds)
+            continue
         else:
             echo(f"# slice {cfg.name} is READY but the last recovery failed: installing again "
                  f"and resuming {target.run_dir}")
@@ -1036,7 +1055,7 @@ def _watch_plan(cfg: LaunchConfig, target: RunTarget) -> str:
             f"#   gcloud storage ls {target.run_dir}/summary.json   (exists: stop)\n"
             f"#   {render_argv(describe_step(cfg).argv)}   (READY: wait; "
             f"{', '.join(LOST_STATES)} or gone: recover; READY after a failed recovery: "
-            "recover without the delete)\n"
+            "wait if rltpu train runs there, else recover without the delete)\n"
             "# recover:\n" + "".join(f"#   {line}\n" for line in recover.splitlines()))
 
 

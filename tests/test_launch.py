@@ -882,6 +882,13 @@ elif args[:2] == ["storage", "ls"] and args[2].endswith("/summary.json"):
         state["preempted"] = True
         state["tpu"] = "PREEMPTED" if state["mode"] == "preempted" else None
     code = 0 if state["trains"] >= 2 and state["looks"] >= 2 else 1
+elif "RLTPU_TRAINING_ALIVE" in command and state.get("alive"):
+    print("RLTPU_TRAINING_ALIVE t1v-w-0")
+elif "nohup setsid" in command and state["trains"] and state.get("train_starts_then_fails"):
+    state["train_starts_then_fails"] -= 1  # a resume starts training, then its SSH drops
+    state.update(trains=state["trains"] + 1, looks=0, alive=True)
+    print("Connection to 10.164.0.7 closed by remote host.", file=sys.stderr)
+    code = 255
 elif "nohup setsid" in command and state["trains"] and state.get("train_fails"):
     state["train_fails"] -= 1  # a resume's train step fails (the connection dropped)
     print("ssh: connect to host rl port 22: Connection timed out", file=sys.stderr)
@@ -935,6 +942,7 @@ def _reinstall(token, run, z="--zone=us-west4-a"):
 
 
 SUMMARY = ["gcloud", "storage", "ls", "gs://my-bucket/runs/r1/summary.json"]
+ALIVE_CHECK = _tpu_vm("ssh", "rl", "--worker=all", "--command=" + ALIVE)
 DESCRIBE = _tpu_vm("describe", "rl", "--format=value(state)")
 CREATE = _tpu_vm("create", "rl", "--accelerator-type=v5litepod-1", "--version=v2-alpha-tpuv5-lite",
                  "--spot")
@@ -992,6 +1000,7 @@ def test_a_recovery_that_fails_on_a_ready_slice_is_tried_again_without_the_delet
         DESCRIBE, _tpu_vm("delete", "rl", "--quiet"), DESCRIBE, CREATE,
         *resume,                                                  # its train step fails
         SUMMARY, DESCRIBE,                                        # READY, recovery failed
+        ALIVE_CHECK,                                              # nothing trains there
         DESCRIBE, *resume,                                        # the slice kept
         SUMMARY, DESCRIBE,                                        # READY: wait
         SUMMARY,                                                  # the run has ended
@@ -1000,6 +1009,28 @@ def test_a_recovery_that_fails_on_a_ready_slice_is_tried_again_without_the_delet
     assert "# slice rl is READY but the last recovery failed: installing again and resuming " \
            "gs://my-bucket/runs/r1" in result.stdout
     assert "the run has ended (recovered 1 time)" in result.stdout
+
+
+def test_a_failed_recovery_that_did_start_training_counts_as_recovered(fake_path, tmp_path):
+    """The resume's train step started rltpu train, then its SSH session dropped (exit 255):
+    the next poll finds training running on the READY slice and waits, where installing
+    again would be refused at each poll (install will not replace code under a run)."""
+    result, token = _up_auto_resume(fake_path, tmp_path, mode="preempted",
+                                    train_starts_then_fails=1)
+    assert _calls_without_tarballs(fake_path) == [
+        DESCRIBE, CREATE, *_reinstall(token, "--env CartPole-v1 --run-dir gs://my-bucket/runs/r1"),
+        SUMMARY, DESCRIBE,                                        # READY: wait
+        SUMMARY, DESCRIBE,                                        # PREEMPTED
+        DESCRIBE, _tpu_vm("delete", "rl", "--quiet"), DESCRIBE, CREATE,
+        *_reinstall(token, "--resume gs://my-bucket/runs/r1"),   # starts, then exit 255
+        SUMMARY, DESCRIBE,                                        # READY, recovery failed
+        ALIVE_CHECK,                                              # training runs: wait
+        SUMMARY,                                                  # the run has ended
+    ]
+    assert "# slice rl is READY and rltpu train runs there: the last recovery started it" \
+        in result.stdout
+    assert "the run has ended (recovered 1 time)" in result.stdout
+    assert "install would replace its code" not in result.stderr
 
 
 def test_watch_queues_for_a_new_slice_and_resumes(fake_path, tmp_path):
