@@ -567,6 +567,12 @@ def run_target(cfg: LaunchConfig, train_args: tuple[str, ...]) -> RunTarget:
     return RunTarget(None, train_args)
 
 
+def _training_hosts(cfg: LaunchConfig) -> int:
+    """How many hosts the train step starts rltpu train on: worker 0 alone (one host, or Ray
+    places the learners) or every host of the slice."""
+    return 1 if cfg.slice.hosts == 1 or cfg.learners_by_ray else cfg.slice.hosts
+
+
 def _train_command(cfg: LaunchConfig, train_args: tuple[str, ...]) -> tuple[str, str]:
     """(workers, bash line) that start rltpu train detached in ~/rltpu-runs."""
     hosts = cfg.slice.hosts
@@ -580,7 +586,7 @@ def _train_command(cfg: LaunchConfig, train_args: tuple[str, ...]) -> tuple[str,
     command = f"{_venv_bin('rltpu')} train{' ' + args if args else ''}"
     remote = (f"mkdir -p {RUNS_DIR} && cd {RUNS_DIR} && RAY_AUTH_MODE=token RAY_ADDRESS=auto "
               f"nohup setsid {command} >> {TRAIN_LOG} 2>&1 < /dev/null &")
-    return ("0" if by_ray or hosts == 1 else "all"), remote
+    return ("0" if _training_hosts(cfg) == 1 else "all"), remote
 
 
 def _storage_ls(path: str) -> tuple[str, ...]:
@@ -735,10 +741,11 @@ def slice_state(cfg: LaunchConfig) -> str | None:
     return None if "NOT_FOUND" in result.stderr else ""
 
 
-def training_alive(cfg: LaunchConfig) -> bool:
-    """Whether rltpu train runs on the slice (False too when the check itself failed)."""
+def training_started(cfg: LaunchConfig) -> bool:
+    """Whether rltpu train runs on every host the train step starts it on (False too when
+    the check itself failed)."""
     result = subprocess.run(_training_alive_check(cfg), capture_output=True, text=True)
-    return result.returncode == 0 and TRAINING_ALIVE in result.stdout
+    return result.returncode == 0 and result.stdout.count(TRAINING_ALIVE) >= _training_hosts(cfg)
 
 
 def watch(cfg: LaunchConfig, target: RunTarget, echo=print, sleep=time.sleep) -> int:
@@ -750,9 +757,10 @@ def watch(cfg: LaunchConfig, target: RunTarget, echo=print, sleep=time.sleep) ->
     or gone runs ``recover_steps``. A failed recovery is tried again next poll: from the
     start while the slice is lost (no capacity yet), with ``resume_steps`` once it is READY
     (the slice came back but, say, the install or the train step failed: no training runs
-    there, and waiting would wait for ever). On a READY slice where rltpu train runs, the
-    failed recovery did start it (its SSH session dropped after the start): that counts as
-    recovered, and the launcher waits again (install would refuse to run under it).
+    there, and waiting would wait for ever). On a READY slice where rltpu train runs on every
+    host it was started on, the failed recovery did start it (its SSH session dropped after
+    the start): that counts as recovered, and the launcher waits again. A start on some
+    hosts only is tried again, and install refuses while any host trains (stop it).
     """
     summary = f"{target.run_dir}/summary.json"
     recoveries, failed = 0, False
@@ -772,7 +780,7 @@ def watch(cfg: LaunchConfig, target: RunTarget, echo=print, sleep=time.sleep) ->
             echo(f"# slice {cfg.name} is {state or 'gone'}: recreating it and resuming "
                  f"{target.run_dir}")
             steps = recover_steps(cfg, target)
-        elif training_alive(cfg):
+        elif training_started(cfg):
             echo(f"# slice {cfg.name} is READY and rltpu train runs there: the last recovery "
                  f"started it; next look in {cfg.poll_seconds:g} s")
             failed, recoveries = False, recoveries + 1

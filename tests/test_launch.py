@@ -948,12 +948,12 @@ CREATE = _tpu_vm("create", "rl", "--accelerator-type=v5litepod-1", "--version=v2
                  "--spot")
 
 
-def _up_auto_resume(fake_path, tmp_path, **state):
-    """up --auto-resume of run r1 in gs://my-bucket/runs on a spot v5litepod-1, against the
-    preempting fake gcloud in ``state``; it must exit 0. Returns the result and token path."""
+def _up_auto_resume(fake_path, tmp_path, accelerator="v5litepod-1", **state):
+    """up --auto-resume of run r1 in gs://my-bucket/runs on a spot ``accelerator``, against
+    the preempting fake gcloud in ``state``; it must exit 0. Returns the result and token path."""
     env = _preempting_cloud(tmp_path, fake_path, **state)
     token = str(tmp_path / "keys" / "tok")
-    result = launcher(["up", "--name", "rl", "--accelerator-type", "v5litepod-1", "--spot",
+    result = launcher(["up", "--name", "rl", "--accelerator-type", accelerator, "--spot",
                        "--bucket", "gs://my-bucket/runs/", "--run-name", "r1", "--auto-resume",
                        "--poll-seconds", "0.01", "--token-file", token,
                        "--", "--env", "CartPole-v1"], fake_path, **env)
@@ -1031,6 +1031,19 @@ def test_a_failed_recovery_that_did_start_training_counts_as_recovered(fake_path
         in result.stdout
     assert "the run has ended (recovered 1 time)" in result.stdout
     assert "install would replace its code" not in result.stderr
+
+
+def test_a_recovery_that_started_training_on_some_pod_hosts_only_is_not_counted(fake_path,
+                                                                                tmp_path):
+    """On a pod (4 hosts, a learner process on each) training found on worker 0 alone is a
+    partial start: not a recovery. The launcher tries again, and install refuses while a
+    host trains, saying why."""
+    result, _ = _up_auto_resume(fake_path, tmp_path, accelerator="v5litepod-16",
+                                mode="preempted", train_starts_then_fails=1)
+    assert "READY and rltpu train runs there" not in result.stdout
+    assert "# slice rl is READY but the last recovery failed: installing again" in result.stdout
+    assert "rltpu train is running on the slice; install would replace its code" in result.stderr
+    assert "the run has ended (recovered 0 times)" in result.stdout
 
 
 def test_watch_queues_for_a_new_slice_and_resumes(fake_path, tmp_path):
