@@ -986,22 +986,29 @@ def test_auto_resume_recreates_a_preempted_slice_and_resumes_from_the_bucket(mod
     assert not any(os.path.exists(os.path.dirname(p)) for p, _, _ in _tarballs(fake_path))
 
 
+def _preempted_then_resumed(token):
+    """The calls of up, a wait, the preemption, the recreate and the resume whose train
+    step fails, then the poll that finds the slice READY after that failed recovery."""
+    return [
+        DESCRIBE, CREATE, *_reinstall(token, "--env CartPole-v1 --run-dir gs://my-bucket/runs/r1"),
+        SUMMARY, DESCRIBE,                                        # READY: wait
+        SUMMARY, DESCRIBE,                                        # PREEMPTED
+        DESCRIBE, _tpu_vm("delete", "rl", "--quiet"), DESCRIBE, CREATE,
+        *_reinstall(token, "--resume gs://my-bucket/runs/r1"),
+        SUMMARY, DESCRIBE,                                        # READY, recovery failed
+    ]
+
+
 def test_a_recovery_that_fails_on_a_ready_slice_is_tried_again_without_the_delete(fake_path,
                                                                                    tmp_path):
     """The slice came back READY but the resume's train step failed: nothing trains there,
     so the next poll installs and resumes again on that slice (no delete, no create), instead
     of waiting for a summary.json that would never come."""
     result, token = _up_auto_resume(fake_path, tmp_path, mode="preempted", train_fails=1)
-    resume = _reinstall(token, "--resume gs://my-bucket/runs/r1")
     assert _calls_without_tarballs(fake_path) == [
-        DESCRIBE, CREATE, *_reinstall(token, "--env CartPole-v1 --run-dir gs://my-bucket/runs/r1"),
-        SUMMARY, DESCRIBE,                                        # READY: wait
-        SUMMARY, DESCRIBE,                                        # PREEMPTED
-        DESCRIBE, _tpu_vm("delete", "rl", "--quiet"), DESCRIBE, CREATE,
-        *resume,                                                  # its train step fails
-        SUMMARY, DESCRIBE,                                        # READY, recovery failed
+        *_preempted_then_resumed(token),                          # its train step fails
         ALIVE_CHECK,                                              # nothing trains there
-        DESCRIBE, *resume,                                        # the slice kept
+        DESCRIBE, *_reinstall(token, "--resume gs://my-bucket/runs/r1"),  # the slice kept
         SUMMARY, DESCRIBE,                                        # READY: wait
         SUMMARY,                                                  # the run has ended
     ]
@@ -1018,12 +1025,7 @@ def test_a_failed_recovery_that_did_start_training_counts_as_recovered(fake_path
     result, token = _up_auto_resume(fake_path, tmp_path, mode="preempted",
                                     train_starts_then_fails=1)
     assert _calls_without_tarballs(fake_path) == [
-        DESCRIBE, CREATE, *_reinstall(token, "--env CartPole-v1 --run-dir gs://my-bucket/runs/r1"),
-        SUMMARY, DESCRIBE,                                        # READY: wait
-        SUMMARY, DESCRIBE,                                        # PREEMPTED
-        DESCRIBE, _tpu_vm("delete", "rl", "--quiet"), DESCRIBE, CREATE,
-        *_reinstall(token, "--resume gs://my-bucket/runs/r1"),   # starts, then exit 255
-        SUMMARY, DESCRIBE,                                        # READY, recovery failed
+        *_preempted_then_resumed(token),                          # starts, then exit 255
         ALIVE_CHECK,                                              # training runs: wait
         SUMMARY,                                                  # the run has ended
     ]
