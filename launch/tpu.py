@@ -741,11 +741,10 @@ def slice_state(cfg: LaunchConfig) -> str | None:
     return None if "NOT_FOUND" in result.stderr else ""
 
 
-def training_started(cfg: LaunchConfig) -> bool:
-    """Whether rltpu train runs on every host the train step starts it on (False too when
-    the check itself failed)."""
+def hosts_training(cfg: LaunchConfig) -> int:
+    """On how many hosts rltpu train runs (0 too when the check itself failed)."""
     result = subprocess.run(_training_alive_check(cfg), capture_output=True, text=True)
-    return result.returncode == 0 and result.stdout.count(TRAINING_ALIVE) >= _training_hosts(cfg)
+    return result.stdout.count(TRAINING_ALIVE) if result.returncode == 0 else 0
 
 
 def watch(cfg: LaunchConfig, target: RunTarget, echo=print, sleep=time.sleep) -> int:
@@ -760,7 +759,8 @@ def watch(cfg: LaunchConfig, target: RunTarget, echo=print, sleep=time.sleep) ->
     there, and waiting would wait for ever). On a READY slice where rltpu train runs on every
     host it was started on, the failed recovery did start it (its SSH session dropped after
     the start): that counts as recovered, and the launcher waits again. A start on some
-    hosts only is tried again, and install refuses while any host trains (stop it).
+    hosts only (a pod's learners wait for all of theirs to join) is stopped on every host
+    before installing and resuming again, since install refuses while any host trains.
     """
     summary = f"{target.run_dir}/summary.json"
     recoveries, failed = 0, False
@@ -780,12 +780,17 @@ def watch(cfg: LaunchConfig, target: RunTarget, echo=print, sleep=time.sleep) ->
             echo(f"# slice {cfg.name} is {state or 'gone'}: recreating it and resuming "
                  f"{target.run_dir}")
             steps = recover_steps(cfg, target)
-        elif training_started(cfg):
+        elif (running := hosts_training(cfg)) >= _training_hosts(cfg):
             echo(f"# slice {cfg.name} is READY and rltpu train runs there: the last recovery "
                  f"started it; next look in {cfg.poll_seconds:g} s")
             failed, recoveries = False, recoveries + 1
             sleep(cfg.poll_seconds)
             continue
+        elif running:
+            echo(f"# slice {cfg.name} is READY but the last recovery started rltpu train on "
+                 f"{running} of its {_training_hosts(cfg)} hosts only: stopping it, installing "
+                 f"again and resuming {target.run_dir}")
+            steps = stop_steps(cfg) + resume_steps(cfg, target)
         else:
             echo(f"# slice {cfg.name} is READY but the last recovery failed: installing again "
                  f"and resuming {target.run_dir}")
@@ -1063,7 +1068,8 @@ def _watch_plan(cfg: LaunchConfig, target: RunTarget) -> str:
             f"#   gcloud storage ls {target.run_dir}/summary.json   (exists: stop)\n"
             f"#   {render_argv(describe_step(cfg).argv)}   (READY: wait; "
             f"{', '.join(LOST_STATES)} or gone: recover; READY after a failed recovery: "
-            "wait if rltpu train runs there, else recover without the delete)\n"
+            "wait if rltpu train runs on every host it was started on, else stop it where "
+            "it runs and recover without the delete)\n"
             "# recover:\n" + "".join(f"#   {line}\n" for line in recover.splitlines()))
 
 

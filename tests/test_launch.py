@@ -884,6 +884,8 @@ elif args[:2] == ["storage", "ls"] and args[2].endswith("/summary.json"):
     code = 0 if state["trains"] >= 2 and state["looks"] >= 2 else 1
 elif "RLTPU_TRAINING_ALIVE" in command and state.get("alive"):
     print("RLTPU_TRAINING_ALIVE t1v-w-0")
+elif "pkill -TERM" in command:  # the stop step: training ends on every host
+    state["alive"] = False
 elif "nohup setsid" in command and state["trains"] and state.get("train_starts_then_fails"):
     state["train_starts_then_fails"] -= 1  # a resume starts training, then its SSH drops
     state.update(trains=state["trains"] + 1, looks=0, alive=True)
@@ -1038,14 +1040,20 @@ def test_a_failed_recovery_that_did_start_training_counts_as_recovered(fake_path
 def test_a_recovery_that_started_training_on_some_pod_hosts_only_is_not_counted(fake_path,
                                                                                 tmp_path):
     """On a pod (4 hosts, a learner process on each) training found on worker 0 alone is a
-    partial start: not a recovery. The launcher tries again, and install refuses while a
-    host trains, saying why."""
+    partial start: not a recovery. The launcher stops it on every host, then installs and
+    resumes again (install would refuse while a host trains)."""
     result, _ = _up_auto_resume(fake_path, tmp_path, accelerator="v5litepod-16",
                                 mode="preempted", train_starts_then_fails=1)
     assert "READY and rltpu train runs there" not in result.stdout
-    assert "# slice rl is READY but the last recovery failed: installing again" in result.stdout
-    assert "rltpu train is running on the slice; install would replace its code" in result.stderr
-    assert "the run has ended (recovered 0 times)" in result.stdout
+    assert ("# slice rl is READY but the last recovery started rltpu train on 1 of its 4 "
+            "hosts only: stopping it, installing again and resuming gs://my-bucket/runs/r1"
+            ) in result.stdout
+    calls = _calls_without_tarballs(fake_path)
+    stop = calls.index(_tpu_vm("ssh", "rl", "--worker=all", "--command=" + STOP_TRAINING))
+    assert calls[stop - 1] == ALIVE_CHECK                     # training found on 1 host
+    assert calls[stop + 1:stop + 3] == [DESCRIBE, ALIVE_CHECK]  # then install's own check
+    assert "install would replace its code" not in result.stderr
+    assert "the run has ended (recovered 1 time)" in result.stdout
 
 
 def test_watch_queues_for_a_new_slice_and_resumes(fake_path, tmp_path):
