@@ -62,11 +62,8 @@ def test_example_custom_agent_trains_from_the_cli(tmp_path, ray_tmpdir):
     assert summary["agent"] == "a2c" and summary["final_return"] >= 475
 
 
-@pytest.mark.slow
-def test_dqn_reaches_475_on_cartpole(tmp_path, ray_tmpdir):
-    summary = train(["--agent", "dqn", "--total-env-steps", "600000", "--envs-per-actor", "8",
-                     "--batch-size", "8"], tmp_path, ray_tmpdir)
-    assert summary["agent"] == "dqn" and summary["final_return"] >= 475
+# DQN's learning run is test_agents_hold.py's, at the settings this file's DQN test had (8
+# envs per actor, 8 unrolls a batch): it must reach 475, then hold it.
 
 
 @pytest.mark.slow

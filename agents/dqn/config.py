@@ -18,8 +18,12 @@ class DQNConfig(NetworkConfig):
     1e-1 learnt too slowly; README, Agents)."""
     discount: float = 0.99
     """Per-step discount gamma."""
-    n_step: int = 3
-    """Steps summed in each return before bootstrapping."""
+    n_step: int = 5
+    """Steps summed in each return before bootstrapping. R2D2's 5, not Ape-X's 3: a target
+    copy leaves gamma^n of the values' distance to their fixed point, 1 / (1 - gamma), and a
+    solved CartPole's greedy policy wavered while they still climbed (with 3 the training
+    mean dipped below 400 in 3 of 11 runs; with 5 it held in 8 of 8; README, Agents). The
+    dqn-atari preset keeps Ape-X's 3."""
     target_update_period: int = 100
     """Copy the online network to the target network every this many updates."""
     epsilon: float = 0.1
