@@ -1037,8 +1037,7 @@ def test_a_failed_recovery_that_did_start_training_counts_as_recovered(fake_path
     assert "install would replace its code" not in result.stderr
 
 
-def test_a_recovery_that_started_training_on_some_pod_hosts_only_is_not_counted(fake_path,
-                                                                                tmp_path):
+def test_a_partial_pod_start_is_stopped_on_every_host_then_resumed(fake_path, tmp_path):
     """On a pod (4 hosts, a learner process on each) training found on worker 0 alone is a
     partial start: not a recovery. The launcher stops it on every host, then installs and
     resumes again (install would refuse while a host trains)."""
