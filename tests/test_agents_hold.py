@@ -51,7 +51,8 @@ def check_holds(rows, window):
 # entropy climbed until episodes failed again, and four runs of eight dipped late (to 160.4
 # at 629k). At 0.001 sixteen of eighteen held; two dipped early, 52k and 99k steps after a
 # first 475 reached before the values had settled (383.45, 240.55; value-loss spikes of 3.6
-# to 245), and no run failed an episode from 200k steps on (README, Agents). A test that
+# to 245); from 200k steps on, 3 of their 3,034 metrics rows showed a failed episode
+# (README, Agents). A test that
 # fails one CI run in nine is not kept on.
 NOT_HELD_RELIABLY = pytest.mark.skip(reason="dipped early in 2 of 18 runs (issue 17)")
 
