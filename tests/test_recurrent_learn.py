@@ -24,8 +24,9 @@ CASES = {  # settings and the LSTM's budget of env steps
     # 20-episode mean of 9.1 and its entropy to 0.02), and a deterministic policy is where
     # it can stick. At 2e-3, ten seeds reached 475 at 0.71M-1.34M (defaults, twelve seeds:
     # 0.53M-1.78M) and their entropy stayed above 0.12 (defaults: down to 0.04; README).
-    # Those runs had the entropy cost of 0.01; at 0.001 (the default since 2026-12-05) six
-    # seeds reached 475 at 0.75M-1.41M, entropy no lower than 0.094.
+    # Those runs had the entropy cost of 0.01; at 0.001 six seeds reached 475 at 0.75M-1.41M,
+    # entropy no lower than 0.094; at 0 (the default since 2026-12-05) six at 0.74M-1.30M,
+    # entropy no lower than 0.128.
     "impala": (["--agent", "impala", "--core-size", "64", "--learning-rate", "2e-3"], 3_000_000),
     # PPO: 475 at 482k and 505k (README); a CI run on 2026-12-05 ended 1M at 284.75, its
     # 20-episode mean swinging between 39 and 421 from 150k on, and the next two test runs
